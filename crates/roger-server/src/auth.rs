@@ -1,0 +1,202 @@
+//! Tokens: HS256 JWTs with `sub`, `name`, `channels` and `exp`.
+//!
+//! Each way a token can be wrong has its own error code so a client knows whether to ask
+//! for a new sign-in (`TOKEN_EXPIRED`) or report a bad configuration (`TOKEN_INVALID`).
+//! Tokens are never logged; only their subject is.
+
+use jsonwebtoken::{
+    decode, encode, errors::ErrorKind, Algorithm, DecodingKey, EncodingKey, Header, Validation,
+};
+use roger_protocol::{ChannelId, ErrorBody, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The claims Roger reads from a token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Stable user id.
+    pub sub: String,
+    /// Display name.
+    pub name: String,
+    /// Channels this user may join. `"*"` allows every channel.
+    pub channels: Vec<String>,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+}
+
+impl Claims {
+    /// Whether the token allows `channel`.
+    pub fn allows(&self, channel: &ChannelId) -> bool {
+        self.channels
+            .iter()
+            .any(|c| c == "*" || c == channel.as_str())
+    }
+}
+
+/// Signs and checks tokens with one shared secret.
+#[derive(Clone)]
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator { secret: <hidden> }")
+    }
+}
+
+impl Authenticator {
+    /// An authenticator for `secret`.
+    pub fn new(secret: &[u8]) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        // Expiry is exact: a token is refused the second it expires.
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Authenticator {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        }
+    }
+
+    /// A token for `user` allowing `channels`, valid for `ttl` from now.
+    pub fn issue(&self, user: &str, name: &str, channels: &[String], ttl: Duration) -> String {
+        let claims = Claims {
+            sub: user.to_owned(),
+            name: name.to_owned(),
+            channels: channels.to_vec(),
+            exp: unix_now().saturating_add(ttl.as_secs()),
+        };
+        self.sign(&claims)
+    }
+
+    /// Signs arbitrary claims (tests use this for expired tokens).
+    pub fn sign(&self, claims: &Claims) -> String {
+        // HS256 signing of a serializable struct cannot fail.
+        encode(&Header::new(Algorithm::HS256), claims, &self.encoding).expect("HS256 signing")
+    }
+
+    /// Checks a token: `TOKEN_EXPIRED` when it has expired, `TOKEN_INVALID` for anything
+    /// else wrong (bad signature, malformed, wrong algorithm, missing claims).
+    pub fn verify(&self, token: &str) -> Result<Claims, ErrorBody> {
+        match decode::<Claims>(token, &self.decoding, &self.validation) {
+            Ok(data) => {
+                if data.claims.sub.is_empty() {
+                    return Err(ErrorBody::new(
+                        ErrorCode::TokenInvalid,
+                        "token has an empty sub",
+                    ));
+                }
+                Ok(data.claims)
+            }
+            Err(e) => Err(match e.kind() {
+                ErrorKind::ExpiredSignature => {
+                    ErrorBody::new(ErrorCode::TokenExpired, "the token has expired")
+                }
+                ErrorKind::InvalidSignature => ErrorBody::new(
+                    ErrorCode::TokenInvalid,
+                    "the token's signature does not match this server's secret",
+                ),
+                _ => ErrorBody::new(
+                    ErrorCode::TokenInvalid,
+                    format!("the token is not valid: {e}"),
+                ),
+            }),
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Parses `30s`, `15m`, `1h`, `7d` (or plain seconds).
+pub fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("bad duration unit in {s:?}: use s, m, h or d")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_token_verifies_with_its_claims() {
+        let a = Authenticator::new(b"secret");
+        let t = a.issue(
+            "alice",
+            "Alice",
+            &["general".into()],
+            Duration::from_secs(60),
+        );
+        let c = a.verify(&t).unwrap();
+        assert_eq!(c.sub, "alice");
+        assert!(c.allows(&"general".into()));
+        assert!(!c.allows(&"echo".into()));
+    }
+
+    #[test]
+    fn expired_forged_and_garbage_tokens_get_distinct_codes() {
+        let a = Authenticator::new(b"secret");
+        let expired = a.sign(&Claims {
+            sub: "alice".into(),
+            name: "Alice".into(),
+            channels: vec![],
+            exp: unix_now() - 10,
+        });
+        assert_eq!(
+            a.verify(&expired).unwrap_err().code,
+            ErrorCode::TokenExpired
+        );
+        let forged = Authenticator::new(b"other").issue("alice", "A", &[], Duration::from_secs(60));
+        assert_eq!(a.verify(&forged).unwrap_err().code, ErrorCode::TokenInvalid);
+        assert_eq!(
+            a.verify("garbage").unwrap_err().code,
+            ErrorCode::TokenInvalid
+        );
+    }
+
+    #[test]
+    fn a_wildcard_allows_every_channel() {
+        let c = Claims {
+            sub: "a".into(),
+            name: "a".into(),
+            channels: vec!["*".into()],
+            exp: 0,
+        };
+        assert!(c.allows(&"anything".into()));
+    }
+
+    #[test]
+    fn ttls_parse_with_units() {
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172800));
+        assert!(parse_ttl("1y").is_err());
+        assert!(parse_ttl("h").is_err());
+    }
+
+    #[test]
+    fn the_debug_form_hides_the_secret() {
+        let a = Authenticator::new(b"supersecret");
+        assert!(!format!("{a:?}").contains("supersecret"));
+    }
+}

@@ -1,0 +1,349 @@
+//! Server configuration: a TOML file, every field optional, with defaults that run a
+//! useful dev server with no file at all.
+
+use roger_protocol::{ChannelId, ChannelInfo};
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole configuration. See `docs/server.md` for an annotated example.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// HTTP/WebSocket listen address (`/ws`, `/healthz`, `/metrics`).
+    pub listen: SocketAddr,
+    /// HS256 secret for tokens. When empty, `ROGER_JWT_SECRET` is used, else a dev secret
+    /// generated and kept in the data dir.
+    pub jwt_secret: String,
+    /// Session timing.
+    pub session: SessionConfig,
+    /// Floor timing.
+    pub floor: FloorConfig,
+    /// Abuse limits.
+    pub limits: LimitsConfig,
+    /// Media (UDP) addresses.
+    pub media: MediaConfig,
+    /// Channels. Defaults to `general` and `echo`.
+    pub channels: Vec<ChannelConfig>,
+}
+
+/// Session timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionConfig {
+    /// How long a session survives after its socket drops, for `resume`.
+    pub grace_ms: u64,
+    /// How often clients ping; a socket silent for 3 intervals is closed.
+    pub ping_interval_ms: u64,
+}
+
+/// Floor timing.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FloorConfig {
+    /// Longest grant; the floor is revoked after it.
+    pub max_talk_ms: u64,
+    /// How long a holder whose connection is lost keeps the floor.
+    pub grace_ms: u64,
+}
+
+/// Abuse limits; each refusal has its own error code.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest text frame answered normally; larger gets `MESSAGE_TOO_LARGE`.
+    pub max_message_bytes: usize,
+    /// Sustained requests per second per connection.
+    pub requests_per_second: u32,
+    /// Burst allowance above the sustained rate.
+    pub request_burst: u32,
+    /// Sessions (connected or in grace) before `SERVER_FULL`.
+    pub max_sessions: usize,
+}
+
+/// Where media flows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// UDP bind addresses for transports. `0.0.0.0:0` binds every non-loopback interface
+    /// on an ephemeral port; a specific IP binds just that one.
+    pub bind: Vec<String>,
+    /// Addresses to announce in ICE candidates instead of the bound ones (a server behind
+    /// NAT or in a container announces its public address), like mediasoup's
+    /// `announcedAddress`.
+    pub announced_ips: Vec<String>,
+}
+
+/// One channel.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// Its name.
+    pub id: String,
+    /// Shown to users.
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:7070".parse().expect("valid literal address"),
+            jwt_secret: String::new(),
+            session: SessionConfig::default(),
+            floor: FloorConfig::default(),
+            limits: LimitsConfig::default(),
+            media: MediaConfig::default(),
+            channels: vec![
+                ChannelConfig {
+                    id: "general".into(),
+                    description: "Everyone".into(),
+                },
+                ChannelConfig {
+                    id: "echo".into(),
+                    description: "Radio check: the echo bot plays you back".into(),
+                },
+            ],
+        }
+    }
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            grace_ms: 30_000,
+            ping_interval_ms: 1_000,
+        }
+    }
+}
+
+impl Default for FloorConfig {
+    fn default() -> Self {
+        FloorConfig {
+            max_talk_ms: 60_000,
+            grace_ms: 5_000,
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_message_bytes: roger_protocol::DEFAULT_MAX_MESSAGE_BYTES,
+            requests_per_second: 20,
+            request_burst: 40,
+            max_sessions: 2_000,
+        }
+    }
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            bind: vec!["0.0.0.0:0".into()],
+            announced_ips: vec![],
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for [`Config`].
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// The values do not make sense together.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and validates a TOML file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config: Config = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that TOML types cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.channels.is_empty() {
+            return Err(ConfigError::Invalid(
+                "at least one channel is needed".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for c in &self.channels {
+            if c.id.is_empty() || c.id.len() > 64 || !c.id.chars().all(is_channel_char) {
+                return Err(ConfigError::Invalid(format!(
+                    "channel id {:?}: use 1-64 characters of a-z, 0-9, '-', '_', '.'",
+                    c.id
+                )));
+            }
+            if !seen.insert(&c.id) {
+                return Err(ConfigError::Invalid(format!("channel {:?} twice", c.id)));
+            }
+        }
+        if self.session.ping_interval_ms < 100 {
+            return Err(ConfigError::Invalid(
+                "session.ping_interval_ms >= 100".into(),
+            ));
+        }
+        if self.floor.max_talk_ms == 0 || self.limits.requests_per_second == 0 {
+            return Err(ConfigError::Invalid(
+                "floor.max_talk_ms and limits.requests_per_second must be > 0".into(),
+            ));
+        }
+        if self.media.bind.is_empty() {
+            return Err(ConfigError::Invalid("media.bind needs an address".into()));
+        }
+        Ok(())
+    }
+
+    /// Channels as announced to clients.
+    pub fn channel_infos(&self) -> Vec<ChannelInfo> {
+        self.channels
+            .iter()
+            .map(|c| ChannelInfo {
+                id: ChannelId(c.id.clone()),
+                description: c.description.clone(),
+            })
+            .collect()
+    }
+
+    /// Session grace as a duration.
+    pub fn session_grace(&self) -> Duration {
+        Duration::from_millis(self.session.grace_ms)
+    }
+
+    /// A socket silent this long is considered dead.
+    pub fn socket_idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.session.ping_interval_ms * 3)
+    }
+}
+
+fn is_channel_char(c: char) -> bool {
+    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.')
+}
+
+/// Where the server keeps its state (the dev secret) when `--data-dir` is not given.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_local_dir()
+        .map(|d| d.join("roger-server"))
+        .unwrap_or_else(|| PathBuf::from("roger-server-data"))
+}
+
+/// The JWT secret: from the config, else `ROGER_JWT_SECRET`, else `DATA_DIR/jwt-secret`
+/// (created with a random value on first use). Returns the secret and where it came from.
+pub fn resolve_secret(config: &Config, data_dir: &Path) -> std::io::Result<(Vec<u8>, String)> {
+    if !config.jwt_secret.is_empty() {
+        return Ok((config.jwt_secret.as_bytes().to_vec(), "config".into()));
+    }
+    if let Ok(s) = std::env::var("ROGER_JWT_SECRET") {
+        if !s.is_empty() {
+            return Ok((s.into_bytes(), "ROGER_JWT_SECRET".into()));
+        }
+    }
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if !s.trim().is_empty() => {
+            return Ok((s.trim().as_bytes().to_vec(), path.display().to_string()))
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    use base64::Engine;
+    let bytes: [u8; 32] = rand::random();
+    let secret = base64::engine::general_purpose::STANDARD_NO_PAD.encode(bytes);
+    write_private(&path, &secret)?;
+    Ok((
+        secret.into_bytes(),
+        format!("{} (generated)", path.display()),
+    ))
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(contents.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, contents: &str) -> std::io::Result<()> {
+    std::fs::write(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_with_no_file_and_has_general_and_echo() {
+        let c = Config::default();
+        c.validate().unwrap();
+        let ids: Vec<_> = c.channels.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["general", "echo"]);
+    }
+
+    #[test]
+    fn a_partial_file_keeps_the_other_defaults() {
+        let c: Config = toml::from_str(
+            "listen = \"127.0.0.1:9000\"\n[floor]\nmax_talk_ms = 1000\n[[channels]]\nid = \"ops\"\n",
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.floor.max_talk_ms, 1000);
+        assert_eq!(c.floor.grace_ms, 5000);
+        assert_eq!(c.channels.len(), 1);
+    }
+
+    #[test]
+    fn typos_and_bad_channel_names_are_refused() {
+        assert!(toml::from_str::<Config>("listn = \"x\"").is_err());
+        let mut c = Config::default();
+        c.channels[0].id = "Bad Name".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_dev_secret_is_generated_once_and_reused() {
+        let dir = std::env::temp_dir().join(format!("roger-secret-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Config::default();
+        let (a, from_a) = resolve_secret(&c, &dir).unwrap();
+        let (b, from_b) = resolve_secret(&c, &dir).unwrap();
+        assert_eq!(a, b);
+        assert!(from_a.contains("generated"));
+        assert!(!from_b.contains("generated"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,802 @@
+//! The hub: every session and channel of this server, behind one lock.
+//!
+//! All state changes (hello, resume, join, leave, floor, detach, timeouts) happen under a
+//! std `Mutex` and never await while holding it: each operation is a few map updates,
+//! so a blocking lock is cheaper and simpler than an async one (as mini-redis argues).
+//! Notifications are queued with `try_send` to each socket's writer task, so a slow
+//! client cannot stall the hub. Async work (webrtc) happens outside the lock.
+//!
+//! Channel state lives behind this one type so a larger deployment can move it to a
+//! shared store without touching the socket or media code.
+
+use crate::auth::{Authenticator, Claims};
+use crate::config::Config;
+use crate::floor::{Floor, RequestOutcome, Revoked};
+use crate::media::{ChannelRouter, MediaSettings, SessionMedia, TransportEvent};
+use roger_protocol::*;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, Notify};
+
+/// What a socket's writer task sends.
+#[derive(Debug)]
+pub enum Outbound {
+    /// A message.
+    Message(ServerMessage),
+    /// Close the socket with this code and reason, after the messages before it.
+    Close(u16, String),
+}
+
+/// WebSocket close code for "policy violation" (replaced, drained, abuse).
+pub const CLOSE_POLICY: u16 = 1008;
+/// WebSocket close code for "going away" (server shutdown).
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// A socket attached to a session.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// Unique per socket, so a stale socket's close does not detach a newer one.
+    pub id: u64,
+    /// The socket's outbound queue.
+    pub tx: mpsc::Sender<Outbound>,
+}
+
+impl Conn {
+    fn send(&self, msg: ServerMessage) {
+        if self.tx.try_send(Outbound::Message(msg)).is_err() {
+            metrics::counter!("roger_notifications_dropped_total").increment(1);
+        }
+    }
+    fn close(&self, code: u16, reason: &str) {
+        let _ = self.tx.try_send(Outbound::Close(code, reason.to_owned()));
+    }
+}
+
+struct Session {
+    member: Member,
+    claims: Claims,
+    resume_token: String,
+    conn: Option<Conn>,
+    detached_at: Option<Instant>,
+    channels: BTreeSet<ChannelId>,
+    downlinks: HashMap<ChannelId, u32>,
+    media: Arc<SessionMedia>,
+}
+
+struct Channel {
+    info: ChannelInfo,
+    members: Vec<(SessionId, Member)>,
+    floor: Floor,
+    router: Arc<ChannelRouter>,
+}
+
+struct HubState {
+    sessions: HashMap<SessionId, Session>,
+    by_user: HashMap<UserId, SessionId>,
+    by_resume: HashMap<String, SessionId>,
+    channels: BTreeMap<ChannelId, Channel>,
+    draining: bool,
+}
+
+/// Sessions, channels and floors.
+pub struct Hub {
+    config: Arc<Config>,
+    auth: Authenticator,
+    media: MediaSettings,
+    state: Mutex<HubState>,
+    timers: Notify,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn random_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+impl Hub {
+    /// A hub for `config`, checking tokens with `auth`.
+    pub fn new(config: Arc<Config>, auth: Authenticator) -> Arc<Hub> {
+        let floor_max = Duration::from_millis(config.floor.max_talk_ms);
+        let floor_grace = Duration::from_millis(config.floor.grace_ms);
+        let channels = config
+            .channel_infos()
+            .into_iter()
+            .map(|info| {
+                (
+                    info.id.clone(),
+                    Channel {
+                        info,
+                        members: Vec::new(),
+                        floor: Floor::new(floor_max, floor_grace),
+                        router: Arc::new(ChannelRouter::default()),
+                    },
+                )
+            })
+            .collect();
+        let media = MediaSettings {
+            bind: config.media.bind.clone(),
+            announced_ips: config.media.announced_ips.clone(),
+        };
+        Arc::new(Hub {
+            config,
+            auth,
+            media,
+            state: Mutex::new(HubState {
+                sessions: HashMap::new(),
+                by_user: HashMap::new(),
+                by_resume: HashMap::new(),
+                channels,
+                draining: false,
+            }),
+            timers: Notify::new(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        // A panic under this lock is a bug that already crashed a request; keep serving.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn check_version(version: u32) -> Result<(), ErrorBody> {
+        if version == PROTOCOL_VERSION {
+            Ok(())
+        } else {
+            Err(ErrorBody::new(
+                ErrorCode::UnsupportedProtocolVersion,
+                format!("protocol version {version} is not supported; this server speaks {PROTOCOL_VERSION}"),
+            ))
+        }
+    }
+
+    /// `hello`: authenticates and creates a session for `conn`.
+    pub fn hello(
+        self: &Arc<Self>,
+        conn: Conn,
+        protocol_version: u32,
+        token: &str,
+        client: &str,
+    ) -> Result<(SessionId, Welcome), ErrorBody> {
+        Self::check_version(protocol_version)?;
+        let claims = self.auth.verify(token)?;
+        let user = UserId(claims.sub.clone());
+        let mut st = self.lock();
+        if st.draining {
+            return Err(ErrorBody::new(
+                ErrorCode::ServerDraining,
+                "the server is shutting down",
+            ));
+        }
+        if let Some(old) = st.by_user.get(&user).cloned() {
+            tracing::info!(user = %user, old = %old, "same identity connected again: replacing the older session");
+            if let Some(c) = st.sessions.get(&old).and_then(|s| s.conn.clone()) {
+                c.send(ServerMessage::Notification(Notification::Error(
+                    ErrorBody::new(
+                        ErrorCode::SessionReplaced,
+                        "you connected from somewhere else",
+                    ),
+                )));
+                c.close(CLOSE_POLICY, "session replaced");
+            }
+            self.end_session(&mut st, &old, "replaced");
+        }
+        if st.sessions.len() >= self.config.limits.max_sessions {
+            metrics::counter!("roger_refusals_total", "code" => "SERVER_FULL").increment(1);
+            return Err(ErrorBody::new(
+                ErrorCode::ServerFull,
+                "the server has no room for another session",
+            ));
+        }
+        let id = SessionId(random_token());
+        let member = Member {
+            user: user.clone(),
+            name: if claims.name.is_empty() {
+                claims.sub.clone()
+            } else {
+                claims.name.clone()
+            },
+        };
+        let (media, events) = SessionMedia::new(id.clone(), self.media.clone());
+        spawn_transport_events(id.clone(), media.clone(), events);
+        let resume_token = random_token();
+        let channels: Vec<ChannelInfo> = st
+            .channels
+            .values()
+            .filter(|c| claims.allows(&c.info.id))
+            .map(|c| c.info.clone())
+            .collect();
+        st.by_user.insert(user, id.clone());
+        st.by_resume.insert(resume_token.clone(), id.clone());
+        st.sessions.insert(
+            id.clone(),
+            Session {
+                member: member.clone(),
+                claims,
+                resume_token: resume_token.clone(),
+                conn: Some(conn),
+                detached_at: None,
+                channels: BTreeSet::new(),
+                downlinks: HashMap::new(),
+                media,
+            },
+        );
+        tracing::info!(session = %id, user = %member.user, client, "session created");
+        metrics::counter!("roger_sessions_created_total").increment(1);
+        publish_gauges(&st);
+        Ok((
+            id.clone(),
+            Welcome {
+                session_id: id,
+                resume_token,
+                user: member,
+                protocol_version: PROTOCOL_VERSION,
+                server_version: env!("CARGO_PKG_VERSION").to_owned(),
+                ice_servers: vec![],
+                ping_interval_ms: self.config.session.ping_interval_ms,
+                session_grace_ms: self.config.session.grace_ms,
+                floor_grace_ms: self.config.floor.grace_ms,
+                max_talk_ms: self.config.floor.max_talk_ms,
+                channels,
+            },
+        ))
+    }
+
+    /// `resume`: attaches `conn` to the session of `resume_token`.
+    pub async fn resume(
+        self: &Arc<Self>,
+        conn: Conn,
+        protocol_version: u32,
+        resume_token: &str,
+    ) -> Result<(SessionId, Resumed), ErrorBody> {
+        Self::check_version(protocol_version)?;
+        let (id, media, mut resumed) = {
+            let mut st = self.lock();
+            if st.draining {
+                return Err(ErrorBody::new(
+                    ErrorCode::ServerDraining,
+                    "the server is shutting down",
+                ));
+            }
+            let expired = || {
+                ErrorBody::new(
+                    ErrorCode::SessionExpired,
+                    "no session for this resume token; join again",
+                )
+            };
+            let id = st.by_resume.remove(resume_token).ok_or_else(expired)?;
+            let new_token = random_token();
+            st.by_resume.insert(new_token.clone(), id.clone());
+            let session = st.sessions.get_mut(&id).ok_or_else(expired)?;
+            if let Some(old) = session.conn.replace(conn) {
+                old.close(CLOSE_POLICY, "resumed on another socket");
+            }
+            session.detached_at = None;
+            session.resume_token = new_token.clone();
+            let joined: Vec<ChannelId> = session.channels.iter().cloned().collect();
+            let media = session.media.clone();
+            let mut floors_held = Vec::new();
+            for ch in &joined {
+                if let Some(c) = st.channels.get_mut(ch) {
+                    c.floor.connection_restored(&id);
+                    if c.floor.holder().is_some_and(|h| h.session == id) {
+                        floors_held.push(ch.clone());
+                    }
+                }
+            }
+            let channels = joined
+                .iter()
+                .filter_map(|ch| self.channel_state(&st, &id, ch))
+                .collect();
+            tracing::info!(session = %id, "session resumed");
+            metrics::counter!("roger_sessions_resumed_total").increment(1);
+            publish_gauges(&st);
+            (
+                id.clone(),
+                media,
+                Resumed {
+                    session_id: id,
+                    resume_token: new_token,
+                    ice_servers: vec![],
+                    ping_interval_ms: self.config.session.ping_interval_ms,
+                    channels,
+                    transports: vec![],
+                    floors_held,
+                },
+            )
+        };
+        resumed.transports = media.transports().await;
+        self.timers.notify_one();
+        Ok((id, resumed))
+    }
+
+    fn channel_state(
+        &self,
+        st: &HubState,
+        session: &SessionId,
+        ch: &ChannelId,
+    ) -> Option<ChannelState> {
+        let c = st.channels.get(ch)?;
+        let s = st.sessions.get(session)?;
+        let now = Instant::now();
+        Some(ChannelState {
+            id: ch.clone(),
+            members: c.members.iter().map(|(_, m)| m.clone()).collect(),
+            floor: match c.floor.holder() {
+                Some(h) => FloorState::Taken {
+                    holder: h.member.clone(),
+                    expires_in_ms: h.expires_at.saturating_duration_since(now).as_millis() as u64,
+                },
+                None => FloorState::Idle,
+            },
+            downlink_ssrc: s.downlinks.get(ch).copied().unwrap_or(0),
+            recv_slots: s.media.slot_count(),
+        })
+    }
+
+    /// `join`.
+    pub fn join(
+        &self,
+        session: &SessionId,
+        channel: &ChannelId,
+    ) -> Result<ChannelState, ErrorBody> {
+        let mut st = self.lock();
+        let s = st.sessions.get(session).ok_or_else(session_gone)?;
+        if !st.channels.contains_key(channel) {
+            return Err(ErrorBody::new(
+                ErrorCode::ChannelNotFound,
+                format!("no channel named {channel:?}"),
+            ));
+        }
+        if !s.claims.allows(channel) {
+            return Err(ErrorBody::new(
+                ErrorCode::ChannelNotAllowed,
+                format!("your token does not allow channel {channel:?}"),
+            ));
+        }
+        if !s.channels.contains(channel) {
+            let member = s.member.clone();
+            let (downlink, _) = s.media.assign_slot(channel);
+            let ssrc = downlink.ssrc;
+            let s = st.sessions.get_mut(session).expect("checked above");
+            s.channels.insert(channel.clone());
+            s.downlinks.insert(channel.clone(), ssrc);
+            let c = st.channels.get_mut(channel).expect("checked above");
+            c.router.add_listener(session.clone(), downlink);
+            c.members.push((session.clone(), member.clone()));
+            broadcast(
+                &st,
+                channel,
+                Some(session),
+                Notification::MemberJoined {
+                    channel: channel.clone(),
+                    member,
+                },
+            );
+            tracing::info!(session = %session, channel = %channel, "joined");
+        }
+        publish_gauges(&st);
+        Ok(self
+            .channel_state(&st, session, channel)
+            .expect("session and channel exist"))
+    }
+
+    /// `leave`.
+    pub fn leave(&self, session: &SessionId, channel: &ChannelId) -> Result<(), ErrorBody> {
+        let mut st = self.lock();
+        let s = st.sessions.get(session).ok_or_else(session_gone)?;
+        if !s.channels.contains(channel) {
+            return Err(ErrorBody::new(
+                ErrorCode::NotInChannel,
+                format!("you are not in {channel:?}"),
+            ));
+        }
+        leave_channel(&mut st, session, channel);
+        publish_gauges(&st);
+        Ok(())
+    }
+
+    /// `floor_request`.
+    pub fn floor_request(
+        &self,
+        session: &SessionId,
+        channel: &ChannelId,
+    ) -> Result<Response, ErrorBody> {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let s = st.sessions.get(session).ok_or_else(session_gone)?;
+        if !s.channels.contains(channel) {
+            return Err(ErrorBody::new(
+                ErrorCode::NotInChannel,
+                format!("join {channel:?} before talking"),
+            ));
+        }
+        let member = s.member.clone();
+        let media = s.media.clone();
+        // One microphone, one channel: holding the floor elsewhere ends there first.
+        let elsewhere: Vec<ChannelId> = st
+            .channels
+            .iter()
+            .filter(|(id, c)| {
+                *id != channel && c.floor.holder().is_some_and(|h| &h.session == session)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        let c = st.channels.get_mut(channel).expect("joined channels exist");
+        let outcome = c.floor.request(now, session, &member);
+        let router = c.router.clone();
+        match outcome {
+            RequestOutcome::Granted {
+                expires_in,
+                newly_taken,
+            } => {
+                for other in elsewhere {
+                    release_floor(&mut st, session, &other);
+                }
+                if newly_taken {
+                    router.set_speaker(Some(session.clone()));
+                    broadcast(
+                        &st,
+                        channel,
+                        Some(session),
+                        Notification::FloorTaken {
+                            channel: channel.clone(),
+                            by: member,
+                            expires_in_ms: expires_in.as_millis() as u64,
+                        },
+                    );
+                    metrics::counter!("roger_floor_grants_total").increment(1);
+                }
+                media.set_route(Some(router));
+                self.timers.notify_one();
+                Ok(Response::FloorGranted {
+                    channel: channel.clone(),
+                    expires_in_ms: expires_in.as_millis() as u64,
+                })
+            }
+            RequestOutcome::Denied { holder } => {
+                metrics::counter!("roger_floor_denials_total").increment(1);
+                Ok(Response::FloorDenied {
+                    channel: channel.clone(),
+                    holder,
+                })
+            }
+        }
+    }
+
+    /// `floor_release`.
+    pub fn floor_release(&self, session: &SessionId, channel: &ChannelId) -> Result<(), ErrorBody> {
+        let mut st = self.lock();
+        let s = st.sessions.get(session).ok_or_else(session_gone)?;
+        if !s.channels.contains(channel) {
+            return Err(ErrorBody::new(
+                ErrorCode::NotInChannel,
+                format!("you are not in {channel:?}"),
+            ));
+        }
+        if release_floor(&mut st, session, channel) {
+            Ok(())
+        } else {
+            metrics::counter!("roger_refusals_total", "code" => "FLOOR_NOT_HELD").increment(1);
+            Err(ErrorBody::new(
+                ErrorCode::FloorNotHeld,
+                format!("you do not hold the floor in {channel:?}"),
+            ))
+        }
+    }
+
+    /// The media of a session.
+    pub fn media(&self, session: &SessionId) -> Result<Arc<SessionMedia>, ErrorBody> {
+        let st = self.lock();
+        st.sessions
+            .get(session)
+            .map(|s| s.media.clone())
+            .ok_or_else(session_gone)
+    }
+
+    /// The socket `conn_id` of `session` closed without `bye`: keep the session for its
+    /// grace period (and a held floor for the floor grace).
+    pub fn detach(&self, session: &SessionId, conn_id: u64) {
+        let now = Instant::now();
+        let mut st = self.lock();
+        let Some(s) = st.sessions.get_mut(session) else {
+            return;
+        };
+        if s.conn.as_ref().is_none_or(|c| c.id != conn_id) {
+            return; // a newer socket took over already
+        }
+        s.conn = None;
+        s.detached_at = Some(now);
+        let channels: Vec<ChannelId> = s.channels.iter().cloned().collect();
+        for ch in channels {
+            if let Some(c) = st.channels.get_mut(&ch) {
+                c.floor.connection_lost(now, session);
+            }
+        }
+        tracing::info!(session = %session, grace_ms = self.config.session.grace_ms, "socket lost; session kept for resume");
+        publish_gauges(&st);
+        drop(st);
+        self.timers.notify_one();
+    }
+
+    /// `bye`: ends the session now.
+    pub fn bye(&self, session: &SessionId) {
+        let mut st = self.lock();
+        self.end_session(&mut st, session, "bye");
+        publish_gauges(&st);
+    }
+
+    fn end_session(&self, st: &mut HubState, session: &SessionId, why: &str) {
+        let Some(s) = st.sessions.get(session) else {
+            return;
+        };
+        let channels: Vec<ChannelId> = s.channels.iter().cloned().collect();
+        for ch in channels {
+            leave_channel(st, session, &ch);
+        }
+        let s = st.sessions.remove(session).expect("present above");
+        st.by_resume.remove(&s.resume_token);
+        if st.by_user.get(&s.member.user) == Some(session) {
+            st.by_user.remove(&s.member.user);
+        }
+        tracing::info!(session = %session, user = %s.member.user, why, "session ended");
+        metrics::counter!("roger_sessions_ended_total", "why" => why.to_owned()).increment(1);
+        let media = s.media.clone();
+        tokio::spawn(async move { media.close().await });
+    }
+
+    /// The earliest deadline of any session or floor.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let st = self.lock();
+        let grace = self.config.session_grace();
+        let sessions = st
+            .sessions
+            .values()
+            .filter_map(|s| s.detached_at.map(|d| d + grace));
+        let floors = st.channels.values().filter_map(|c| c.floor.poll_timeout());
+        sessions.chain(floors).min()
+    }
+
+    /// Applies every deadline that has passed at `now`.
+    pub fn handle_timeout(&self, now: Instant) {
+        let mut st = self.lock();
+        let grace = self.config.session_grace();
+        let expired: Vec<SessionId> = st
+            .sessions
+            .iter()
+            .filter(|(_, s)| s.detached_at.is_some_and(|d| now >= d + grace))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            self.end_session(&mut st, &id, "grace_expired");
+        }
+        let channels: Vec<ChannelId> = st.channels.keys().cloned().collect();
+        for ch in channels {
+            let revoked = st
+                .channels
+                .get_mut(&ch)
+                .and_then(|c| c.floor.handle_timeout(now));
+            if let Some(r) = revoked {
+                apply_revoked(&mut st, &ch, r);
+            }
+        }
+        publish_gauges(&st);
+    }
+
+    /// Runs the timer loop until the hub is dropped by everyone else.
+    pub async fn run_timers(self: Arc<Self>) {
+        loop {
+            let next = self.next_deadline();
+            let sleep = async {
+                match next {
+                    Some(t) => tokio::time::sleep_until(t.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = sleep => self.handle_timeout(Instant::now()),
+                _ = self.timers.notified() => {}
+            }
+        }
+    }
+
+    /// Starts shutting down: refuses new sessions, tells everyone, revokes floors and
+    /// closes every socket after the notice.
+    pub fn drain(&self, reconnect_after: Duration) {
+        let mut st = self.lock();
+        st.draining = true;
+        let channels: Vec<ChannelId> = st.channels.keys().cloned().collect();
+        for ch in channels {
+            let revoked = st
+                .channels
+                .get_mut(&ch)
+                .and_then(|c| c.floor.revoke_all(RevokeReason::ServerDraining));
+            if let Some(r) = revoked {
+                apply_revoked(&mut st, &ch, r);
+            }
+        }
+        for s in st.sessions.values() {
+            if let Some(c) = &s.conn {
+                c.send(ServerMessage::Notification(Notification::ServerDraining {
+                    reconnect_after_ms: reconnect_after.as_millis() as u64,
+                }));
+                c.close(CLOSE_GOING_AWAY, "server shutting down");
+            }
+        }
+        tracing::info!(
+            sessions = st.sessions.len(),
+            "draining: clients told to reconnect"
+        );
+    }
+
+    /// Closes every session's media (after a drain).
+    pub async fn close_all_media(&self) {
+        let media: Vec<Arc<SessionMedia>> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|s| s.media.clone())
+            .collect();
+        for m in media {
+            m.close().await;
+        }
+    }
+
+    /// Sessions (connected or in grace).
+    pub fn session_count(&self) -> usize {
+        self.lock().sessions.len()
+    }
+}
+
+fn session_gone() -> ErrorBody {
+    ErrorBody::new(ErrorCode::SessionExpired, "this session has ended")
+}
+
+/// Sends `note` to every member of `channel` except `except`.
+fn broadcast(st: &HubState, channel: &ChannelId, except: Option<&SessionId>, note: Notification) {
+    let Some(c) = st.channels.get(channel) else {
+        return;
+    };
+    for (sid, _) in &c.members {
+        if Some(sid) == except {
+            continue;
+        }
+        if let Some(conn) = st.sessions.get(sid).and_then(|s| s.conn.as_ref()) {
+            conn.send(ServerMessage::Notification(note.clone()));
+        }
+    }
+}
+
+/// Releases `session`'s floor in `channel` if it holds it; announces `floor_idle`.
+fn release_floor(st: &mut HubState, session: &SessionId, channel: &ChannelId) -> bool {
+    let Some(c) = st.channels.get_mut(channel) else {
+        return false;
+    };
+    if !c.floor.release(session) {
+        return false;
+    }
+    c.router.set_speaker(None);
+    if let Some(s) = st.sessions.get(session) {
+        s.media.set_route(None);
+    }
+    broadcast(
+        st,
+        channel,
+        Some(session),
+        Notification::FloorIdle {
+            channel: channel.clone(),
+        },
+    );
+    true
+}
+
+/// Announces a revocation: the holder gets `floor_revoked`, everyone else `floor_idle`.
+fn apply_revoked(st: &mut HubState, channel: &ChannelId, r: Revoked) {
+    if let Some(c) = st.channels.get(channel) {
+        c.router.set_speaker(None);
+    }
+    if let Some(s) = st.sessions.get(&r.session) {
+        s.media.set_route(None);
+        if let Some(conn) = &s.conn {
+            conn.send(ServerMessage::Notification(Notification::FloorRevoked {
+                channel: channel.clone(),
+                reason: r.reason,
+            }));
+        }
+    }
+    tracing::info!(session = %r.session, channel = %channel, reason = ?r.reason, "floor revoked");
+    metrics::counter!("roger_floor_revocations_total").increment(1);
+    broadcast(
+        st,
+        channel,
+        Some(&r.session),
+        Notification::FloorIdle {
+            channel: channel.clone(),
+        },
+    );
+}
+
+fn leave_channel(st: &mut HubState, session: &SessionId, channel: &ChannelId) {
+    let revoked = st
+        .channels
+        .get_mut(channel)
+        .and_then(|c| c.floor.remove(session));
+    if let Some(r) = revoked {
+        apply_revoked(st, channel, r);
+    }
+    let Some(s) = st.sessions.get_mut(session) else {
+        return;
+    };
+    s.channels.remove(channel);
+    s.downlinks.remove(channel);
+    s.media.release_slot(channel);
+    let Some(c) = st.channels.get_mut(channel) else {
+        return;
+    };
+    c.router.remove_listener(session);
+    let Some(pos) = c.members.iter().position(|(sid, _)| sid == session) else {
+        return;
+    };
+    let (_, member) = c.members.remove(pos);
+    broadcast(
+        st,
+        channel,
+        None,
+        Notification::MemberLeft {
+            channel: channel.clone(),
+            member,
+        },
+    );
+    tracing::info!(session = %session, channel = %channel, "left");
+}
+
+fn publish_gauges(st: &HubState) {
+    metrics::gauge!("roger_sessions").set(st.sessions.len() as f64);
+    metrics::gauge!("roger_sessions_connected")
+        .set(st.sessions.values().filter(|s| s.conn.is_some()).count() as f64);
+    metrics::gauge!("roger_channel_members")
+        .set(st.channels.values().map(|c| c.members.len()).sum::<usize>() as f64);
+}
+
+/// Handles transport events of one session until its transports are gone.
+fn spawn_transport_events(
+    session: SessionId,
+    media: Arc<SessionMedia>,
+    mut events: mpsc::UnboundedReceiver<TransportEvent>,
+) {
+    // Hold the media weakly: this task must not keep a closed session alive.
+    let media = Arc::downgrade(&media);
+    tokio::spawn(async move {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                TransportEvent::Track(track) => {
+                    if let Some(m) = media.upgrade() {
+                        tokio::spawn(m.run_producer(track));
+                    }
+                }
+                TransportEvent::State(dir, state) => {
+                    tracing::debug!(session = %session, transport = %dir, %state, "transport state");
+                }
+                TransportEvent::Ice(dir, state) => {
+                    tracing::debug!(session = %session, transport = %dir, %state, "ice state");
+                }
+            }
+        }
+    });
+}
+
+/// Unix time in milliseconds (for `pong`).
+pub fn server_time_ms() -> u64 {
+    unix_ms()
+}

@@ -1,0 +1,130 @@
+//! `roger-server`: the Roger signaling and media server.
+//!
+//! ```text
+//! roger-server [--listen ADDR:PORT] [--config FILE] [--data-dir DIR]
+//! roger-server [--config FILE] [--data-dir DIR] token --user U --channels C1,C2 --ttl 1h
+//! ```
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use roger_server::auth::{parse_ttl, Authenticator};
+use roger_server::config::{default_data_dir, resolve_secret, Config};
+use roger_server::hub::Hub;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "roger-server", version, about = "Roger push-to-talk server")]
+struct Cli {
+    /// Address for HTTP and WebSocket signaling (overrides the config file).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// TOML configuration file (optional: defaults run a dev server).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Where the server keeps state such as the generated dev secret.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// UDP media bind address (repeatable; overrides the config file's media.bind).
+    #[arg(long = "media-bind")]
+    media_bind: Vec<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a token signed with this server's secret (and nothing else).
+    Token {
+        /// User id (`sub`).
+        #[arg(long)]
+        user: String,
+        /// Display name (defaults to the user id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Comma-separated channels the token allows (`*` for all).
+        #[arg(long, value_delimiter = ',')]
+        channels: Vec<String>,
+        /// Lifetime: 30s, 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: std::time::Duration,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(listen) = cli.listen {
+        config.listen = listen;
+    }
+    if !cli.media_bind.is_empty() {
+        config.media.bind = cli.media_bind.clone();
+    }
+    let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let (secret, secret_from) = resolve_secret(&config, &data_dir).with_context(|| {
+        format!(
+            "cannot read or create the JWT secret in {}",
+            data_dir.display()
+        )
+    })?;
+    let auth = Authenticator::new(&secret);
+
+    if let Some(Command::Token {
+        user,
+        name,
+        channels,
+        ttl,
+    }) = cli.command
+    {
+        if channels.is_empty() {
+            anyhow::bail!("--channels needs at least one channel (or '*')");
+        }
+        let name = name.unwrap_or_else(|| user.clone());
+        println!("{}", auth.issue(&user, &name, &channels, ttl));
+        return Ok(());
+    }
+
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let metrics = roger_server::install_metrics();
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, secret = %secret_from, channels = config.channels.len(), "roger-server listening on ws://{addr}/ws");
+        let hub = Hub::new(Arc::new(config), auth);
+        roger_server::serve(listener, hub, metrics, shutdown_signal()).await?;
+        tracing::info!("roger-server stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested: draining");
+}
