@@ -1,1 +1,319 @@
-fn main() {}
+//! `roger-bot`: a headless Roger client for people, tests and benchmarks.
+//!
+//! ```text
+//! roger-bot --server URL --token TOKEN [--json] talk --channel C --wav IN.wav [--repeat N]
+//! roger-bot --server URL --token TOKEN [--json] listen --channel C --out OUT.wav --seconds S
+//! roger-bot --server URL --token TOKEN [--json] echo [--channel echo]
+//! ```
+//!
+//! With `--json`, stdout carries one JSON object per line, each with `t_ms` (Unix
+//! milliseconds) and `event`: `status` (`status`), `floor` (`state`, `by`), `error`
+//! (`code`, `message`), `audio` once a second (`frames_sent`, `frames_received`), and
+//! `joining`, `joined`, `first_audio`, `done`.
+
+mod output;
+
+use clap::{Parser, Subcommand};
+use output::Output;
+use roger_client::audio::{write_wav, PcmSource, Recording};
+use roger_client::protocol::{ChannelId, ErrorBody, ErrorCode};
+use roger_client::{AudioSink, ClientConfig, ClientEvent, FloorEvent, FloorOutcome, Session};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(name = "roger-bot", version, about = "Headless Roger client")]
+struct Cli {
+    /// Server signaling URL, e.g. ws://127.0.0.1:7070/ws
+    #[arg(long, env = "ROGER_SERVER")]
+    server: String,
+    /// Access token (`roger-server token ...`).
+    #[arg(long, env = "ROGER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// Print one JSON object per line on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    /// UDP media bind address (repeatable); default: loopback for a loopback server.
+    #[arg(long = "media-bind", global = true)]
+    media_bind: Vec<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Request the floor, send a WAV file in real time, release, exit.
+    Talk {
+        /// Channel to talk in.
+        #[arg(long)]
+        channel: String,
+        /// 48 kHz WAV file to send.
+        #[arg(long)]
+        wav: PathBuf,
+        /// Send the file this many times in one transmission.
+        #[arg(long, default_value_t = 1)]
+        repeat: u32,
+    },
+    /// Record what a channel hears for a while into a WAV file.
+    Listen {
+        /// Channel to listen to.
+        #[arg(long)]
+        channel: String,
+        /// Output WAV file (48 kHz mono).
+        #[arg(long)]
+        out: PathBuf,
+        /// How long to listen.
+        #[arg(long)]
+        seconds: f64,
+    },
+    /// Radio check: record each transmission and play it back after the talker releases.
+    Echo {
+        /// Channel to serve.
+        #[arg(long, default_value = "echo")]
+        channel: String,
+    },
+}
+
+/// Records each channel's audio and reports the first frame.
+#[derive(Clone)]
+struct RecordingSink {
+    recordings: Arc<Mutex<HashMap<ChannelId, Recording>>>,
+    out: Output,
+    heard: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl AudioSink for RecordingSink {
+    fn play(&mut self, channel: &ChannelId, rtp_timestamp: u32, pcm: &[i16]) {
+        if !self.heard.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            self.out.line(
+                "first_audio",
+                serde_json::json!({ "channel": channel }),
+                || format!("hearing audio in {channel}"),
+            );
+        }
+        let mut r = self.recordings.lock().expect("recordings lock");
+        r.entry(channel.clone())
+            .or_default()
+            .add(rtp_timestamp, pcm);
+    }
+}
+
+impl RecordingSink {
+    fn new(out: Output) -> Self {
+        RecordingSink {
+            recordings: Arc::default(),
+            out,
+            heard: Arc::default(),
+        }
+    }
+    fn take(&self, channel: &ChannelId) -> Vec<i16> {
+        self.heard
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        self.recordings
+            .lock()
+            .expect("recordings lock")
+            .get_mut(channel)
+            .map(Recording::take)
+            .unwrap_or_default()
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "warn,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error".into()
+            }),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let out = Output::new(cli.json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("INTERNAL_ERROR: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, out.clone())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            out.error(&e);
+            eprintln!("{}: {}", e.code, e.message);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
+    let mut config = ClientConfig::new(&cli.server, &cli.token);
+    config.client_name = format!("roger-bot/{}", env!("CARGO_PKG_VERSION"));
+    if !cli.media_bind.is_empty() {
+        config.media_bind = Some(cli.media_bind.clone());
+    }
+    let sink = RecordingSink::new(out.clone());
+    let (session, events) = match Session::connect(config, Box::new(sink.clone())).await {
+        Ok(v) => v,
+        Err(e) => return Err(e),
+    };
+    let (floor_tx, floor_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(out.clone().print_events(events, floor_tx));
+    tokio::spawn(out.clone().print_audio_stats(session.clone()));
+
+    let result = match cli.command {
+        Command::Talk {
+            channel,
+            wav,
+            repeat,
+        } => talk(&session, &out, channel.into(), wav, repeat).await,
+        Command::Listen {
+            channel,
+            out: path,
+            seconds,
+        } => listen(&session, &out, &sink, channel.into(), path, seconds).await,
+        Command::Echo { channel } => echo(&session, &out, &sink, channel.into(), floor_rx).await,
+    };
+    out.stats(&session);
+    session.close().await;
+    // Let the event printer flush the last status line.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    result
+}
+
+async fn join(session: &Session, out: &Output, channel: &ChannelId) -> Result<(), ErrorBody> {
+    out.line("joining", serde_json::json!({ "channel": channel }), || {
+        format!("joining {channel}")
+    });
+    let state = session.join(channel).await?;
+    out.line(
+        "joined",
+        serde_json::json!({ "channel": channel, "members": state.members.len() }),
+        || format!("joined {channel} ({} members)", state.members.len()),
+    );
+    Ok(())
+}
+
+async fn talk(
+    session: &Session,
+    out: &Output,
+    channel: ChannelId,
+    wav: PathBuf,
+    repeat: u32,
+) -> Result<(), ErrorBody> {
+    let source = PcmSource::from_wav(&wav, repeat)?;
+    join(session, out, &channel).await?;
+    match session.talk(&channel, Box::new(source)).await? {
+        FloorOutcome::Granted { .. } => {
+            out.line("done", serde_json::json!({}), || "transmission sent".into());
+            Ok(())
+        }
+        FloorOutcome::Denied { holder } => Err(ErrorBody::new(
+            ErrorCode::FloorDenied,
+            format!("{} holds the floor in {channel}", holder.name),
+        )),
+    }
+}
+
+async fn listen(
+    session: &Session,
+    out: &Output,
+    sink: &RecordingSink,
+    channel: ChannelId,
+    path: PathBuf,
+    seconds: f64,
+) -> Result<(), ErrorBody> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(ErrorBody::new(
+            ErrorCode::InternalError,
+            "--seconds must be a positive number",
+        ));
+    }
+    join(session, out, &channel).await?;
+    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    let pcm = sink.take(&channel);
+    write_wav(&path, &pcm)?;
+    out.line(
+        "done",
+        serde_json::json!({ "samples": pcm.len(), "out": path }),
+        || {
+            format!(
+                "wrote {} s of audio to {}",
+                pcm.len() / 48_000,
+                path.display()
+            )
+        },
+    );
+    Ok(())
+}
+
+async fn echo(
+    session: &Session,
+    out: &Output,
+    sink: &RecordingSink,
+    channel: ChannelId,
+    mut floor: tokio::sync::mpsc::UnboundedReceiver<(ChannelId, FloorEvent)>,
+) -> Result<(), ErrorBody> {
+    join(session, out, &channel).await?;
+    let mut status = session.status();
+    loop {
+        let ev = tokio::select! {
+            ev = floor.recv() => ev,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            changed = status.changed() => {
+                if changed.is_err() || matches!(*status.borrow(), roger_client::Status::Failed { .. }) {
+                    return Err(ErrorBody::new(ErrorCode::SignalingClosed, "lost the server"));
+                }
+                continue;
+            }
+        };
+        let Some((ch, ev)) = ev else { return Ok(()) };
+        if ch != channel {
+            continue;
+        }
+        match ev {
+            FloorEvent::Taken { .. } => {
+                sink.take(&channel); // start a fresh recording for this transmission
+            }
+            FloorEvent::Idle => {
+                let pcm = sink.take(&channel);
+                if pcm.is_empty() {
+                    continue;
+                }
+                // A short pause so the talker's client has switched to listening.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                match session
+                    .talk(&channel, Box::new(PcmSource::new(pcm, 1)))
+                    .await
+                {
+                    Ok(FloorOutcome::Granted { .. }) => {}
+                    Ok(FloorOutcome::Denied { holder }) => {
+                        tracing::info!("{} started talking again; echo skipped", holder.name)
+                    }
+                    Err(e) => out.error(&e),
+                }
+                sink.take(&channel);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Forward declarations used by output.rs.
+pub(crate) fn floor_by(ev: &FloorEvent) -> Option<String> {
+    match ev {
+        FloorEvent::Denied { holder } => Some(holder.name.clone()),
+        FloorEvent::Taken { by } => Some(by.name.clone()),
+        _ => None,
+    }
+}
+
+pub(crate) type FloorTx = tokio::sync::mpsc::UnboundedSender<(ChannelId, FloorEvent)>;
+pub(crate) use roger_client::event::Status as ClientStatus;
+pub(crate) type Events = tokio::sync::mpsc::UnboundedReceiver<ClientEvent>;

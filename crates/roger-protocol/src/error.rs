@@ -57,6 +57,9 @@ pub enum ErrorCode {
     // --- floor ---
     /// Floor release (or talk) by a session that does not hold the floor.
     FloorNotHeld,
+    /// Someone else holds the floor (raised by clients that treat a denial as failure,
+    /// such as `roger-bot talk`; the server answers a busy floor with `floor_denied`).
+    FloorDenied,
 
     // --- transports / media ---
     /// An offer or answer could not be applied.
@@ -123,6 +126,7 @@ impl ErrorCode {
             ErrorCode::ChannelNotFound => "CHANNEL_NOT_FOUND",
             ErrorCode::NotInChannel => "NOT_IN_CHANNEL",
             ErrorCode::FloorNotHeld => "FLOOR_NOT_HELD",
+            ErrorCode::FloorDenied => "FLOOR_DENIED",
             ErrorCode::SdpNegotiationError => "SDP_NEGOTIATION_ERROR",
             ErrorCode::IceGatheringTimeout => "ICE_GATHERING_TIMEOUT",
             ErrorCode::IceFailed => "ICE_FAILED",
@@ -157,6 +161,7 @@ impl ErrorCode {
             ErrorCode::ChannelNotFound => "That channel does not exist.",
             ErrorCode::NotInChannel => "Join the channel first.",
             ErrorCode::FloorNotHeld => "You are not holding the floor.",
+            ErrorCode::FloorDenied => "Someone else is talking.",
             ErrorCode::SdpNegotiationError => "Could not set up audio with the server.",
             ErrorCode::IceGatheringTimeout => "Could not find a network path for audio.",
             ErrorCode::IceFailed => "The audio connection failed. Check your network.",
@@ -181,7 +186,8 @@ impl ErrorCode {
             ErrorCode::ChannelNotAllowed
             | ErrorCode::ChannelNotFound
             | ErrorCode::NotInChannel
-            | ErrorCode::FloorNotHeld => ErrorAction::None,
+            | ErrorCode::FloorNotHeld
+            | ErrorCode::FloorDenied => ErrorAction::None,
             _ => ErrorAction::Rejoin,
         }
     }

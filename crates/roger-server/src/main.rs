@@ -90,8 +90,9 @@ fn main() -> anyhow::Result<()> {
 
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,webrtc=warn,rtc=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,webrtc=warn,rtc=warn,rtc_dtls=error,rtc_ice=error".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();

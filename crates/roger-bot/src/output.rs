@@ -1,0 +1,133 @@
+//! What the bot prints: JSON lines (`--json`) or short human lines.
+
+use crate::{floor_by, ClientStatus, Events, FloorTx};
+use roger_client::protocol::ErrorBody;
+use roger_client::{ClientEvent, Session};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Prints lines; cheap to clone.
+#[derive(Clone)]
+pub struct Output {
+    json: bool,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Output {
+    pub fn new(json: bool) -> Self {
+        Output { json }
+    }
+
+    /// One line: with `--json` the object `fields` plus `t_ms` and `event`; otherwise
+    /// the human text.
+    pub fn line(&self, event: &str, fields: Value, human: impl FnOnce() -> String) {
+        let stdout = std::io::stdout();
+        let mut lock = stdout.lock();
+        if self.json {
+            let mut obj = match fields {
+                Value::Object(m) => m,
+                _ => serde_json::Map::new(),
+            };
+            obj.insert("t_ms".into(), json!(unix_ms()));
+            obj.insert("event".into(), json!(event));
+            let _ = writeln!(lock, "{}", Value::Object(obj));
+        } else {
+            let _ = writeln!(lock, "{}", human());
+        }
+        let _ = lock.flush();
+    }
+
+    pub fn error(&self, e: &ErrorBody) {
+        if self.json {
+            self.line(
+                "error",
+                json!({ "code": e.code, "message": e.message }),
+                String::new,
+            );
+        }
+    }
+
+    pub fn stats(&self, session: &Session) {
+        let s = session.stats();
+        self.line(
+            "audio",
+            json!({
+                "frames_sent": s.frames_sent,
+                "frames_received": s.frames_received,
+                "frames_concealed": s.frames_concealed,
+                "frames_recovered": s.frames_recovered,
+            }),
+            || {
+                format!(
+                    "audio: {} frames sent, {} received",
+                    s.frames_sent, s.frames_received
+                )
+            },
+        );
+    }
+
+    pub async fn print_audio_stats(self, session: Session) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if self.json {
+                self.stats(&session);
+            }
+        }
+    }
+
+    pub async fn print_events(self, mut events: Events, floor: FloorTx) {
+        while let Some(ev) = events.recv().await {
+            match ev {
+                ClientEvent::Status { status } => {
+                    let mut fields = serde_json::to_value(&status).unwrap_or(json!({}));
+                    fields["status"] = json!(status.name());
+                    if let ClientStatus::Failed { code } = &status {
+                        fields["code"] = json!(code);
+                    }
+                    self.line("status", fields, || format!("status: {}", status.name()));
+                }
+                ClientEvent::Floor { channel, floor: f } => {
+                    let by = floor_by(&f);
+                    let mut fields = serde_json::to_value(&f).unwrap_or(json!({}));
+                    fields["channel"] = json!(channel);
+                    fields["by"] = json!(by);
+                    self.line("floor", fields, || match &by {
+                        Some(by) => format!("floor {} in {channel}: {by}", f.name()),
+                        None => format!("floor {} in {channel}", f.name()),
+                    });
+                    let _ = floor.send((channel, f));
+                }
+                ClientEvent::Error { error } => {
+                    if self.json {
+                        self.error(&error);
+                    } else {
+                        eprintln!("{}: {}", error.code, error.message);
+                    }
+                }
+                ClientEvent::MemberJoined { channel, member } => self.line(
+                    "member_joined",
+                    json!({ "channel": channel, "user": member.user, "name": member.name }),
+                    || format!("{} joined {channel}", member.name),
+                ),
+                ClientEvent::MemberLeft { channel, member } => self.line(
+                    "member_left",
+                    json!({ "channel": channel, "user": member.user, "name": member.name }),
+                    || format!("{} left {channel}", member.name),
+                ),
+                ClientEvent::Welcome { .. }
+                | ClientEvent::Joined { .. }
+                | ClientEvent::Left { .. }
+                | ClientEvent::AudioLevel { .. } => {}
+            }
+        }
+    }
+}
