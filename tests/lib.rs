@@ -1,1 +1,461 @@
+//! # roger-e2e: end-to-end tests across real processes
+//!
+//! Helpers shared by the scenario files in `tests/` (one scenario per file):
+//! - [`Server`]: a real `roger-server` process on a free loopback port with its own data
+//!   dir and a known secret; stopped (and its files removed) on drop.
+//! - [`Bot`]: a real `roger-bot --json` process whose stdout lines are collected.
+//! - [`RawClient`]: a bare WebSocket speaking the protocol, for sending what a broken or
+//!   hostile client would.
+//! - [`audio`]: lag search and correlation between a reference and a recording.
+//!
+//! The binaries must be built first (`make test` does `cargo build --bins`).
 
+pub mod audio;
+
+use futures_util::{SinkExt, StreamExt};
+use roger_protocol::*;
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The secret every test server signs with.
+pub const TEST_SECRET: &str = "roger-e2e-test-secret";
+
+/// Path of a workspace binary (`roger-server`, `roger-bot`) next to the test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --bins)",
+        path.display()
+    );
+    path
+}
+
+/// The speech fixture (3 s, 48 kHz mono).
+pub fn speech_wav() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech.wav")
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// Creates `roger-<tag>-<pid>-<n>`.
+    pub fn new(tag: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let p = std::env::temp_dir().join(format!("roger-{tag}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).expect("create temp dir");
+        TempDir(p)
+    }
+    /// A path inside.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free TCP port on loopback (the listener is dropped; the race is acceptable here).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// A running `roger-server`.
+pub struct Server {
+    child: Option<Child>,
+    /// Its HTTP address.
+    pub addr: SocketAddr,
+    /// Its data dir and config.
+    pub dir: TempDir,
+    /// Its stderr log.
+    pub log: PathBuf,
+    authenticator: roger_server::auth::Authenticator,
+}
+
+impl Server {
+    /// Starts a server with the default config plus `extra_toml` (top-level keys and
+    /// tables appended to a config that sets the secret).
+    pub fn start(extra_toml: &str) -> Server {
+        let dir = TempDir::new("server");
+        Self::start_in(dir, free_port(), extra_toml)
+    }
+
+    /// Starts a server in `dir` on `port` (used to restart on the same port).
+    pub fn start_in(dir: TempDir, port: u16, extra_toml: &str) -> Server {
+        let config = dir.join("roger.toml");
+        let toml = format!("jwt_secret = \"{TEST_SECRET}\"\n{extra_toml}\n");
+        std::fs::write(&config, toml).expect("write config");
+        let log = dir.join("server.log");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let child = Command::new(bin("roger-server"))
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&dir.0)
+            .arg("--media-bind")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "info,rtc_dtls=error,rtc_ice=error")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn roger-server");
+        let server = Server {
+            child: Some(child),
+            addr,
+            dir,
+            log,
+            authenticator: roger_server::auth::Authenticator::new(TEST_SECRET.as_bytes()),
+        };
+        server.wait_healthy(Duration::from_secs(10));
+        server
+    }
+
+    fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if http_get(self.addr, "/healthz").is_ok_and(|b| b.contains("ok")) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        panic!(
+            "roger-server did not become healthy; log:\n{}",
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// `ws://127.0.0.1:PORT/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// A valid token for `user` allowing `channels`.
+    pub fn token(&self, user: &str, channels: &[&str]) -> String {
+        let channels: Vec<String> = channels.iter().map(|c| c.to_string()).collect();
+        self.authenticator
+            .issue(user, user, &channels, Duration::from_secs(3600))
+    }
+
+    /// Signs arbitrary claims with the server's secret.
+    pub fn sign(&self, claims: &roger_server::auth::Claims) -> String {
+        self.authenticator.sign(claims)
+    }
+
+    /// The Prometheus text at `/metrics`.
+    pub fn metrics(&self) -> String {
+        http_get(self.addr, "/metrics").expect("GET /metrics")
+    }
+
+    /// The value of a metric line that starts with `name` (first match), or 0.
+    pub fn metric(&self, name: &str) -> f64 {
+        metric_value(&self.metrics(), name)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (up to `within`).
+    pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        None
+    }
+
+    /// The server's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The value of the first metric line starting with `name` (`name{...} v` or `name v`).
+pub fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.starts_with(name)
+                && l[name.len()..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c == ' ' || c == '{')
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut body = String::new();
+    s.read_to_string(&mut body)?;
+    match body.split_once("\r\n\r\n") {
+        Some((head, rest))
+            if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
+        {
+            Ok(rest.to_owned())
+        }
+        _ => Err(std::io::Error::other(format!("bad response: {body}"))),
+    }
+}
+
+/// A running `roger-bot --json`.
+pub struct Bot {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    stderr: Arc<Mutex<String>>,
+    started: Instant,
+}
+
+impl Bot {
+    /// Spawns `roger-bot --server URL --token TOKEN --json ARGS...`.
+    pub fn spawn(server: &Server, token: &str, args: &[&str]) -> Bot {
+        let mut child = Command::new(bin("roger-bot"))
+            .arg("--server")
+            .arg(server.url())
+            .arg("--token")
+            .arg(token)
+            .arg("--json")
+            .args(args)
+            .env("RUST_LOG", "warn,rtc_dtls=error,rtc_ice=error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn roger-bot");
+        let lines: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let stderr: Arc<Mutex<String>> = Arc::default();
+        let out = child.stdout.take().expect("stdout");
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => l.lock().expect("lines").push(v),
+                    Err(_) => panic!("roger-bot printed a non-JSON line with --json: {line}"),
+                }
+            }
+        });
+        let err = child.stderr.take().expect("stderr");
+        let e = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let mut s = e.lock().expect("stderr");
+                s.push_str(&line);
+                s.push('\n');
+            }
+        });
+        Bot {
+            child,
+            lines,
+            stderr,
+            started: Instant::now(),
+        }
+    }
+
+    /// Lines printed so far.
+    pub fn lines(&self) -> Vec<Value> {
+        self.lines.lock().expect("lines").clone()
+    }
+
+    /// What it printed on stderr.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().expect("stderr").clone()
+    }
+
+    /// Waits for a line matching `pred` (panics after `within`).
+    pub fn wait_for(&self, within: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(v) = self.lines().into_iter().find(|v| pred(v)) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "roger-bot never printed {what} within {within:?} (running {:?}); lines: {:#?}\nstderr: {}",
+                    self.started.elapsed(),
+                    self.lines(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the `event` line.
+    pub fn wait_event(&self, within: Duration, event: &str) -> Value {
+        self.wait_for(within, event, |v| v["event"] == event)
+    }
+
+    /// Waits for exit (panics after `within`); returns whether it succeeded.
+    pub fn wait(mut self, within: Duration) -> (bool, Vec<Value>, String) {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // Let the reader threads drain the pipes.
+                std::thread::sleep(Duration::from_millis(50));
+                return (status.success(), self.lines(), self.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "roger-bot did not exit within {within:?}; lines: {:#?}\nstderr: {}",
+                    self.lines(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Bot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bare protocol client over one WebSocket.
+pub struct RawClient {
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+    /// Notifications seen while waiting for responses.
+    pub notifications: Vec<Notification>,
+}
+
+impl RawClient {
+    /// Connects to `server`.
+    pub async fn connect(server: &Server) -> RawClient {
+        let (ws, _) = tokio_tungstenite::connect_async(server.url())
+            .await
+            .expect("websocket connect");
+        RawClient {
+            ws,
+            next_id: 1,
+            notifications: Vec::new(),
+        }
+    }
+
+    /// Sends a text frame as is.
+    pub async fn send_text(&mut self, text: String) {
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(text))
+            .await
+            .expect("send");
+    }
+
+    /// Sends a request; returns its id.
+    pub async fn send(&mut self, request: Request) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_text(ClientMessage { id, request }.to_json())
+            .await;
+        id
+    }
+
+    /// The next server message (panics after 5 s or on close).
+    pub async fn recv(&mut self) -> ServerMessage {
+        self.try_recv(Duration::from_secs(5))
+            .await
+            .expect("a server message within 5 s")
+    }
+
+    /// The next server message, or `None` on timeout or close.
+    pub async fn try_recv(&mut self, within: Duration) -> Option<ServerMessage> {
+        loop {
+            let frame = tokio::time::timeout(within, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
+                return Some(decode_server(&t).expect("server frames decode"));
+            }
+            if let tokio_tungstenite::tungstenite::Message::Close(_) = frame {
+                return None;
+            }
+        }
+    }
+
+    /// Sends a request and returns its outcome, keeping notifications that arrive first.
+    pub async fn call(&mut self, request: Request) -> Result<Response, ErrorBody> {
+        let id = self.send(request).await;
+        self.response_to(id).await
+    }
+
+    /// Waits for the response to `id`.
+    pub async fn response_to(&mut self, id: u64) -> Result<Response, ErrorBody> {
+        loop {
+            match self.recv().await {
+                ServerMessage::Response(r) if r.id == id => {
+                    return match r.outcome {
+                        Outcome::Ok(v) => Ok(v),
+                        Outcome::Err(e) => Err(e),
+                    }
+                }
+                ServerMessage::Response(_) => {}
+                ServerMessage::Notification(n) => self.notifications.push(n),
+            }
+        }
+    }
+
+    /// The next notification (after any already stored).
+    pub async fn next_notification(&mut self) -> Notification {
+        if !self.notifications.is_empty() {
+            return self.notifications.remove(0);
+        }
+        loop {
+            if let ServerMessage::Notification(n) = self.recv().await {
+                return n;
+            }
+        }
+    }
+
+    /// `hello` with `token`.
+    pub async fn hello(&mut self, token: &str) -> Result<Response, ErrorBody> {
+        self.call(Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            client: "raw-test".into(),
+        })
+        .await
+    }
+}

@@ -543,7 +543,7 @@ impl Session {
                     inner.counters.sent.fetch_add(1, Ordering::Relaxed);
                 }
                 n += 1;
-                if n % 5 == 0 {
+                if n.is_multiple_of(5) {
                     let (rms, peak) = level(&frame);
                     inner.emit(ClientEvent::AudioLevel {
                         direction: AudioDirection::Tx,

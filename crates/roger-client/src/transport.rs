@@ -125,7 +125,6 @@ impl Transport {
                 RTCRtpCodecParameters {
                     rtp_codec: opus_codec(),
                     payload_type: OPUS_PAYLOAD_TYPE,
-                    ..Default::default()
                 },
                 RtpCodecKind::Audio,
             )
@@ -318,20 +317,21 @@ impl Transport {
                 ANSWER_TIMEOUT,
             )
             .await?;
-        let answer =
-            match response {
-                Response::TransportAnswer {
-                    direction,
-                    negotiation_id: id,
-                    sdp,
-                } if direction == self.direction && id == negotiation_id => sdp,
-                other => return Err(ErrorBody::new(
+        let answer = match response {
+            Response::TransportAnswer {
+                direction,
+                negotiation_id: id,
+                sdp,
+            } if direction == self.direction && id == negotiation_id => sdp,
+            other => {
+                return Err(ErrorBody::new(
                     ErrorCode::SdpNegotiationError,
                     format!(
                         "stale or mismatched answer for negotiation {negotiation_id}: {other:?}"
                     ),
-                )),
-            };
+                ))
+            }
+        };
         let answer = RTCSessionDescription::answer(answer).map_err(|e| sdp_err("bad answer", e))?;
         self.pc
             .set_remote_description(answer)

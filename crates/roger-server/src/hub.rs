@@ -193,7 +193,6 @@ impl Hub {
             self.end_session(&mut st, &old, "replaced");
         }
         if st.sessions.len() >= self.config.limits.max_sessions {
-            metrics::counter!("roger_refusals_total", "code" => "SERVER_FULL").increment(1);
             return Err(ErrorBody::new(
                 ErrorCode::ServerFull,
                 "the server has no room for another session",
@@ -488,7 +487,6 @@ impl Hub {
         if release_floor(&mut st, session, channel) {
             Ok(())
         } else {
-            metrics::counter!("roger_refusals_total", "code" => "FLOOR_NOT_HELD").increment(1);
             Err(ErrorBody::new(
                 ErrorCode::FloorNotHeld,
                 format!("you do not hold the floor in {channel:?}"),
@@ -532,8 +530,13 @@ impl Hub {
 
     /// `bye`: ends the session now.
     pub fn bye(&self, session: &SessionId) {
+        self.end(session, "bye");
+    }
+
+    /// Ends a session now, for `why` (logged and counted).
+    pub fn end(&self, session: &SessionId, why: &str) {
         let mut st = self.lock();
-        self.end_session(&mut st, session, "bye");
+        self.end_session(&mut st, session, why);
         publish_gauges(&st);
     }
 

@@ -65,7 +65,6 @@ pub struct MediaSettings {
 }
 
 /// What a transport reports to its session.
-
 pub enum TransportEvent {
     /// The PeerConnection's state changed.
     State(Direction, RTCPeerConnectionState),
@@ -126,7 +125,6 @@ impl Transport {
                 RTCRtpCodecParameters {
                     rtp_codec: opus_codec(),
                     payload_type: OPUS_PAYLOAD_TYPE,
-                    ..Default::default()
                 },
                 RtpCodecKind::Audio,
             )

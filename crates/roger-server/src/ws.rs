@@ -127,13 +127,18 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
         if !bucket.try_take(Instant::now()) {
             strikes += 1;
             if strikes >= MAX_RATE_STRIKES {
-                tracing::warn!(%peer, "request flood: closing socket");
+                tracing::warn!(%peer, "request flood: closing socket and ending its session");
+                // An abusive client gets no grace period to resume in.
+                if let Some(sid) = &session {
+                    hub.end(sid, "flood");
+                    said_bye = true;
+                }
                 let _ = tx.try_send(Outbound::Close(CLOSE_POLICY, "request flood".into()));
                 break;
             }
             // Only the first refusal of a burst is answered: answering every request of a
             // flood would let the flood drive our own output.
-            if strikes == 1 || strikes % 50 == 0 {
+            if strikes == 1 || strikes.is_multiple_of(50) {
                 let id = decode_client(&text).ok().map(|m| m.id);
                 refuse(
                     id,

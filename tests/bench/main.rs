@@ -1,0 +1,204 @@
+//! `roger-bench`: the numbers `make bench` prints (and BENCHMARKS.md records).
+//!
+//! Runs a real roger-server (in process, on loopback) and real roger-client sessions:
+//! - packet latency, talker -> server -> listener, per 20 ms frame (includes Opus
+//!   encode and decode, which is what a user hears);
+//! - floor access time, request sent -> grant received.
+
+use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
+use roger_client::protocol::{ChannelId, Request, Response, PROTOCOL_VERSION};
+use roger_client::signaling::Signaling;
+use roger_client::{ClientConfig, FloorOutcome, Session};
+use roger_server::auth::Authenticator;
+use roger_server::config::Config;
+use roger_server::hub::Hub;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const SECRET: &[u8] = b"roger-bench-secret";
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn report(name: &str, unit: &str, mut v: Vec<f64>) {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("no NaN"));
+    println!(
+        "{name}: n={} p50={:.3}{unit} p95={:.3}{unit} p99={:.3}{unit} max={:.3}{unit}",
+        v.len(),
+        percentile(&v, 0.50),
+        percentile(&v, 0.95),
+        percentile(&v, 0.99),
+        v.last().copied().unwrap_or(f64::NAN),
+    );
+}
+
+/// Paced frames of noise; remembers when each frame was handed to the encoder.
+struct TimedSource {
+    sent: Arc<Mutex<Vec<Instant>>>,
+    left: usize,
+    interval: tokio::time::Interval,
+    x: u32,
+}
+
+#[async_trait::async_trait]
+impl AudioSource for TimedSource {
+    async fn next_frame(&mut self) -> Option<Frame> {
+        if self.left == 0 {
+            return None;
+        }
+        self.interval.tick().await;
+        self.left -= 1;
+        let frame = (0..FRAME_SAMPLES)
+            .map(|_| {
+                self.x = self.x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                ((self.x >> 16) as i16) / 8
+            })
+            .collect();
+        self.sent.lock().unwrap().push(Instant::now());
+        Some(frame)
+    }
+}
+
+/// Records when each RTP timestamp was first played.
+#[derive(Clone, Default)]
+struct TimedSink {
+    arrivals: Arc<Mutex<HashMap<u32, Instant>>>,
+}
+
+impl AudioSink for TimedSink {
+    fn play(&mut self, _: &ChannelId, rtp_timestamp: u32, _: &[i16]) {
+        self.arrivals
+            .lock()
+            .unwrap()
+            .entry(rtp_timestamp)
+            .or_insert_with(Instant::now);
+    }
+}
+
+async fn start_server() -> (String, Authenticator) {
+    let mut config = Config::default();
+    config.media.bind = vec!["127.0.0.1:0".into()];
+    config.limits.requests_per_second = 10_000;
+    config.limits.request_burst = 10_000;
+    let auth = Authenticator::new(SECRET);
+    let hub = Hub::new(Arc::new(config), auth.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+    tokio::spawn(roger_server::serve(
+        listener,
+        hub,
+        None,
+        std::future::pending(),
+    ));
+    (url, auth)
+}
+
+async fn packet_latency(url: &str, auth: &Authenticator, frames: usize) {
+    let token = |u: &str| auth.issue(u, u, &["general".into()], Duration::from_secs(600));
+    let general = ChannelId::from("general");
+    let sink = TimedSink::default();
+    let (bob, _bob_events) =
+        Session::connect(ClientConfig::new(url, token("bob")), Box::new(sink.clone()))
+            .await
+            .expect("bob connects");
+    bob.join(&general).await.expect("bob joins");
+    let (alice, _alice_events) = Session::connect(
+        ClientConfig::new(url, token("alice")),
+        Box::new(roger_client::NullSink),
+    )
+    .await
+    .expect("alice connects");
+    alice.join(&general).await.expect("alice joins");
+    let sent = Arc::new(Mutex::new(Vec::with_capacity(frames)));
+    let source = TimedSource {
+        sent: sent.clone(),
+        left: frames,
+        interval: tokio::time::interval(FRAME_DURATION),
+        x: 1,
+    };
+    let outcome = alice.talk(&general, Box::new(source)).await.expect("talk");
+    assert!(matches!(outcome, FloorOutcome::Granted { .. }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sent = sent.lock().unwrap().clone();
+    let arrivals = sink.arrivals.lock().unwrap().clone();
+    let base = *arrivals
+        .keys()
+        .min_by_key(|ts| arrivals[ts])
+        .expect("bob heard something");
+    let mut latencies = Vec::new();
+    for (ts, at) in &arrivals {
+        let k = (ts.wrapping_sub(base) / FRAME_SAMPLES as u32) as usize;
+        if let Some(t0) = sent.get(k) {
+            latencies.push(at.duration_since(*t0).as_secs_f64() * 1000.0);
+        }
+    }
+    println!("frames sent {}, received {}", sent.len(), arrivals.len());
+    report("packet latency client->server->listener", " ms", latencies);
+    alice.close().await;
+    bob.close().await;
+}
+
+async fn floor_access(url: &str, auth: &Authenticator, n: usize) {
+    let (sig, _events) = Signaling::connect(url, Duration::from_secs(5))
+        .await
+        .expect("connect");
+    let token = auth.issue(
+        "fiona",
+        "Fiona",
+        &["general".into()],
+        Duration::from_secs(600),
+    );
+    sig.request(Request::Hello {
+        protocol_version: PROTOCOL_VERSION,
+        token,
+        client: "bench".into(),
+    })
+    .await
+    .expect("hello");
+    let general = ChannelId::from("general");
+    sig.request(Request::Join {
+        channel: general.clone(),
+    })
+    .await
+    .expect("join");
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        let r = sig
+            .request(Request::FloorRequest {
+                channel: general.clone(),
+            })
+            .await
+            .expect("floor");
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+        assert!(matches!(r, Response::FloorGranted { .. }), "{r:?}");
+        sig.request(Request::FloorRelease {
+            channel: general.clone(),
+        })
+        .await
+        .expect("release");
+    }
+    report("floor access (request -> grant)", " ms", times);
+    let _ = sig.request(Request::Bye).await;
+}
+
+fn main() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (url, auth) = start_server().await;
+        println!("roger-bench: server at {url}");
+        floor_access(&url, &auth, 300).await;
+        packet_latency(&url, &auth, 1000).await;
+    });
+}
