@@ -24,6 +24,7 @@ token() { "$BIN/roger-server" --data-dir "$DATA" token --user "$1" --channels "$
 ECHO_TOKEN=$(token echo-bot echo)
 YOU=$(token "${USER:-you}" general,echo)
 echo "$YOU" > "$DATA/token"
+token "${USER:-you}-ears" general,echo > "$DATA/token-ears"
 
 "$BIN/roger-bot" --server "$URL" --token "$ECHO_TOKEN" echo --channel echo > "$DATA/echo.log" 2>&1 &
 ECHO=$!
@@ -35,11 +36,10 @@ Roger is running.
   echo bot in channel "echo" plays back each transmission after you release
   your token is in $DATA/token
 
-Radio check from another terminal:
-  $BIN/roger-bot --server $URL --token \$(cat $DATA/token) listen --channel echo --out /tmp/heard.wav --seconds 8 &
+Radio check from another terminal (a listener, then a talker):
+  $BIN/roger-bot --server $URL --token \$(cat $DATA/token-ears) listen --channel echo --out /tmp/heard.wav --seconds 8 &
   $BIN/roger-bot --server $URL --token \$(cat $DATA/token) talk --channel echo --wav tests/fixtures/speech.wav
-  (the same user listening and talking replaces its own session: use a second token
-   for the listener: $BIN/roger-server --data-dir $DATA token --user ears --channels echo)
+  /tmp/heard.wav then holds your transmission followed by the echo bot's playback.
 
 Ctrl-C stops everything.
 MSG

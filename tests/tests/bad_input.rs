@@ -350,3 +350,29 @@ async fn the_same_identity_connecting_again_replaces_the_older_session() {
     assert_eq!(channel.members.len(), 1, "no ghost of the old session");
     assert_eq!(server.metric("roger_sessions"), 1.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_beyond_the_limit_get_server_full_and_a_freed_place_is_reusable() {
+    let server = Server::start("[limits]\nmax_sessions = 2\n");
+    let mut a = RawClient::connect(&server).await;
+    a.hello(&server.token("a", &["general"])).await.unwrap();
+    let mut b = RawClient::connect(&server).await;
+    b.hello(&server.token("b", &["general"])).await.unwrap();
+    let mut c = RawClient::connect(&server).await;
+    assert_eq!(
+        code(c.hello(&server.token("c", &["general"])).await),
+        ErrorCode::ServerFull
+    );
+    // The same identity replacing its own session is not a new session.
+    let mut a2 = RawClient::connect(&server).await;
+    assert!(matches!(
+        a2.hello(&server.token("a", &["general"])).await,
+        Ok(Response::Welcome(_))
+    ));
+    assert_eq!(b.call(Request::Bye).await, Ok(Response::Goodbye));
+    let mut c = RawClient::connect(&server).await;
+    assert!(matches!(
+        c.hello(&server.token("c", &["general"])).await,
+        Ok(Response::Welcome(_))
+    ));
+}
