@@ -18,6 +18,7 @@
 
 pub mod audio;
 pub mod event;
+pub mod recovery;
 pub mod session;
 pub mod signaling;
 pub mod transport;

@@ -123,7 +123,7 @@ pub struct IceServer {
 }
 
 /// Which of the client's two transports a negotiation is for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Direction {
     /// Client -> server: carries the client's microphone producer.
