@@ -306,8 +306,10 @@ fn the_whole_recovery_window_is_30_seconds_then_failed_and_rejoin_starts_over() 
 #[test]
 fn signaling_reconnects_with_backoff_1_2_4_8_16_30_plus_up_to_500_ms_jitter() {
     for (jitter, extra) in [(0.0, ms(0)), (0.999, ms(499))] {
-        let mut config = RecoveryConfig::default();
-        config.recovery_window = secs(600);
+        let config = RecoveryConfig {
+            recovery_window: secs(600),
+            ..Default::default()
+        };
         let mut h = H::with(config, jitter);
         h.ev(Event::Start);
         let start = h.now;
