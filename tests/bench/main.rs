@@ -8,7 +8,7 @@
 use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
 use roger_client::protocol::{ChannelId, Request, Response, PROTOCOL_VERSION};
 use roger_client::signaling::Signaling;
-use roger_client::{ClientConfig, FloorOutcome, Session};
+use roger_client::{ClientConfig, ConnectionManager, FloorOutcome};
 use roger_server::auth::Authenticator;
 use roger_server::config::Config;
 use roger_server::hub::Hub;
@@ -106,11 +106,11 @@ async fn packet_latency(url: &str, auth: &Authenticator, frames: usize) {
     let general = ChannelId::from("general");
     let sink = TimedSink::default();
     let (bob, _bob_events) =
-        Session::connect(ClientConfig::new(url, token("bob")), Box::new(sink.clone()))
+        ConnectionManager::connect(ClientConfig::new(url, token("bob")), Box::new(sink.clone()))
             .await
             .expect("bob connects");
     bob.join(&general).await.expect("bob joins");
-    let (alice, _alice_events) = Session::connect(
+    let (alice, _alice_events) = ConnectionManager::connect(
         ClientConfig::new(url, token("alice")),
         Box::new(roger_client::NullSink),
     )

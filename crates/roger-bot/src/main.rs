@@ -17,7 +17,9 @@ use clap::{Parser, Subcommand};
 use output::Output;
 use roger_client::audio::{write_wav, PcmSource, Recording};
 use roger_client::protocol::{ChannelId, ErrorBody, ErrorCode};
-use roger_client::{AudioSink, ClientConfig, ClientEvent, FloorEvent, FloorOutcome, Session};
+use roger_client::{
+    AudioSink, ClientConfig, ClientEvent, ConnectionManager, FloorEvent, FloorOutcome,
+};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +41,9 @@ struct Cli {
     /// UDP media bind address (repeatable); default: loopback for a loopback server.
     #[arg(long = "media-bind", global = true)]
     media_bind: Vec<String>,
+    /// Give up if the first connection is not up within this many seconds.
+    #[arg(long, global = true, default_value_t = 15.0)]
+    connect_timeout: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -159,12 +164,15 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
         config.media_bind = Some(cli.media_bind.clone());
     }
     let sink = RecordingSink::new(out.clone());
-    let (session, events) = match Session::connect(config, Box::new(sink.clone())).await {
-        Ok(v) => v,
-        Err(e) => return Err(e),
-    };
+    let (session, events) = ConnectionManager::start(config, Box::new(sink.clone()));
     let (floor_tx, floor_rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(out.clone().print_events(events, floor_tx));
+    tokio::spawn(out.clone().print_events(events, floor_tx.clone()));
+    wait_connected(
+        &session,
+        Duration::from_secs_f64(cli.connect_timeout.max(0.1)),
+    )
+    .await?;
+    drop(floor_tx);
     tokio::spawn(out.clone().print_audio_stats(session.clone()));
 
     let result = match cli.command {
@@ -187,7 +195,47 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
     result
 }
 
-async fn join(session: &Session, out: &Output, channel: &ChannelId) -> Result<(), ErrorBody> {
+/// Waits for the first connection: `Connected` (or `Degraded`) within `within`, else the
+/// error that stopped it.
+async fn wait_connected(session: &ConnectionManager, within: Duration) -> Result<(), ErrorBody> {
+    let mut status = session.status();
+    let wait = async {
+        loop {
+            let now = status.borrow_and_update().clone();
+            match now {
+                roger_client::Status::Connected | roger_client::Status::Degraded { .. } => {
+                    return Ok(())
+                }
+                roger_client::Status::Failed { code } => {
+                    return Err(ErrorBody::new(code, code.user_message()))
+                }
+                _ => {}
+            }
+            if status.changed().await.is_err() {
+                return Err(ErrorBody::new(
+                    ErrorCode::InternalError,
+                    "connection task ended",
+                ));
+            }
+        }
+    };
+    match tokio::time::timeout(within, wait).await {
+        Ok(r) => r,
+        Err(_) => {
+            session.close().await;
+            Err(ErrorBody::new(
+                ErrorCode::SignalingUnreachable,
+                format!("not connected within {within:?}"),
+            ))
+        }
+    }
+}
+
+async fn join(
+    session: &ConnectionManager,
+    out: &Output,
+    channel: &ChannelId,
+) -> Result<(), ErrorBody> {
     out.line("joining", serde_json::json!({ "channel": channel }), || {
         format!("joining {channel}")
     });
@@ -201,7 +249,7 @@ async fn join(session: &Session, out: &Output, channel: &ChannelId) -> Result<()
 }
 
 async fn talk(
-    session: &Session,
+    session: &ConnectionManager,
     out: &Output,
     channel: ChannelId,
     wav: PathBuf,
@@ -222,7 +270,7 @@ async fn talk(
 }
 
 async fn listen(
-    session: &Session,
+    session: &ConnectionManager,
     out: &Output,
     sink: &RecordingSink,
     channel: ChannelId,
@@ -254,7 +302,7 @@ async fn listen(
 }
 
 async fn echo(
-    session: &Session,
+    session: &ConnectionManager,
     out: &Output,
     sink: &RecordingSink,
     channel: ChannelId,

@@ -2,7 +2,7 @@
 
 use crate::{floor_by, ClientStatus, Events, FloorTx};
 use roger_client::protocol::ErrorBody;
-use roger_client::{ClientEvent, Session};
+use roger_client::{ClientEvent, ConnectionManager};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -54,7 +54,7 @@ impl Output {
         }
     }
 
-    pub fn stats(&self, session: &Session) {
+    pub fn stats(&self, session: &ConnectionManager) {
         let s = session.stats();
         self.line(
             "audio",
@@ -73,7 +73,7 @@ impl Output {
         );
     }
 
-    pub async fn print_audio_stats(self, session: Session) {
+    pub async fn print_audio_stats(self, session: ConnectionManager) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.tick().await;
         loop {
@@ -122,6 +122,11 @@ impl Output {
                     "member_left",
                     json!({ "channel": channel, "user": member.user, "name": member.name }),
                     || format!("{} left {channel}", member.name),
+                ),
+                ClientEvent::Recovered { time_to_recover_ms } => self.line(
+                    "recovered",
+                    json!({ "time_to_recover_ms": time_to_recover_ms }),
+                    || format!("reconnected in {:.1} s", time_to_recover_ms as f64 / 1000.0),
                 ),
                 ClientEvent::Welcome { .. }
                 | ClientEvent::Joined { .. }

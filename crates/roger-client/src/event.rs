@@ -163,6 +163,11 @@ pub enum ClientEvent {
         /// Peak, 0..1.
         peak: f32,
     },
+    /// A recovery cycle ended with everything connected again.
+    Recovered {
+        /// From the first fault to everything connected.
+        time_to_recover_ms: u64,
+    },
     /// Something failed; the code says what the UI offers.
     Error {
         /// The error.

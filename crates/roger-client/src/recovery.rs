@@ -244,6 +244,13 @@ pub enum Telemetry {
         /// Why.
         code: ErrorCode,
     },
+    /// A recovery cycle began (the shell opens its span).
+    CycleStarted {
+        /// Cycle id.
+        id: u64,
+        /// What broke first.
+        why: &'static str,
+    },
     /// `ice.restart`.
     IceRestart {
         /// Which transport.
@@ -513,13 +520,15 @@ impl Recovery {
         self.tr.iter().all(Tr::up)
     }
 
-    fn begin_cycle(&mut self, now: Instant, why: &str) {
+    fn begin_cycle(&mut self, now: Instant, why: &'static str) {
         if self.cycle.is_some() || matches!(self.phase, Phase::Failed(_) | Phase::Idle) {
             return;
         }
         let id = self.next_cycle;
         self.next_cycle += 1;
         tracing::info!(cycle = id, why, "recovery cycle starts");
+        self.actions
+            .push_back(Action::Telemetry(Telemetry::CycleStarted { id, why }));
         self.cycle = Some(Cycle {
             id,
             initial: false,
@@ -532,7 +541,7 @@ impl Recovery {
 
     /// Called after every change: ends the cycle when everything is up, and keeps the
     /// phase in line with the components.
-    fn settle(&mut self, now: Instant, reason: &str) {
+    fn settle(&mut self, now: Instant, reason: &'static str) {
         if matches!(self.phase, Phase::Idle | Phase::Failed(_)) {
             return;
         }
@@ -815,7 +824,12 @@ impl Recovery {
                 );
             }
             Event::SignalingDown { gen, error } => {
-                if gen != self.sig_gen || matches!(self.phase, Phase::Idle | Phase::Failed(_)) {
+                if gen != self.sig_gen
+                    || self.sig == Sig::Down
+                    || matches!(self.phase, Phase::Idle | Phase::Failed(_))
+                {
+                    // Stale, or a second report of the same loss (the attempt and the
+                    // socket's reader can both notice it).
                     return;
                 }
                 if error.code.is_terminal() {

@@ -38,6 +38,8 @@ pub struct Signaling {
     pending: Pending,
     next_id: Arc<AtomicU64>,
     request_timeout: Duration,
+    abort: Arc<Mutex<Option<oneshot::Sender<ErrorBody>>>>,
+    local_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Signaling {
@@ -62,6 +64,11 @@ impl Signaling {
             .await
             .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
+        let local_addr = match ws.get_ref() {
+            tokio_tungstenite::MaybeTlsStream::Plain(s) => s.local_addr().ok(),
+            _ => None,
+        };
+        let (abort_tx, mut abort_rx) = oneshot::channel::<ErrorBody>();
         let (mut sink, mut stream) = ws.split();
         let (out, mut out_rx) = mpsc::unbounded_channel::<Message>();
         let (events, events_rx) = mpsc::unbounded_channel();
@@ -80,7 +87,15 @@ impl Signaling {
         let reader_pending = pending.clone();
         tokio::spawn(async move {
             let reason = loop {
-                match stream.next().await {
+                let next = tokio::select! {
+                    next = stream.next() => next,
+                    why = &mut abort_rx => match why {
+                        Ok(why) => break Some(why),
+                        // The handle was dropped: keep reading until the socket ends.
+                        Err(_) => stream.next().await,
+                    },
+                };
+                match next {
                     Some(Ok(Message::Text(text))) => match decode_server(&text) {
                         Ok(ServerMessage::Response(r)) => {
                             let waiter = reader_pending.lock().expect("pending lock").remove(&r.id);
@@ -146,6 +161,8 @@ impl Signaling {
                 pending,
                 next_id: Arc::new(AtomicU64::new(1)),
                 request_timeout,
+                abort: Arc::new(Mutex::new(Some(abort_tx))),
+                local_addr,
             },
             events_rx,
         ))
@@ -199,6 +216,20 @@ impl Signaling {
     /// Closes the socket cleanly.
     pub fn close(&self) {
         let _ = self.out.send(Message::Close(None));
+    }
+
+    /// Declares the socket dead (a ping went unanswered): stops reading, fails every
+    /// pending request, reports `Closed(why)`, and closes the socket.
+    pub fn abort(&self, why: ErrorBody) {
+        if let Some(tx) = self.abort.lock().expect("abort lock").take() {
+            let _ = tx.send(why);
+        }
+        self.close();
+    }
+
+    /// The socket's local address (to notice when a network change takes it away).
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.local_addr
     }
 
     /// Whether the socket's writer is still running.

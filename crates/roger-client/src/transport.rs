@@ -58,6 +58,19 @@ pub struct TransportSettings {
     pub ice_failed: Duration,
     /// See above.
     pub ice_keepalive: Duration,
+    /// Gather only TURN relay candidates (the fallback when UDP paths keep failing).
+    pub relay_only: bool,
+}
+
+/// One quality sample of a transport.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Quality {
+    /// Round-trip time of the selected candidate pair.
+    pub rtt: Option<Duration>,
+    /// Cumulative packets received (inbound RTP) or reported received by the remote.
+    pub packets_received: u64,
+    /// Cumulative packets lost, same scope.
+    pub packets_lost: i64,
 }
 
 /// What a transport reports.
@@ -155,9 +168,12 @@ impl Transport {
                 credential: s.credential.clone(),
             })
             .collect();
-        let config = RTCConfigurationBuilder::new()
-            .with_ice_servers(ice_servers)
-            .build();
+        let mut config = RTCConfigurationBuilder::new().with_ice_servers(ice_servers);
+        if settings.relay_only {
+            config = config
+                .with_ice_transport_policy(webrtc::peer_connection::RTCIceTransportPolicy::Relay);
+        }
+        let config = config.build();
         let (gathered_tx, gathered) = watch::channel(0u64);
         let handler = Arc::new(Handler {
             direction,
@@ -341,6 +357,42 @@ impl Transport {
         self.completed.store(covers, Ordering::SeqCst);
         tracing::debug!(direction = %self.direction, negotiation_id, ice_restart, "negotiated");
         Ok(())
+    }
+
+    /// RTT of the selected candidate pair and packet counts, from `get_stats`.
+    pub async fn quality(&self) -> Quality {
+        use webrtc::peer_connection::{RTCStatsReportEntry as E, StatsSelector};
+        let report = self
+            .pc
+            .get_stats(std::time::Instant::now(), StatsSelector::None)
+            .await;
+        let selected: Vec<String> = report
+            .iter()
+            .filter_map(|e| match e {
+                E::Transport(t) => Some(t.selected_candidate_pair_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut q = Quality::default();
+        for e in report.iter() {
+            match e {
+                E::IceCandidatePair(p)
+                    if selected.contains(&p.stats.id) && p.current_round_trip_time > 0.0 =>
+                {
+                    q.rtt = Some(Duration::from_secs_f64(p.current_round_trip_time));
+                }
+                E::InboundRtp(s) => {
+                    q.packets_received += s.received_rtp_stream_stats.packets_received;
+                    q.packets_lost += s.received_rtp_stream_stats.packets_lost;
+                }
+                E::RemoteInboundRtp(s) => {
+                    q.packets_received += s.received_rtp_stream_stats.packets_received;
+                    q.packets_lost += s.received_rtp_stream_stats.packets_lost;
+                }
+                _ => {}
+            }
+        }
+        q
     }
 
     /// Closes the PeerConnection.
