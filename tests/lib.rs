@@ -459,3 +459,234 @@ impl RawClient {
         .await
     }
 }
+
+/// A TCP forwarder in front of the server's signaling port, so a test can cut the
+/// WebSocket alone while media (UDP) keeps flowing. Runs on its own runtime thread.
+pub struct TcpProxy {
+    /// Where clients connect.
+    pub addr: SocketAddr,
+    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl TcpProxy {
+    /// Forwards `127.0.0.1:<free port>` to `target`, on a thread of its own (so it works
+    /// from sync and async tests alike; it ends with the test process).
+    pub fn start(target: SocketAddr) -> TcpProxy {
+        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let c = conns.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("proxy runtime");
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("proxy bind");
+                tx.send(listener.local_addr().expect("proxy addr"))
+                    .expect("proxy addr sent");
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                            let _ =
+                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    c.lock().expect("conns").push(task.abort_handle());
+                }
+            });
+        });
+        let addr = rx.recv().expect("proxy started");
+        TcpProxy { addr, conns }
+    }
+
+    /// `ws://PROXY/ws`.
+    pub fn url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Drops every connection going through (new ones are still accepted).
+    pub fn cut(&self) -> usize {
+        let mut conns = self.conns.lock().expect("conns");
+        let n = conns.len();
+        for c in conns.drain(..) {
+            c.abort();
+        }
+        n
+    }
+}
+
+/// An in-process client (real roger-client, real sockets) that counts what it hears.
+pub struct TestClient {
+    /// The manager.
+    pub mgr: roger_client::ConnectionManager,
+    /// Frames played, per RTP timestamp arrival time.
+    pub heard: Arc<Mutex<Vec<(Instant, u32)>>>,
+    /// Every status with when it was published.
+    pub statuses: Arc<Mutex<Vec<(Instant, roger_client::Status)>>>,
+    /// Every event.
+    pub events: Arc<Mutex<Vec<(Instant, roger_client::ClientEvent)>>>,
+}
+
+struct HeardSink(Arc<Mutex<Vec<(Instant, u32)>>>);
+
+impl roger_client::AudioSink for HeardSink {
+    fn play(&mut self, _: &ChannelId, ts: u32, _: &[i16]) {
+        self.0.lock().expect("heard").push((Instant::now(), ts));
+    }
+}
+
+impl TestClient {
+    /// Connects with `config` and waits for `Connected`.
+    pub async fn connect(config: roger_client::ClientConfig) -> TestClient {
+        let heard: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
+        let statuses: Arc<Mutex<Vec<(Instant, roger_client::Status)>>> = Arc::default();
+        let events: Arc<Mutex<Vec<(Instant, roger_client::ClientEvent)>>> = Arc::default();
+        let (mgr, mut rx) =
+            roger_client::ConnectionManager::start(config, Box::new(HeardSink(heard.clone())));
+        let (s, e) = (statuses.clone(), events.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = rx.recv().await {
+                if let roger_client::ClientEvent::Status { status } = &ev {
+                    s.lock()
+                        .expect("statuses")
+                        .push((Instant::now(), status.clone()));
+                }
+                e.lock().expect("events").push((Instant::now(), ev));
+            }
+        });
+        let c = TestClient {
+            mgr,
+            heard,
+            statuses,
+            events,
+        };
+        c.wait_status(Duration::from_secs(15), "Connected", |s| {
+            matches!(s, roger_client::Status::Connected)
+        })
+        .await;
+        c
+    }
+
+    /// Waits until the status satisfies `pred` (panics after `within`).
+    pub async fn wait_status(
+        &self,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&roger_client::Status) -> bool,
+    ) -> Instant {
+        let mut rx = self.mgr.status();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            if pred(&rx.borrow_and_update()) {
+                return Instant::now();
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                _ => panic!(
+                    "status never became {what} within {within:?}; history: {:#?}",
+                    self.statuses.lock().expect("statuses")
+                ),
+            }
+        }
+    }
+
+    /// Frames heard so far.
+    pub fn frames(&self) -> usize {
+        self.heard.lock().expect("heard").len()
+    }
+
+    /// Frames heard after `since`.
+    pub fn frames_since(&self, since: Instant) -> usize {
+        self.heard
+            .lock()
+            .expect("heard")
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .count()
+    }
+
+    /// The longest gap between consecutive frames heard between `from` and `to`.
+    pub fn longest_gap(&self, from: Instant, to: Instant) -> Duration {
+        let heard = self.heard.lock().expect("heard");
+        let times: Vec<Instant> = heard
+            .iter()
+            .map(|(at, _)| *at)
+            .filter(|at| *at >= from && *at <= to)
+            .collect();
+        times
+            .windows(2)
+            .map(|w| w[1] - w[0])
+            .max()
+            .unwrap_or(Duration::MAX)
+    }
+
+    /// Talks `seconds` of noise in `channel` (returns when done).
+    pub async fn talk(&self, channel: &str, seconds: f64) -> roger_client::FloorOutcome {
+        let source = noise_source(seconds);
+        self.mgr
+            .talk(&ChannelId::from(channel), Box::new(source))
+            .await
+            .expect("talk")
+    }
+}
+
+/// A source of `seconds` of noise-like audio (correlation-friendly, unlike a tone).
+pub fn noise_source(seconds: f64) -> roger_client::PcmSource {
+    let n = (seconds * 48_000.0) as usize;
+    let mut x: u32 = 0x1234_5678;
+    let pcm: Vec<i16> = (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x as i16) / 6
+        })
+        .collect();
+    roger_client::PcmSource::new(pcm, 1)
+}
+
+/// A client config for `url` with a token, bound to loopback.
+pub fn client_config(url: &str, token: &str) -> roger_client::ClientConfig {
+    let mut c = roger_client::ClientConfig::new(url, token);
+    c.media_bind = Some(vec!["127.0.0.1:0".into()]);
+    c.watch_network = false;
+    c
+}
+
+impl Server {
+    /// Kills the process with SIGKILL (no drain) and waits for it.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts a new process in the same dir, on the same port, with the same config.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let config = self.dir.join("roger.toml");
+        static RESTARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+        let n = RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = self.dir.join(&format!("server-restart-{n}.log"));
+        let child = Command::new(bin("roger-server"))
+            .arg("--listen")
+            .arg(self.addr.to_string())
+            .arg("--config")
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(&self.dir.0)
+            .arg("--media-bind")
+            .arg("127.0.0.1:0")
+            .env("RUST_LOG", "info,rtc_dtls=error,rtc_ice=error")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .spawn()
+            .expect("spawn roger-server");
+        self.child = Some(child);
+        self.log = log;
+        self.wait_healthy(Duration::from_secs(10));
+    }
+}

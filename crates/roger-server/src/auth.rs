@@ -108,6 +108,20 @@ impl Authenticator {
     }
 }
 
+/// Time-limited TURN credentials (the TURN REST convention coturn implements with
+/// `--use-auth-secret`): username `EXPIRY:USER`, password
+/// `base64(HMAC-SHA1(secret, username))`.
+pub fn turn_credentials(secret: &str, user: &str, expiry_unix: u64) -> (String, String) {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    let username = format!("{expiry_unix}:{user}");
+    let mut mac =
+        Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key");
+    mac.update(username.as_bytes());
+    let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    (username, password)
+}
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -192,6 +206,20 @@ mod tests {
         assert_eq!(parse_ttl("2d").unwrap(), Duration::from_secs(172800));
         assert!(parse_ttl("1y").is_err());
         assert!(parse_ttl("h").is_err());
+    }
+
+    #[test]
+    fn turn_credentials_follow_the_rest_convention() {
+        // Known answer: HMAC-SHA1("secret", "1700000000:alice"), base64.
+        let (u, p) = turn_credentials("secret", "alice", 1_700_000_000);
+        assert_eq!(u, "1700000000:alice");
+        use base64::Engine;
+        use hmac::{Hmac, Mac};
+        let mut mac = Hmac::<sha1::Sha1>::new_from_slice(b"secret").unwrap();
+        mac.update(b"1700000000:alice");
+        let expect = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        assert_eq!(p, expect);
+        assert_eq!(p.len(), 28, "base64 of a 20-byte digest");
     }
 
     #[test]

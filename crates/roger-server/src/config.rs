@@ -24,6 +24,8 @@ pub struct Config {
     pub limits: LimitsConfig,
     /// Media (UDP) addresses.
     pub media: MediaConfig,
+    /// TURN relay handed to clients (time-limited credentials, TURN REST convention).
+    pub turn: TurnConfig,
     /// Channels. Defaults to `general` and `echo`.
     pub channels: Vec<ChannelConfig>,
 }
@@ -75,6 +77,19 @@ pub struct MediaConfig {
     pub announced_ips: Vec<String>,
 }
 
+/// A TURN server sharing a secret with this server (coturn `--use-auth-secret
+/// --static-auth-secret=...`). Empty `urls` = no TURN.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TurnConfig {
+    /// `turn:host:3478?transport=udp` (and/or `turns:` / `?transport=tcp`).
+    pub urls: Vec<String>,
+    /// The shared secret.
+    pub secret: String,
+    /// Credential lifetime in seconds.
+    pub ttl_s: u64,
+}
+
 /// One channel.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -95,6 +110,7 @@ impl Default for Config {
             floor: FloorConfig::default(),
             limits: LimitsConfig::default(),
             media: MediaConfig::default(),
+            turn: TurnConfig::default(),
             channels: vec![
                 ChannelConfig {
                     id: "general".into(),
@@ -214,6 +230,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "floor.max_talk_ms and limits.requests_per_second must be > 0".into(),
             ));
+        }
+        if !self.turn.urls.is_empty() && self.turn.secret.is_empty() {
+            return Err(ConfigError::Invalid("turn.urls needs turn.secret".into()));
         }
         if self.media.bind.is_empty() {
             return Err(ConfigError::Invalid("media.bind needs an address".into()));

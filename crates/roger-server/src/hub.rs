@@ -150,6 +150,25 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// ICE servers for `user`: TURN with fresh time-limited credentials, if configured.
+    fn ice_servers(&self, user: &UserId) -> Vec<IceServer> {
+        let turn = &self.config.turn;
+        if turn.urls.is_empty() {
+            return vec![];
+        }
+        let ttl = if turn.ttl_s == 0 { 86_400 } else { turn.ttl_s };
+        let (username, credential) = crate::auth::turn_credentials(
+            &turn.secret,
+            user.as_str(),
+            crate::auth::unix_now() + ttl,
+        );
+        vec![IceServer {
+            urls: turn.urls.clone(),
+            username,
+            credential,
+        }]
+    }
+
     fn check_version(version: u32) -> Result<(), ErrorBody> {
         if version == PROTOCOL_VERSION {
             Ok(())
@@ -234,6 +253,7 @@ impl Hub {
         tracing::info!(session = %id, user = %member.user, client, "session created");
         metrics::counter!("roger_sessions_created_total").increment(1);
         publish_gauges(&st);
+        let ice_servers = self.ice_servers(&member.user);
         Ok((
             id.clone(),
             Welcome {
@@ -242,7 +262,7 @@ impl Hub {
                 user: member,
                 protocol_version: PROTOCOL_VERSION,
                 server_version: env!("CARGO_PKG_VERSION").to_owned(),
-                ice_servers: vec![],
+                ice_servers,
                 ping_interval_ms: self.config.session.ping_interval_ms,
                 session_grace_ms: self.config.session.grace_ms,
                 floor_grace_ms: self.config.floor.grace_ms,
@@ -274,6 +294,8 @@ impl Hub {
                     "no session for this resume token; join again",
                 )
             };
+            metrics::counter!("reconnect_attempts_total").increment(1);
+            RESUME_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let id = st.by_resume.remove(resume_token).ok_or_else(expired)?;
             let new_token = random_token();
             st.by_resume.insert(new_token.clone(), id.clone());
@@ -281,8 +303,12 @@ impl Hub {
             if let Some(old) = session.conn.replace(conn) {
                 old.close(CLOSE_POLICY, "resumed on another socket");
             }
-            session.detached_at = None;
+            if let Some(at) = session.detached_at.take() {
+                metrics::histogram!("time_to_recover_ms")
+                    .record(at.elapsed().as_secs_f64() * 1000.0);
+            }
             session.resume_token = new_token.clone();
+            let user = session.member.user.clone();
             let joined: Vec<ChannelId> = session.channels.iter().cloned().collect();
             let media = session.media.clone();
             let mut floors_held = Vec::new();
@@ -300,6 +326,7 @@ impl Hub {
                 .collect();
             tracing::info!(session = %id, "session resumed");
             metrics::counter!("roger_sessions_resumed_total").increment(1);
+            RESUMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             publish_gauges(&st);
             (
                 id.clone(),
@@ -307,7 +334,7 @@ impl Hub {
                 Resumed {
                     session_id: id,
                     resume_token: new_token,
-                    ice_servers: vec![],
+                    ice_servers: self.ice_servers(&user),
                     ping_interval_ms: self.config.session.ping_interval_ms,
                     channels,
                     transports: vec![],
@@ -660,7 +687,61 @@ impl Hub {
     pub fn session_count(&self) -> usize {
         self.lock().sessions.len()
     }
+
+    /// The periodic health check: counts sessions by condition and publishes them.
+    /// Dead sessions (socket gone past the grace) are ended by the timers; this makes
+    /// what is unhealthy visible in `/metrics` before that.
+    pub fn health_check(&self) -> Health {
+        let st = self.lock();
+        let h = Health {
+            sessions: st.sessions.len(),
+            detached: st.sessions.values().filter(|s| s.conn.is_none()).count(),
+            failed_transports: st
+                .sessions
+                .values()
+                .filter(|s| s.media.any_failed())
+                .count(),
+        };
+        metrics::gauge!("roger_sessions").set(h.sessions as f64);
+        metrics::gauge!("roger_sessions_detached").set(h.detached as f64);
+        metrics::gauge!("roger_sessions_with_failed_transport").set(h.failed_transports as f64);
+        metrics::counter!("roger_health_checks_total").increment(1);
+        let attempts = RESUME_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed);
+        if attempts > 0 {
+            let resumed = RESUMED.load(std::sync::atomic::Ordering::Relaxed);
+            metrics::gauge!("reconnect_success_rate").set(resumed as f64 / attempts as f64);
+        }
+        h
+    }
+
+    /// Runs the health check every `every`.
+    pub async fn run_health(self: Arc<Self>, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let h = self.health_check();
+            if h.failed_transports > 0 || h.detached > 0 {
+                tracing::debug!(?h, "health");
+            }
+        }
+    }
 }
+
+/// What the health check saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Health {
+    /// Sessions, connected or in grace.
+    pub sessions: usize,
+    /// Sessions whose socket is gone (in grace).
+    pub detached: usize,
+    /// Sessions with a transport in `failed`.
+    pub failed_transports: usize,
+}
+
+/// Resume attempts and successes, for `reconnect_success_rate` (process-wide, like the
+/// metrics registry they feed).
+static RESUME_ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static RESUMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 fn session_gone() -> ErrorBody {
     ErrorBody::new(ErrorCode::SessionExpired, "this session has ended")
@@ -790,6 +871,9 @@ fn spawn_transport_events(
                 }
                 TransportEvent::State(dir, state) => {
                     tracing::debug!(session = %session, transport = %dir, %state, "transport state");
+                    if let Some(m) = media.upgrade() {
+                        m.set_state(dir, state);
+                    }
                 }
                 TransportEvent::Ice(dir, state) => {
                     tracing::debug!(session = %session, transport = %dir, %state, "ice state");

@@ -70,6 +70,7 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .with_state(state);
     let timers = tokio::spawn(hub.clone().run_timers());
+    let health = tokio::spawn(hub.clone().run_health(Duration::from_secs(2)));
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_hub = hub.clone();
     let graceful = async move {
@@ -92,6 +93,7 @@ pub async fn serve(
     };
     hub.close_all_media().await;
     timers.abort();
+    health.abort();
     result
 }
 

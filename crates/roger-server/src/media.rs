@@ -106,6 +106,7 @@ pub struct Transport {
     pc: Arc<dyn PeerConnection>,
     gathered: watch::Receiver<u64>,
     remote_ufrag: Option<String>,
+    remote_fingerprint: Option<String>,
     last_negotiation: Option<u64>,
 }
 
@@ -175,6 +176,7 @@ impl Transport {
             pc: Arc::new(pc),
             gathered,
             remote_ufrag: None,
+            remote_fingerprint: None,
             last_negotiation: None,
         })
     }
@@ -255,6 +257,13 @@ pub fn ice_ufrag(sdp: &str) -> Option<&str> {
         .find_map(|l| l.trim_end().strip_prefix("a=ice-ufrag:"))
 }
 
+/// `a=fingerprint:` of an SDP (identifies the peer's DTLS certificate, so a new
+/// PeerConnection).
+pub fn dtls_fingerprint(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=fingerprint:"))
+}
+
 /// Number of audio m-lines in an SDP.
 pub fn audio_mlines(sdp: &str) -> usize {
     sdp.lines().filter(|l| l.starts_with("m=audio")).count()
@@ -309,43 +318,52 @@ impl Downlink {
 
 /// One audio m-line of a session's receive transport.
 pub struct Slot {
-    /// The local track answering that m-line.
-    pub track: Arc<TrackLocalStaticRTP>,
-    /// Its downlink state.
+    index: usize,
+    /// The local track answering that m-line on the current PeerConnection (a new one
+    /// is made, with the same SSRC, whenever the transport is recreated).
+    track: Arc<Mutex<Arc<TrackLocalStaticRTP>>>,
+    /// Its downlink state (SSRC, rewriter, queue): kept across transport recreation so
+    /// the listener's stream continues.
     pub downlink: Arc<Downlink>,
     /// The channel it carries now, if any.
     pub channel: Option<ChannelId>,
-    /// Whether the track has been added to the PeerConnection yet.
+    /// Whether the current track has been added to the PeerConnection yet.
     pub in_pc: bool,
+}
+
+fn downlink_track(index: usize, ssrc: u32) -> Arc<TrackLocalStaticRTP> {
+    Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("roger-downlink-{index}"),
+        format!("roger-downlink-{index}-{ssrc:08x}"),
+        format!("downlink {index}"),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: opus_codec(),
+            ..Default::default()
+        }],
+    )))
 }
 
 impl Slot {
     fn new(index: usize) -> Slot {
         let ssrc: u32 = rand::random();
-        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-            format!("roger-downlink-{index}"),
-            format!("roger-downlink-{index}-{ssrc:08x}"),
-            format!("downlink {index}"),
-            RtpCodecKind::Audio,
-            vec![RTCRtpEncodingParameters {
-                rtp_coding_parameters: RTCRtpCodingParameters {
-                    ssrc: Some(ssrc),
-                    ..Default::default()
-                },
-                codec: opus_codec(),
-                ..Default::default()
-            }],
-        )));
+        let track = Arc::new(Mutex::new(downlink_track(index, ssrc)));
         let (queue, mut rx) = mpsc::channel::<rtp::Packet>(DOWNLINK_QUEUE);
         let writer = track.clone();
         tokio::spawn(async move {
             while let Some(p) = rx.recv().await {
-                if let Err(e) = writer.write_rtp(p).await {
+                let current = writer.lock().expect("slot track lock").clone();
+                if let Err(e) = current.write_rtp(p).await {
                     tracing::trace!(error = %e, "downlink write failed (not bound yet?)");
                 }
             }
         });
         Slot {
+            index,
             track,
             downlink: Arc::new(Downlink {
                 ssrc,
@@ -356,6 +374,13 @@ impl Slot {
             channel: None,
             in_pc: false,
         }
+    }
+
+    /// A fresh track for a new PeerConnection.
+    fn renew_track(&mut self) {
+        *self.track.lock().expect("slot track lock") =
+            downlink_track(self.index, self.downlink.ssrc);
+        self.in_pc = false;
     }
 }
 
@@ -422,6 +447,7 @@ pub struct SessionMedia {
     /// it holds. `None` drops them (a client cannot inject media without the floor).
     route: Mutex<Option<Arc<ChannelRouter>>>,
     received: AtomicU64,
+    states: Mutex<[Option<RTCPeerConnectionState>; 2]>,
 }
 
 impl SessionMedia {
@@ -442,6 +468,7 @@ impl SessionMedia {
                 slots: Mutex::new(Vec::new()),
                 route: Mutex::new(None),
                 received: AtomicU64::new(0),
+                states: Mutex::new([None, None]),
             }),
             rx,
         )
@@ -460,8 +487,27 @@ impl SessionMedia {
             Direction::Recv => &self.recv,
         };
         let mut guard = lock.lock().await;
+        // An offer from a new client PeerConnection (new DTLS certificate) replaces the
+        // old server side: the client recreated its transport.
+        let fingerprint = dtls_fingerprint(&sdp).map(str::to_owned);
+        if let Some(old) = guard.as_ref() {
+            if fingerprint.is_some() && old.remote_fingerprint != fingerprint {
+                tracing::info!(session = %self.session, %direction, "client recreated its transport: replacing ours");
+                metrics::counter!("roger_transports_recreated_total").increment(1);
+                if let Some(old) = guard.take() {
+                    old.close().await;
+                }
+                if direction == Direction::Recv {
+                    for slot in self.slots.lock().expect("slots lock poisoned").iter_mut() {
+                        slot.renew_track();
+                    }
+                }
+            }
+        }
         if guard.is_none() {
-            *guard = Some(Transport::new(direction, &self.settings, self.events.clone()).await?);
+            let mut t = Transport::new(direction, &self.settings, self.events.clone()).await?;
+            t.remote_fingerprint = fingerprint;
+            *guard = Some(t);
         }
         let transport = guard.as_mut().expect("created above");
         if direction == Direction::Recv {
@@ -493,7 +539,7 @@ impl SessionMedia {
                 .filter(|s| !s.in_pc)
                 .map(|s| {
                     s.in_pc = true;
-                    s.track.clone()
+                    s.track.lock().expect("slot track lock").clone()
                 })
                 .collect()
         };
@@ -587,6 +633,23 @@ impl SessionMedia {
             v.push(Direction::Recv);
         }
         v
+    }
+
+    /// Records a transport's state (for the health check).
+    pub fn set_state(&self, direction: Direction, state: RTCPeerConnectionState) {
+        let i = match direction {
+            Direction::Send => 0,
+            Direction::Recv => 1,
+        };
+        self.states.lock().expect("states lock poisoned")[i] = Some(state);
+    }
+
+    /// Whether any transport is in `failed`.
+    pub fn any_failed(&self) -> bool {
+        self.states
+            .lock()
+            .expect("states lock poisoned")
+            .contains(&Some(RTCPeerConnectionState::Failed))
     }
 
     /// Packets received from this session's producer.
