@@ -11,6 +11,7 @@
 //! The binaries must be built first (`make test` does `cargo build --bins`).
 
 pub mod audio;
+pub mod netns;
 
 use futures_util::{SinkExt, StreamExt};
 use roger_protocol::*;
@@ -80,13 +81,16 @@ pub fn free_port() -> u16 {
 /// A running `roger-server`.
 pub struct Server {
     child: Option<Child>,
-    /// Its HTTP address.
+    /// Its HTTP address, as the test reaches it.
     pub addr: SocketAddr,
     /// Its data dir and config.
     pub dir: TempDir,
     /// Its stderr log.
     pub log: PathBuf,
     authenticator: roger_server::auth::Authenticator,
+    ns: Option<String>,
+    listen: SocketAddr,
+    media_bind: String,
 }
 
 impl Server {
@@ -99,34 +103,87 @@ impl Server {
 
     /// Starts a server in `dir` on `port` (used to restart on the same port).
     pub fn start_in(dir: TempDir, port: u16, extra_toml: &str) -> Server {
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        Self::launch(dir, None, addr, addr, "127.0.0.1:0", extra_toml)
+    }
+
+    /// Starts a server inside the lab's server namespace, listening on every address
+    /// there, with media on the link the client namespace reaches.
+    pub fn start_in_lab(lab: &netns::Lab, extra_toml: &str) -> Server {
+        let port = free_port();
+        let listen: SocketAddr = format!("0.0.0.0:{port}").parse().expect("addr");
+        let health: SocketAddr = format!("{}:{port}", netns::SERVER_MGMT_IP)
+            .parse()
+            .expect("addr");
+        let media = format!("{}:0", netns::SERVER_IP);
+        Self::launch(
+            TempDir::new("server"),
+            Some(lab.server_ns.clone()),
+            listen,
+            health,
+            &media,
+            extra_toml,
+        )
+    }
+
+    fn launch(
+        dir: TempDir,
+        ns: Option<String>,
+        listen: SocketAddr,
+        addr: SocketAddr,
+        media_bind: &str,
+        extra_toml: &str,
+    ) -> Server {
         let config = dir.join("roger.toml");
         let toml = format!("jwt_secret = \"{TEST_SECRET}\"\n{extra_toml}\n");
         std::fs::write(&config, toml).expect("write config");
-        let log = dir.join("server.log");
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let child = Command::new(bin("roger-server"))
+        let mut server = Server {
+            child: None,
+            addr,
+            log: dir.join("server.log"),
+            dir,
+            authenticator: roger_server::auth::Authenticator::new(TEST_SECRET.as_bytes()),
+            ns,
+            listen,
+            media_bind: media_bind.to_owned(),
+        };
+        server.spawn();
+        server
+    }
+
+    fn spawn(&mut self) {
+        static STARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = STARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.log = self.dir.join(&format!("server-{n}.log"));
+        let mut cmd = match &self.ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("roger-server"));
+                c
+            }
+            None => Command::new(bin("roger-server")),
+        };
+        let child = cmd
             .arg("--listen")
-            .arg(addr.to_string())
+            .arg(self.listen.to_string())
             .arg("--config")
-            .arg(&config)
+            .arg(self.dir.join("roger.toml"))
             .arg("--data-dir")
-            .arg(&dir.0)
+            .arg(&self.dir.0)
             .arg("--media-bind")
-            .arg("127.0.0.1:0")
+            .arg(&self.media_bind)
             .env("RUST_LOG", "info,rtc_dtls=error,rtc_ice=error")
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
+            .stderr(std::fs::File::create(&self.log).expect("log file"))
             .spawn()
             .expect("spawn roger-server");
-        let server = Server {
-            child: Some(child),
-            addr,
-            dir,
-            log,
-            authenticator: roger_server::auth::Authenticator::new(TEST_SECRET.as_bytes()),
-        };
-        server.wait_healthy(Duration::from_secs(10));
-        server
+        self.child = Some(child);
+        self.wait_healthy(Duration::from_secs(10));
+    }
+
+    /// The signaling URL on `ip` (the address another namespace reaches).
+    pub fn url_at(&self, ip: &str) -> String {
+        format!("ws://{ip}:{}/ws", self.addr.port())
     }
 
     fn wait_healthy(&self, within: Duration) {
@@ -248,9 +305,22 @@ pub struct Bot {
 impl Bot {
     /// Spawns `roger-bot --server URL --token TOKEN --json ARGS...`.
     pub fn spawn(server: &Server, token: &str, args: &[&str]) -> Bot {
-        let mut child = Command::new(bin("roger-bot"))
+        Self::spawn_with(None, &server.url(), token, args)
+    }
+
+    /// Spawns a bot inside namespace `ns` (if any) against `url`.
+    pub fn spawn_with(ns: Option<&str>, url: &str, token: &str, args: &[&str]) -> Bot {
+        let mut cmd = match ns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(bin("roger-bot"));
+                c
+            }
+            None => Command::new(bin("roger-bot")),
+        };
+        let mut child = cmd
             .arg("--server")
-            .arg(server.url())
+            .arg(url)
             .arg("--token")
             .arg(token)
             .arg("--json")
@@ -667,26 +737,71 @@ impl Server {
     /// Starts a new process in the same dir, on the same port, with the same config.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
-        let config = self.dir.join("roger.toml");
-        static RESTARTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
-        let n = RESTARTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let log = self.dir.join(&format!("server-restart-{n}.log"));
-        let child = Command::new(bin("roger-server"))
-            .arg("--listen")
-            .arg(self.addr.to_string())
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&self.dir.0)
-            .arg("--media-bind")
-            .arg("127.0.0.1:0")
-            .env("RUST_LOG", "info,rtc_dtls=error,rtc_ice=error")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .spawn()
-            .expect("spawn roger-server");
-        self.child = Some(child);
-        self.log = log;
-        self.wait_healthy(Duration::from_secs(10));
+        self.spawn();
+    }
+}
+
+/// Unix milliseconds now (to line test actions up with bots' `t_ms`).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Reading a bot's `--json` timeline.
+pub mod timeline {
+    use serde_json::Value;
+
+    /// `(t_ms, status)` of every status line.
+    pub fn statuses(lines: &[Value]) -> Vec<(u64, String)> {
+        lines
+            .iter()
+            .filter(|v| v["event"] == "status")
+            .map(|v| {
+                (
+                    v["t_ms"].as_u64().unwrap_or(0),
+                    v["status"].as_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect()
+    }
+
+    /// The first status line after `t_ms` that satisfies `pred`.
+    pub fn first_status_after(
+        lines: &[Value],
+        t_ms: u64,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<u64> {
+        statuses(lines)
+            .into_iter()
+            .find(|(t, s)| *t >= t_ms && pred(s))
+            .map(|(t, _)| t)
+    }
+
+    /// Cumulative `field` (`frames_received`, `frames_sent`) of the last `audio` line at
+    /// or before `t_ms`.
+    pub fn audio_at(lines: &[Value], field: &str, t_ms: u64) -> u64 {
+        lines
+            .iter()
+            .filter(|v| v["event"] == "audio" && v["t_ms"].as_u64().unwrap_or(0) <= t_ms)
+            .filter_map(|v| v[field].as_u64())
+            .next_back()
+            .unwrap_or(0)
+    }
+
+    /// `floor` lines with their state, by, and time.
+    pub fn floors(lines: &[Value]) -> Vec<(u64, String, Option<String>)> {
+        lines
+            .iter()
+            .filter(|v| v["event"] == "floor")
+            .map(|v| {
+                (
+                    v["t_ms"].as_u64().unwrap_or(0),
+                    v["state"].as_str().unwrap_or("").to_owned(),
+                    v["by"].as_str().map(str::to_owned),
+                )
+            })
+            .collect()
     }
 }

@@ -4,12 +4,14 @@
 //! roger-bot --server URL --token TOKEN [--json] talk --channel C --wav IN.wav [--repeat N]
 //! roger-bot --server URL --token TOKEN [--json] listen --channel C --out OUT.wav --seconds S
 //! roger-bot --server URL --token TOKEN [--json] echo [--channel echo]
+//! roger-bot --server URL --token TOKEN [--json] duplex --channel C --wav IN.wav --seconds S
+//!           [--talk-every S] [--offset S]
 //! ```
 //!
 //! With `--json`, stdout carries one JSON object per line, each with `t_ms` (Unix
 //! milliseconds) and `event`: `status` (`status`), `floor` (`state`, `by`), `error`
 //! (`code`, `message`), `audio` once a second (`frames_sent`, `frames_received`), and
-//! `joining`, `joined`, `first_audio`, `done`.
+//! `joining`, `joined`, `first_audio`, `recovered` (`time_to_recover_ms`), `done`.
 
 mod output;
 
@@ -44,6 +46,10 @@ struct Cli {
     /// Give up if the first connection is not up within this many seconds.
     #[arg(long, global = true, default_value_t = 15.0)]
     connect_timeout: f64,
+    /// After giving up (`Failed`), start over by itself after this many seconds, as a
+    /// person would press Rejoin (for unattended bots). Off by default.
+    #[arg(long, global = true)]
+    auto_rejoin: Option<f64>,
     #[command(subcommand)]
     command: Command,
 }
@@ -71,6 +77,25 @@ enum Command {
         #[arg(long)]
         out: PathBuf,
         /// How long to listen.
+        #[arg(long)]
+        seconds: f64,
+    },
+    /// Listen the whole time and talk a WAV file every few seconds (both directions of
+    /// audio, for soak and fault tests).
+    Duplex {
+        /// Channel.
+        #[arg(long)]
+        channel: String,
+        /// 48 kHz WAV file to send each time.
+        #[arg(long)]
+        wav: PathBuf,
+        /// Start a transmission this often (skipped while someone else talks).
+        #[arg(long, default_value_t = 5.0)]
+        talk_every: f64,
+        /// Wait this long before the first transmission.
+        #[arg(long, default_value_t = 0.0)]
+        offset: f64,
+        /// Run this long in all.
         #[arg(long)]
         seconds: f64,
     },
@@ -173,6 +198,12 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
     )
     .await?;
     drop(floor_tx);
+    if let Some(after) = cli.auto_rejoin {
+        tokio::spawn(auto_rejoin(
+            session.clone(),
+            Duration::from_secs_f64(after.max(0.0)),
+        ));
+    }
     tokio::spawn(out.clone().print_audio_stats(session.clone()));
 
     let result = match cli.command {
@@ -187,6 +218,24 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
             seconds,
         } => listen(&session, &out, &sink, channel.into(), path, seconds).await,
         Command::Echo { channel } => echo(&session, &out, &sink, channel.into(), floor_rx).await,
+        Command::Duplex {
+            channel,
+            wav,
+            talk_every,
+            offset,
+            seconds,
+        } => {
+            duplex(
+                &session,
+                &out,
+                channel.into(),
+                wav,
+                talk_every,
+                offset,
+                seconds,
+            )
+            .await
+        }
     };
     out.stats(&session);
     session.close().await;
@@ -229,6 +278,54 @@ async fn wait_connected(session: &ConnectionManager, within: Duration) -> Result
             ))
         }
     }
+}
+
+/// Presses Rejoin `after` each give-up that is not a refusal (a bad token stays failed).
+async fn auto_rejoin(session: ConnectionManager, after: Duration) {
+    let mut status = session.status();
+    while status.changed().await.is_ok() {
+        let failed = matches!(
+            *status.borrow_and_update(),
+            roger_client::Status::Failed { code } if !code.is_terminal()
+        );
+        if failed {
+            tokio::time::sleep(after).await;
+            tracing::info!("rejoining after a give-up");
+            session.rejoin();
+        }
+    }
+}
+
+async fn duplex(
+    session: &ConnectionManager,
+    out: &Output,
+    channel: ChannelId,
+    wav: PathBuf,
+    talk_every: f64,
+    offset: f64,
+    seconds: f64,
+) -> Result<(), ErrorBody> {
+    let pcm: std::sync::Arc<[i16]> = roger_client::audio::read_wav(&wav)?.into();
+    join(session, out, &channel).await?;
+    let start = tokio::time::Instant::now();
+    let end = start + Duration::from_secs_f64(seconds.max(0.0));
+    let mut next = start + Duration::from_secs_f64(offset.max(0.0));
+    let every = Duration::from_secs_f64(talk_every.max(0.1));
+    while next < end {
+        tokio::time::sleep_until(next).await;
+        next += every;
+        match session
+            .talk(&channel, Box::new(PcmSource::new(pcm.clone(), 1)))
+            .await
+        {
+            Ok(_) => {}
+            // Refused or not connected right now: try again next time.
+            Err(e) => out.error(&e),
+        }
+    }
+    tokio::time::sleep_until(end).await;
+    out.line("done", serde_json::json!({}), || "duplex finished".into());
+    Ok(())
 }
 
 async fn join(

@@ -304,6 +304,9 @@ struct Tr {
     ice_failures: u32,
     relay_only: bool,
     disconnected_since: Option<Instant>,
+    /// A network change happened while offers could not be sent: restart ICE as soon
+    /// as the session is back, even if ICE has not noticed the change yet.
+    restart_pending: bool,
 }
 
 impl Tr {
@@ -315,6 +318,7 @@ impl Tr {
             ice_failures: 0,
             relay_only: false,
             disconnected_since: None,
+            restart_pending: false,
         }
     }
     fn up(&self) -> bool {
@@ -656,6 +660,7 @@ impl Recovery {
         self.clear_timer(Timer::IceGrace(dir));
         let t = &mut self.tr[idx(dir)];
         t.working = true;
+        t.restart_pending = false;
         let relay = self.relay_available
             && t.ice_failures >= self.config.relay_after_ice_failures
             && self.config.relay_after_ice_failures > 0;
@@ -805,7 +810,7 @@ impl Recovery {
                         if !server_transports.contains(&dir) {
                             self.begin_cycle(now, "server lost a transport");
                             self.media_attempt(now, dir, true);
-                        } else if !t.up() && !t.working {
+                        } else if t.restart_pending || (!t.up() && !t.working) {
                             self.begin_cycle(now, "transport broken after resume");
                             self.media_attempt(now, dir, false);
                         }
@@ -871,7 +876,15 @@ impl Recovery {
                 if matches!(self.phase, Phase::Idle | Phase::Failed(_)) {
                     return;
                 }
+                if self.sig != Sig::Up {
+                    for t in &mut self.tr {
+                        t.restart_pending = true;
+                    }
+                }
                 if signaling_address_lost && self.sig != Sig::Down {
+                    for t in &mut self.tr {
+                        t.restart_pending = true;
+                    }
                     self.sig = Sig::Down;
                     self.begin_cycle(now, "network change");
                     self.connect_signaling(now, "network change: signaling on a lost address");
