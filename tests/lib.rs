@@ -325,7 +325,11 @@ impl Bot {
             .arg(token)
             .arg("--json")
             .args(args)
-            .env("RUST_LOG", "warn,rtc_dtls=error,rtc_ice=error")
+            .env(
+                "RUST_LOG",
+                std::env::var("ROGER_E2E_BOT_LOG")
+                    .unwrap_or_else(|_| "warn,rtc_dtls=error,rtc_ice=error".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()

@@ -157,6 +157,19 @@ impl Lab {
         ] {
             run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
         }
+        // A roam adds the new address before removing the old: without this, removing
+        // the primary address of a subnet deletes the secondary (new) one with it.
+        for key in ["all", "default", link_c.as_str()] {
+            run(&[
+                "ip",
+                "netns",
+                "exec",
+                c,
+                "sysctl",
+                "-qw",
+                &format!("net.ipv4.conf.{key}.promote_secondaries=1"),
+            ])?;
+        }
         run(&["ip", "-n", s, "link", "set", "lo", "up"])?;
         run(&["ip", "-n", c, "link", "set", "lo", "up"])?;
         run(&["ip", "link", "set", &self.mgmt_if, "up"])?;

@@ -321,8 +321,12 @@ impl Tr {
             restart_pending: false,
         }
     }
+    /// Connected, with no restart or recreation in flight: a transport being restarted
+    /// only counts as up once it reports `connected` again (a PeerConnection goes
+    /// `connecting` -> `connected` on an ICE restart), so a recovery is never declared
+    /// before media really flows on the new path.
     fn up(&self) -> bool {
-        self.state == TransportState::Connected
+        self.state == TransportState::Connected && !self.working
     }
 }
 

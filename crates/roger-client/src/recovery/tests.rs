@@ -592,3 +592,27 @@ fn the_reconnecting_status_says_when_the_next_try_is_in_wall_clock_time() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_recovery_is_declared_only_when_the_restarted_transports_report_connected_again() {
+    let mut h = H::connected();
+    h.ev(Event::NetworkChanged {
+        signaling_address_lost: true,
+    });
+    h.advance(ms(150));
+    let a = h.session_up(true, vec![Send, Recv]);
+    assert_eq!(restarts(&a), [Send, Recv]);
+    let succeeded = |a: &[Action]| {
+        a.iter()
+            .any(|a| matches!(a, Action::Telemetry(Telemetry::Success { .. })))
+    };
+    assert!(!succeeded(&a), "ICE is still restarting");
+    assert!(matches!(h.m.status(), Status::Reconnecting { .. }));
+    h.advance(ms(7));
+    assert!(!succeeded(&h.tr(Send, TransportState::Connected)));
+    let a = h.tr(Recv, TransportState::Connected);
+    assert!(a.contains(&Action::Telemetry(Telemetry::Success {
+        time_to_recover: ms(157)
+    })));
+    assert_eq!(h.m.status(), &Status::Connected);
+}
