@@ -80,7 +80,7 @@ pub struct Lab {
 
 impl Lab {
     /// Builds the lab (names unique per process and lab).
-    pub fn new() -> Lab {
+    pub fn create() -> Lab {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = format!("{}{n}", std::process::id() % 100_000);

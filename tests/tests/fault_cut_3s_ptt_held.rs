@@ -13,7 +13,7 @@ fn a_talker_keeps_the_floor_across_a_3_second_cut_and_is_heard_again() {
     if !netns::available() {
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::create();
     let server = Server::start_in_lab(&lab, "");
     let url = server.url_at(netns::SERVER_IP);
     let dir = TempDir::new("cut3");

@@ -13,7 +13,7 @@ fn a_40_second_cut_gives_up_after_the_window_and_rejoin_succeeds_when_the_networ
     if !netns::available() {
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::create();
     let server = Server::start_in_lab(&lab, "");
     let url = server.url_at(netns::SERVER_IP);
     let speech = speech_wav();

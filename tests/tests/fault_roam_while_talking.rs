@@ -13,7 +13,7 @@ fn a_roam_while_talking_recovers_at_once_and_both_directions_work_after() {
     if !netns::available() {
         return;
     }
-    let lab = Lab::new();
+    let lab = Lab::create();
     let server = Server::start_in_lab(&lab, "");
     let url = server.url_at(netns::SERVER_IP);
     let speech = speech_wav();
