@@ -58,6 +58,9 @@ fn a_talker_keeps_the_floor_across_a_3_second_cut_and_is_heard_again() {
     let restored = now_ms();
 
     let (ok, lines, stderr) = near.wait(30 * S);
+    if std::env::var("ROGER_E2E_BOT_LOG").is_ok() {
+        println!("cut at {cut}, restored at {restored}\nNEAR STDERR:\n{stderr}");
+    }
     assert!(ok, "the talker failed: {stderr}\n{lines:#?}");
     let f = floors(&lines);
     // Granted once before the cut; after the reconnect the client asks again (PTT is

@@ -1103,6 +1103,9 @@ async fn recreate_transport(shared: Arc<Shared>, dir: Direction, gen: u64, relay
     }
 }
 
+/// How long the socket may take to answer the ping that precedes an ICE restart.
+const RESTART_PROBE: Duration = Duration::from_millis(600);
+
 async fn restart_ice(shared: Arc<Shared>, dir: Direction, gen: u64) {
     let transport = match dir {
         Direction::Send => lock(&shared.send)
@@ -1117,6 +1120,20 @@ async fn restart_ice(shared: Arc<Shared>, dir: Direction, gen: u64) {
     let (Some(transport), Some(sig)) = (transport, shared.signaling()) else {
         return;
     };
+    // Setting a restart offer drops the current path until the answer arrives, so an
+    // offer into a dead socket would stop ICE from healing by itself when the network
+    // returns. Make sure the socket answers first; if it does not, it is dead.
+    if let Err(e) = sig.request_with_timeout(Request::Ping, RESTART_PROBE).await {
+        tracing::info!(transport = %dir, error = %e, "signaling did not answer before an ICE restart");
+        if e.code == ErrorCode::SignalingTimeout {
+            sig.abort(ErrorBody::new(
+                ErrorCode::SignalingTimeout,
+                "the server stopped answering",
+            ));
+        }
+        shared.input(Event::TransportActionFailed { dir, gen, error: e });
+        return;
+    }
     if let Err(error) = transport.negotiate(&sig, true).await {
         shared.input(Event::TransportActionFailed { dir, gen, error });
     }

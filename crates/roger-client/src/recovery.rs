@@ -23,7 +23,8 @@
 //! - A server drain notice reconnects after the server's suggested delay, not a backoff.
 //! - A network change (address added or removed) restarts ICE on both transports at
 //!   once, and reconnects signaling at once if its socket's address was lost. A network
-//!   coming back retries at once, skipping the backoff wait.
+//!   coming back retries at once, skipping the backoff wait; so does a transport whose
+//!   ICE consent checks get through again (proof the path to the server is back).
 //! - After `relay_after_ice_failures` ICE failures, transports are recreated relay-only
 //!   (TURN), if the server offered TURN.
 //! - After a resume or rejoin: recreate what is broken, re-produce, and re-request the
@@ -307,6 +308,8 @@ struct Tr {
     /// A network change happened while offers could not be sent: restart ICE as soon
     /// as the session is back, even if ICE has not noticed the change yet.
     restart_pending: bool,
+    /// Media recovery attempts on this transport in the current cycle.
+    attempts: u32,
 }
 
 impl Tr {
@@ -319,6 +322,7 @@ impl Tr {
             relay_only: false,
             disconnected_since: None,
             restart_pending: false,
+            attempts: 0,
         }
     }
     /// Connected, with no restart or recreation in flight: a transport being restarted
@@ -336,7 +340,6 @@ struct Cycle {
     /// The first connection (its success is not a "recovery").
     initial: bool,
     started_at: Instant,
-    media_attempts: u32,
     signaling_attempts: u32,
 }
 
@@ -493,7 +496,7 @@ impl Recovery {
                 let attempt = self
                     .cycle
                     .as_ref()
-                    .map_or(1, |c| (c.media_attempts + c.signaling_attempts).max(1));
+                    .map_or(1, |c| self.cycle_attempt(c).max(1));
                 let retry_at = self
                     .timers
                     .iter()
@@ -528,9 +531,21 @@ impl Recovery {
         self.tr.iter().all(Tr::up)
     }
 
+    /// The attempt number shown to the user: the furthest any part of the connection
+    /// has got in this cycle.
+    fn cycle_attempt(&self, c: &Cycle) -> u32 {
+        self.tr
+            .iter()
+            .map(|t| t.attempts)
+            .fold(c.signaling_attempts, u32::max)
+    }
+
     fn begin_cycle(&mut self, now: Instant, why: &'static str) {
         if self.cycle.is_some() || matches!(self.phase, Phase::Failed(_) | Phase::Idle) {
             return;
+        }
+        for t in &mut self.tr {
+            t.attempts = 0;
         }
         let id = self.next_cycle;
         self.next_cycle += 1;
@@ -541,7 +556,6 @@ impl Recovery {
             id,
             initial: false,
             started_at: now,
-            media_attempts: 0,
             signaling_attempts: 0,
         });
         self.set_timer(Timer::RecoveryWindow, now + self.config.recovery_window, id);
@@ -573,10 +587,9 @@ impl Recovery {
             }
             self.set_phase(now, Phase::Connected, reason);
         } else if self.phase == Phase::Connecting
-            && self
-                .cycle
-                .as_ref()
-                .is_none_or(|c| c.initial && c.signaling_attempts <= 1 && c.media_attempts == 0)
+            && self.cycle.as_ref().is_none_or(|c| {
+                c.initial && c.signaling_attempts <= 1 && self.tr.iter().all(|t| t.attempts == 0)
+            })
         {
             // Still the first attempt: that is "connecting", not "reconnecting".
             self.publish_status(now, reason);
@@ -609,7 +622,10 @@ impl Recovery {
         let resume = self.has_session;
         if let Some(c) = self.cycle.as_mut() {
             c.signaling_attempts += 1;
-            let attempt = c.signaling_attempts + c.media_attempts;
+            let attempt = c
+                .signaling_attempts
+                .max(self.tr[0].attempts)
+                .max(self.tr[1].attempts);
             self.actions
                 .push_back(Action::Telemetry(Telemetry::Attempt { attempt, what: why }));
         }
@@ -644,10 +660,11 @@ impl Recovery {
             // Offers need the socket; the resume path re-checks every transport.
             return;
         }
-        let Some(c) = self.cycle.as_mut() else {
+        let Some(c) = self.cycle.as_ref() else {
             return;
         };
-        if c.media_attempts >= self.config.max_attempts {
+        let signaling_attempts = c.signaling_attempts;
+        if self.tr[idx(dir)].attempts >= self.config.max_attempts {
             self.give_up(
                 now,
                 ErrorCode::IceFailed,
@@ -658,11 +675,11 @@ impl Recovery {
             );
             return;
         }
-        c.media_attempts += 1;
-        let attempt = c.media_attempts + c.signaling_attempts;
         self.clear_timer(Timer::TransportRetry(dir));
         self.clear_timer(Timer::IceGrace(dir));
         let t = &mut self.tr[idx(dir)];
+        t.attempts += 1;
+        let attempt = t.attempts.max(signaling_attempts);
         t.working = true;
         t.restart_pending = false;
         let relay = self.relay_available
@@ -702,12 +719,8 @@ impl Recovery {
         }
         // If this attempt does not bring the transport up, try again after the backoff.
         let b = &self.config.retry_backoff;
-        let i = (self
-            .cycle
-            .as_ref()
-            .map_or(1, |c| c.media_attempts)
-            .saturating_sub(1) as usize)
-            .min(b.len().saturating_sub(1));
+        let i =
+            (self.tr[idx(dir)].attempts.saturating_sub(1) as usize).min(b.len().saturating_sub(1));
         let base = b.get(i).copied().unwrap_or(Duration::from_secs(1));
         let delay = base.mul_f64(1.0 + self.config.retry_jitter * self.jitter.next_unit());
         let gen = self.tr[idx(dir)].gen;
@@ -729,6 +742,14 @@ impl Recovery {
                 self.clear_timer(Timer::IceGrace(dir));
                 self.clear_timer(Timer::DisconnectTimeout(dir));
                 self.clear_timer(Timer::TransportRetry(dir));
+                // ICE consent checks got through again: the path to the server is back.
+                // Like a network coming up, that skips the signaling backoff wait.
+                if old != TransportState::Connected
+                    && self.sig == Sig::Down
+                    && self.timers.contains_key(&Timer::SignalingRetry)
+                {
+                    self.connect_signaling(now, "media path is back");
+                }
             }
             TransportState::Disconnected => {
                 if old == TransportState::Connected {
@@ -868,6 +889,17 @@ impl Recovery {
                 }
                 tracing::warn!(%dir, %error, "transport action failed");
                 self.tr[idx(dir)].working = false;
+                if matches!(
+                    error.code,
+                    ErrorCode::SignalingTimeout | ErrorCode::SignalingClosed
+                ) {
+                    // The offer could not be sent: nothing was tried, so it does not
+                    // count. The resume re-checks this transport.
+                    let t = &mut self.tr[idx(dir)];
+                    t.attempts = t.attempts.saturating_sub(1);
+                    t.restart_pending = true;
+                    self.clear_timer(Timer::TransportRetry(dir));
+                }
                 if error.code == ErrorCode::IceFailed {
                     self.tr[idx(dir)].ice_failures += 1;
                 }
@@ -948,7 +980,6 @@ impl Recovery {
             id,
             initial: true,
             started_at: now,
-            media_attempts: 0,
             signaling_attempts: 0,
         });
         self.set_timer(Timer::RecoveryWindow, now + self.config.recovery_window, id);

@@ -586,7 +586,7 @@ fn the_reconnecting_status_says_when_the_next_try_is_in_wall_clock_time() {
             retry_at_ms,
             ..
         } => {
-            assert_eq!(*attempt, 2);
+            assert_eq!(*attempt, 1, "both transports restarted once: one round");
             assert_eq!(*retry_at_ms, EPOCH_MS + 1_500);
         }
         other => panic!("{other:?}"),
@@ -615,4 +615,41 @@ fn a_recovery_is_declared_only_when_the_restarted_transports_report_connected_ag
         time_to_recover: ms(157)
     })));
     assert_eq!(h.m.status(), &Status::Connected);
+}
+
+#[test]
+fn media_coming_back_during_a_signaling_outage_retries_signaling_at_once() {
+    let mut h = H::connected();
+    h.tr(Send, TransportState::Disconnected);
+    h.tr(Recv, TransportState::Disconnected);
+    h.sig_down(ErrorCode::SignalingTimeout);
+    h.advance(secs(1));
+    h.sig_down(ErrorCode::SignalingUnreachable); // next retry in 2 s
+    h.advance(ms(300));
+    // Consent checks get through: the path is back. Do not wait 1.7 s more.
+    let a = h.tr(Recv, TransportState::Connected);
+    assert_eq!(connects(&a), [true]);
+}
+
+#[test]
+fn a_restart_that_could_not_be_offered_does_not_count_and_happens_after_the_resume() {
+    let mut h = H::connected();
+    h.tr(Send, TransportState::Disconnected);
+    let a = h.advance(ms(500));
+    assert_eq!(restarts(&a), [Send]);
+    // The shell found the socket dead before sending the offer.
+    let gen = h.m.transport_gen(Send);
+    h.ev(Event::TransportActionFailed {
+        dir: Send,
+        gen,
+        error: ErrorBody::new(ErrorCode::SignalingTimeout, "probe failed"),
+    });
+    h.sig_down(ErrorCode::SignalingTimeout);
+    h.advance(secs(1));
+    let a = h.session_up(true, vec![Send, Recv]);
+    assert_eq!(restarts(&a), [Send]);
+    match h.m.status() {
+        Status::Reconnecting { attempt, .. } => assert_eq!(*attempt, 1),
+        other => panic!("{other:?}"),
+    }
 }
