@@ -25,7 +25,8 @@ lint:
 
 ## Benchmarks: prints the figures recorded in BENCHMARKS.md.
 bench: deps
-	$(CARGO) run --release -p roger-e2e --bin roger-bench
+	$(CARGO) build --release --workspace --bins
+	./target/release/roger-bench all
 
 ## Regenerate the speech fixture.
 fixture:

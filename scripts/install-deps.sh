@@ -7,7 +7,10 @@ PACKAGES=(
   pkg-config    # finds libopus for the opus crate
   libopus-dev   # Opus codec (linked by the opus crate)
   cmake         # some -sys crates build C code with it
-  espeak-ng sox # regenerate the speech fixture (scripts/make-fixture.sh)
+  espeak-ng sox # regenerate the speech fixture (make fixture)
+  iproute2      # network namespaces for the fault tests
+  nftables      # faults: cuts, blocked UDP, random loss (the kernel has no netem)
+  coturn        # the TURN relay of the UDP-blocked fault test
 )
 
 missing=()

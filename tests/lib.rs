@@ -29,9 +29,15 @@ pub const TEST_SECRET: &str = "roger-e2e-test-secret";
 /// Path of a workspace binary (`roger-server`, `roger-bot`) next to the test executable.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>/<name>
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let path = dir.join(name);
+    // A test runs from target/<profile>/deps/; roger-bench from target/<profile>/.
+    let here = exe.parent().expect("exe dir");
+    let path = [
+        here.join(name),
+        here.parent().map(|p| p.join(name)).unwrap_or_default(),
+    ]
+    .into_iter()
+    .find(|p| p.exists())
+    .unwrap_or_else(|| here.join(name));
     assert!(
         path.exists(),
         "{} is missing: build the binaries first (cargo build --bins)",

@@ -228,6 +228,17 @@ impl Lab {
         *self.faulted.lock().expect("faulted") = true;
     }
 
+    /// Drops `percent` % of the client's incoming UDP at random (packet loss).
+    pub fn lose_incoming_udp(&self, percent: u32) {
+        self.nft(&format!(
+            "table inet roger_fault {{
+               chain in {{ type filter hook input priority 0; policy accept; iifname != \"lo\" meta l4proto udp numgen random mod 100 < {percent} drop; }}
+             }}"
+        ))
+        .expect("nft loss");
+        *self.faulted.lock().expect("faulted") = true;
+    }
+
     /// Removes the fault.
     pub fn restore(&self) {
         let mut f = self.faulted.lock().expect("faulted");
@@ -240,30 +251,16 @@ impl Lab {
 
     /// Moves the client to a new address (a roam): the new one is added, the old removed.
     pub fn roam(&self) {
+        self.readdress(CLIENT_IP, ROAMED_IP);
+    }
+
+    /// Replaces the client's address `from` with `to` (add first, then remove).
+    pub fn readdress(&self, from: &str, to: &str) {
         let c = self.client_ns.as_str();
         let dev = self.client_if();
-        run(&[
-            "ip",
-            "-n",
-            c,
-            "addr",
-            "add",
-            &format!("{ROAMED_IP}/24"),
-            "dev",
-            &dev,
-        ])
-        .expect("add roamed address");
-        run(&[
-            "ip",
-            "-n",
-            c,
-            "addr",
-            "del",
-            &format!("{CLIENT_IP}/24"),
-            "dev",
-            &dev,
-        ])
-        .expect("remove old address");
+        let (to, from) = (format!("{to}/24"), format!("{from}/24"));
+        run(&["ip", "-n", c, "addr", "add", &to, "dev", &dev]).expect("add new address");
+        run(&["ip", "-n", c, "addr", "del", &from, "dev", &dev]).expect("remove old address");
     }
 }
 

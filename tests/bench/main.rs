@@ -1,9 +1,19 @@
 //! `roger-bench`: the numbers `make bench` prints (and BENCHMARKS.md records).
 //!
-//! Runs a real roger-server (in process, on loopback) and real roger-client sessions:
+//! `roger-bench [foundation|recovery|all]` (default `all`).
+//!
+//! foundation: a real roger-server (in process, on loopback) and real roger-client
+//! sessions:
 //! - packet latency, talker -> server -> listener, per 20 ms frame (includes Opus
 //!   encode and decode, which is what a user hears);
 //! - floor access time, request sent -> grant received.
+//!
+//! recovery (root: network namespaces): a roger-server process in one namespace and a
+//! roger-bot in another, with faults applied by nftables, over >= 20 trials each:
+//! - dead-path detection (cut -> first non-Connected status),
+//! - recovery after the path returns (restore -> Connected; 3 s cuts),
+//! - roam recovery (address replaced -> recovered),
+//! - server restart recovery (kill -9, restart on the same port -> Connected).
 
 use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
 use roger_client::protocol::{ChannelId, Request, Response, PROTOCOL_VERSION};
@@ -191,14 +201,155 @@ async fn floor_access(url: &str, auth: &Authenticator, n: usize) {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let (url, auth) = start_server().await;
-        println!("roger-bench: server at {url}");
-        floor_access(&url, &auth, 300).await;
-        packet_latency(&url, &auth, 1000).await;
-    });
+    let what = std::env::args().nth(1).unwrap_or_else(|| "all".into());
+    if what == "foundation" || what == "all" {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (url, auth) = start_server().await;
+            println!("roger-bench foundation: server at {url}");
+            floor_access(&url, &auth, 300).await;
+            packet_latency(&url, &auth, 1000).await;
+        });
+    }
+    if what == "recovery" || what == "all" {
+        recovery::run(20);
+    }
+}
+
+mod recovery {
+    use super::report;
+    use roger_e2e::netns::{self, Lab};
+    use roger_e2e::timeline::first_status_after;
+    use roger_e2e::{now_ms, Bot, Server, TempDir};
+    use std::time::{Duration, Instant};
+
+    fn wait_until(
+        bot: &Bot,
+        after: u64,
+        within: Duration,
+        pred: impl Fn(&str) -> bool,
+    ) -> Option<u64> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(t) = first_status_after(&bot.lines(), after, &pred) {
+                return Some(t);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    fn wait_recovered(bot: &Bot, after: u64, within: Duration) -> Option<u64> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            let found = bot
+                .lines()
+                .iter()
+                .find(|v| v["event"] == "recovered" && v["t_ms"].as_u64().unwrap_or(0) >= after)
+                .and_then(|v| v["t_ms"].as_u64());
+            if found.is_some() {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
+    }
+
+    pub fn run(trials: usize) {
+        if !netns::available() {
+            println!("roger-bench recovery: skipped (needs root, ip and nft)");
+            return;
+        }
+        let lab = Lab::create();
+        let mut server = Server::start_in_lab(&lab, "");
+        let url = server.url_at(netns::SERVER_IP);
+        let dir = TempDir::new("bench");
+        let out = dir.join("heard.wav");
+        let near = Bot::spawn_with(
+            Some(&lab.client_ns),
+            &url,
+            &server.token("near", &["general"]),
+            &[
+                "listen",
+                "--channel",
+                "general",
+                "--out",
+                out.to_str().unwrap(),
+                "--seconds",
+                "3600",
+                "--auto-rejoin",
+                "1",
+            ],
+        );
+        near.wait_event(Duration::from_secs(20), "joined");
+        println!("roger-bench recovery: {trials} trials each (server and client in namespaces)");
+
+        let (mut detect, mut recover) = (Vec::new(), Vec::new());
+        for _ in 0..trials {
+            std::thread::sleep(Duration::from_millis(1500));
+            let cut = now_ms();
+            lab.cut();
+            let noticed = wait_until(&near, cut, Duration::from_secs(10), |s| s != "Connected");
+            let held = Duration::from_millis(now_ms() - cut);
+            std::thread::sleep(Duration::from_millis(3000).saturating_sub(held));
+            lab.restore();
+            let restored = now_ms();
+            let back = wait_until(&near, restored, Duration::from_secs(30), |s| {
+                s == "Connected"
+            });
+            match (noticed, back) {
+                (Some(n), Some(b)) => {
+                    detect.push((n - cut) as f64);
+                    recover.push((b - restored) as f64);
+                }
+                _ => {
+                    println!("  a cut trial did not complete (noticed {noticed:?}, back {back:?})")
+                }
+            }
+        }
+        report("dead-path detection (3 s cut, idle)", " ms", detect);
+        report("recovery after the path returns (3 s cut)", " ms", recover);
+
+        let mut roam = Vec::new();
+        let mut at = netns::CLIENT_IP;
+        for _ in 0..trials {
+            std::thread::sleep(Duration::from_millis(1500));
+            let to = if at == netns::CLIENT_IP {
+                netns::ROAMED_IP
+            } else {
+                netns::CLIENT_IP
+            };
+            let t = now_ms();
+            lab.readdress(at, to);
+            at = to;
+            match wait_recovered(&near, t, Duration::from_secs(15)) {
+                Some(r) => roam.push((r - t) as f64),
+                None => println!("  a roam trial did not recover"),
+            }
+            wait_until(&near, t, Duration::from_secs(15), |s| s == "Connected");
+        }
+        report("roam recovery (address change -> recovered)", " ms", roam);
+
+        let mut restart = Vec::new();
+        for _ in 0..trials {
+            std::thread::sleep(Duration::from_millis(1500));
+            server.kill9();
+            let killed = now_ms();
+            wait_until(&near, killed, Duration::from_secs(10), |s| s != "Connected");
+            server.restart();
+            let up = now_ms();
+            match wait_until(&near, up, Duration::from_secs(30), |s| s == "Connected") {
+                Some(b) => restart.push((b - up) as f64),
+                None => println!("  a restart trial did not reconnect"),
+            }
+        }
+        report(
+            "server restart recovery (server healthy -> Connected)",
+            " ms",
+            restart,
+        );
+    }
 }

@@ -1319,6 +1319,9 @@ async fn pump_transport(
             TransportEvent::Ice(_, state) => {
                 tracing::debug!(transport = %dir, gen, %state, "ice connection state");
             }
+            TransportEvent::Signaling(_, state) => {
+                tracing::debug!(transport = %dir, gen, %state, "sdp signaling state");
+            }
         }
     }
 }

@@ -79,6 +79,8 @@ pub enum TransportEvent {
     State(Direction, RTCPeerConnectionState),
     /// ICE connection state.
     Ice(Direction, RTCIceConnectionState),
+    /// SDP signaling state (`stable`, `have-local-offer`, ...), for diagnostics.
+    Signaling(Direction, webrtc::peer_connection::RTCSignalingState),
     /// A remote track (receive transport).
     Track(Arc<dyn TrackRemote>),
 }
@@ -106,6 +108,11 @@ impl PeerConnectionEventHandler for Handler {
     }
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let _ = self.events.send(TransportEvent::Track(track));
+    }
+    async fn on_signaling_state_change(&self, state: webrtc::peer_connection::RTCSignalingState) {
+        let _ = self
+            .events
+            .send(TransportEvent::Signaling(self.direction, state));
     }
 }
 

@@ -1,0 +1,74 @@
+//! Heavy packet loss is reported honestly: `Degraded` while it lasts (loss > 10 %),
+//! `Connected` again once it is gone (below 5 %, the hysteresis).
+
+use roger_e2e::netns::{self, Lab};
+use roger_e2e::timeline::first_status_after;
+use roger_e2e::{now_ms, speech_wav, Bot, Server, TempDir};
+use std::time::Duration;
+
+const S: Duration = Duration::from_secs(1);
+
+#[test]
+fn twenty_five_percent_loss_is_degraded_and_clears_when_the_loss_stops() {
+    if !netns::available() {
+        return;
+    }
+    let lab = Lab::create();
+    let server = Server::start_in_lab(&lab, "");
+    let url = server.url_at(netns::SERVER_IP);
+    let dir = TempDir::new("loss");
+    let near = Bot::spawn_with(
+        Some(&lab.client_ns),
+        &url,
+        &server.token("near", &["general"]),
+        &[
+            "listen",
+            "--channel",
+            "general",
+            "--out",
+            dir.join("near.wav").to_str().unwrap(),
+            "--seconds",
+            "26",
+        ],
+    );
+    near.wait_event(15 * S, "joined");
+    let speech = speech_wav();
+    let far = Bot::spawn_with(
+        Some(&lab.server_ns),
+        &url,
+        &server.token("far", &["general"]),
+        &[
+            "talk",
+            "--channel",
+            "general",
+            "--wav",
+            speech.to_str().unwrap(),
+            "--repeat",
+            "8",
+        ],
+    );
+    near.wait_event(15 * S, "first_audio");
+    std::thread::sleep(3 * S);
+    let lossy = now_ms();
+    lab.lose_incoming_udp(25);
+    std::thread::sleep(9 * S);
+    lab.restore();
+    let clean = now_ms();
+    let (_, lines, stderr) = near.wait(40 * S);
+    drop(far);
+    let degraded = first_status_after(&lines, lossy, |s| s == "Degraded")
+        .unwrap_or_else(|| panic!("25 % loss never showed as Degraded: {lines:#?}\n{stderr}"));
+    println!("Degraded {} ms after the loss began", degraded - lossy);
+    assert!(degraded - lossy <= 8_000);
+    let reason = lines
+        .iter()
+        .find(|v| v["event"] == "status" && v["status"] == "Degraded")
+        .and_then(|v| v["reason"].as_str())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(reason.contains("loss"), "reason: {reason}");
+    let healthy = first_status_after(&lines, clean, |s| s == "Connected")
+        .unwrap_or_else(|| panic!("never Connected after the loss stopped: {lines:#?}"));
+    println!("Connected {} ms after the loss stopped", healthy - clean);
+    assert!(healthy - clean <= 8_000);
+}
