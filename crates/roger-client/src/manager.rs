@@ -12,7 +12,7 @@
 use crate::audio::{level, AudioSink, AudioSource, Decoder, Encoder, FRAME_SAMPLES};
 use crate::event::{AudioDirection, ClientEvent, FloorEvent, Status};
 use crate::outbox::{Kind, Outbox};
-use crate::recovery::{self, Action, Event, Recovery, RecoveryConfig, Telemetry, TransportState};
+use crate::recovery::{Action, Event, Recovery, RecoveryConfig, Telemetry, TransportState};
 use crate::signaling::{Signaling, SignalingEvent, DEFAULT_REQUEST_TIMEOUT};
 use crate::transport::{Transport, TransportEvent, TransportSettings};
 use roger_protocol::*;
@@ -208,6 +208,11 @@ impl RtpClock {
 
 type Reply = oneshot::Sender<Result<Response, ErrorBody>>;
 
+/// Requests that may wait while the signaling socket is down.
+const OUTBOX_CAPACITY: usize = 100;
+/// A queued push-to-talk request older than this is dropped, not replayed.
+const PTT_MAX_AGE: Duration = Duration::from_secs(2);
+
 enum Input {
     Event(Event),
     Close(oneshot::Sender<()>),
@@ -312,16 +317,27 @@ impl Shared {
                 "not connected, and 100 requests are already waiting",
             ));
         }
+        // A PTT request is worth something for 2 s only (then it is dropped, not
+        // replayed); anything else may wait out the recovery window.
         let wait = match kind {
-            Kind::Ptt => self.config.recovery.recovery_window,
+            Kind::Ptt => PTT_MAX_AGE + Duration::from_millis(50),
             Kind::Other => self.config.recovery.recovery_window + self.config.request_timeout,
         };
         match tokio::time::timeout(wait, rx).await {
             Ok(Ok(result)) => result,
-            _ => Err(ErrorBody::new(
-                ErrorCode::SignalingTimeout,
-                "the server was unreachable for too long",
-            )),
+            _ => {
+                // Answer (and remove) every PTT request that has gone stale, ours too.
+                for (_, reply) in lock(&self.outbox).expire(Instant::now()) {
+                    let _ = reply.send(Err(ErrorBody::new(
+                        ErrorCode::SignalingTimeout,
+                        "dropped: a push-to-talk request older than 2 s is not replayed",
+                    )));
+                }
+                Err(ErrorBody::new(
+                    ErrorCode::SignalingTimeout,
+                    "the server was unreachable for too long",
+                ))
+            }
         }
     }
 
@@ -417,7 +433,7 @@ impl ConnectionManager {
         let (status, _) = watch::channel(Status::Offline);
         let recovery = config.recovery.clone();
         let shared = Arc::new(Shared {
-            outbox: Mutex::new(Outbox::new(100, Duration::from_secs(2))),
+            outbox: Mutex::new(Outbox::new(OUTBOX_CAPACITY, PTT_MAX_AGE)),
             config,
             inputs,
             events,
@@ -1482,11 +1498,6 @@ async fn sample_quality(shared: Weak<Shared>) {
         let Some(s) = shared.upgrade() else { break };
         s.input(Event::Quality { rtt, loss });
     }
-}
-
-/// Exposed for [`crate::recovery`] users that want the shell's default jitter source.
-pub fn default_jitter() -> Box<dyn recovery::Jitter> {
-    Box::new(rand::rngs::StdRng::from_os_rng())
 }
 
 use rand::SeedableRng;
