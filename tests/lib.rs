@@ -815,3 +815,49 @@ pub mod timeline {
             .collect()
     }
 }
+
+/// When a `roger-bot duplex` talks: every `every` s from `offset` s, for `seconds` s.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// Seconds between transmissions.
+    pub every: f64,
+    /// Seconds before the first.
+    pub offset: f64,
+    /// Seconds in all.
+    pub seconds: f64,
+}
+
+impl Bot {
+    /// A `duplex` bot (listens all along, talks the speech fixture per `plan`) in
+    /// namespace `ns`, as `user`, with `extra` options.
+    pub fn duplex(
+        server: &Server,
+        ns: &str,
+        url: &str,
+        user: &str,
+        plan: Plan,
+        extra: &[&str],
+    ) -> Bot {
+        let speech = speech_wav();
+        let (every, offset, seconds) = (
+            plan.every.to_string(),
+            plan.offset.to_string(),
+            plan.seconds.to_string(),
+        );
+        let mut args = vec![
+            "duplex",
+            "--channel",
+            "general",
+            "--wav",
+            speech.to_str().expect("utf-8 path"),
+            "--talk-every",
+            &every,
+            "--offset",
+            &offset,
+            "--seconds",
+            &seconds,
+        ];
+        args.extend_from_slice(extra);
+        Bot::spawn_with(Some(ns), url, &server.token(user, &["general"]), &args)
+    }
+}

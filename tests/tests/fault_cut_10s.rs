@@ -3,7 +3,7 @@
 
 use roger_e2e::netns::{self, Lab};
 use roger_e2e::timeline::{audio_at, first_status_after};
-use roger_e2e::{now_ms, speech_wav, Bot, Server};
+use roger_e2e::{now_ms, Bot, Plan, Server};
 use std::time::Duration;
 
 const S: Duration = Duration::from_secs(1);
@@ -16,29 +16,13 @@ fn a_10_second_cut_heals_by_itself_and_both_directions_work_after() {
     let lab = Lab::create();
     let server = Server::start_in_lab(&lab, "");
     let url = server.url_at(netns::SERVER_IP);
-    let speech = speech_wav();
-    let duplex = |ns: &str, user: &str, offset: &str| {
-        Bot::spawn_with(
-            Some(ns),
-            &url,
-            &server.token(user, &["general"]),
-            &[
-                "duplex",
-                "--channel",
-                "general",
-                "--wav",
-                speech.to_str().unwrap(),
-                "--talk-every",
-                "8",
-                "--offset",
-                offset,
-                "--seconds",
-                "42",
-            ],
-        )
+    let plan = |offset| Plan {
+        every: 8.0,
+        offset,
+        seconds: 42.0,
     };
-    let far = duplex(&lab.server_ns, "far", "0.5");
-    let near = duplex(&lab.client_ns, "near", "4.5");
+    let far = Bot::duplex(&server, &lab.server_ns, &url, "far", plan(0.5), &[]);
+    let near = Bot::duplex(&server, &lab.client_ns, &url, "near", plan(4.5), &[]);
     far.wait_event(15 * S, "joined");
     near.wait_event(15 * S, "joined");
     std::thread::sleep(6 * S);

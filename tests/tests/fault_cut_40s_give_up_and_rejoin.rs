@@ -3,7 +3,7 @@
 
 use roger_e2e::netns::{self, Lab};
 use roger_e2e::timeline::{audio_at, first_status_after};
-use roger_e2e::{now_ms, speech_wav, Bot, Server};
+use roger_e2e::{now_ms, Bot, Plan, Server};
 use std::time::Duration;
 
 const S: Duration = Duration::from_secs(1);
@@ -16,27 +16,21 @@ fn a_40_second_cut_gives_up_after_the_window_and_rejoin_succeeds_when_the_networ
     let lab = Lab::create();
     let server = Server::start_in_lab(&lab, "");
     let url = server.url_at(netns::SERVER_IP);
-    let speech = speech_wav();
-    let duplex = |ns: &str, user: &str, offset: &str, extra: &[&str]| {
-        let mut args = vec![
-            "duplex",
-            "--channel",
-            "general",
-            "--wav",
-            speech.to_str().unwrap(),
-            "--talk-every",
-            "8",
-            "--offset",
-            offset,
-            "--seconds",
-            "70",
-        ];
-        args.extend_from_slice(extra);
-        Bot::spawn_with(Some(ns), &url, &server.token(user, &["general"]), &args)
+    let plan = |offset| Plan {
+        every: 8.0,
+        offset,
+        seconds: 70.0,
     };
-    let far = duplex(&lab.server_ns, "far", "0.5", &[]);
+    let far = Bot::duplex(&server, &lab.server_ns, &url, "far", plan(0.5), &[]);
     // The near client presses Rejoin 5 s after it gives up, as a person would.
-    let near = duplex(&lab.client_ns, "near", "4.5", &["--auto-rejoin", "5"]);
+    let near = Bot::duplex(
+        &server,
+        &lab.client_ns,
+        &url,
+        "near",
+        plan(4.5),
+        &["--auto-rejoin", "5"],
+    );
     far.wait_event(15 * S, "joined");
     near.wait_event(15 * S, "joined");
     std::thread::sleep(2 * S);

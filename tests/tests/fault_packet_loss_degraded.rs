@@ -55,6 +55,9 @@ fn twenty_five_percent_loss_is_degraded_and_clears_when_the_loss_stops() {
     lab.restore();
     let clean = now_ms();
     let (_, lines, stderr) = near.wait(40 * S);
+    if std::env::var("ROGER_E2E_BOT_LOG").is_ok() {
+        println!("loss from {lossy} to {clean}\nNEAR STDERR:\n{stderr}");
+    }
     drop(far);
     let degraded = first_status_after(&lines, lossy, |s| s == "Degraded")
         .unwrap_or_else(|| panic!("25 % loss never showed as Degraded: {lines:#?}\n{stderr}"));

@@ -3,7 +3,7 @@
 
 use roger_e2e::netns::{self, Lab};
 use roger_e2e::timeline::{audio_at, floors};
-use roger_e2e::{now_ms, speech_wav, Bot, Server};
+use roger_e2e::{now_ms, Bot, Plan, Server};
 use std::time::Duration;
 
 const S: Duration = Duration::from_secs(1);
@@ -16,29 +16,13 @@ fn a_roam_while_talking_recovers_at_once_and_both_directions_work_after() {
     let lab = Lab::create();
     let server = Server::start_in_lab(&lab, "");
     let url = server.url_at(netns::SERVER_IP);
-    let speech = speech_wav();
-    let duplex = |ns: &str, user: &str, offset: &str| {
-        Bot::spawn_with(
-            Some(ns),
-            &url,
-            &server.token(user, &["general"]),
-            &[
-                "duplex",
-                "--channel",
-                "general",
-                "--wav",
-                speech.to_str().unwrap(),
-                "--talk-every",
-                "7",
-                "--offset",
-                offset,
-                "--seconds",
-                "22",
-            ],
-        )
+    let plan = |offset| Plan {
+        every: 7.0,
+        offset,
+        seconds: 22.0,
     };
-    let near = duplex(&lab.client_ns, "near", "1");
-    let far = duplex(&lab.server_ns, "far", "4.5");
+    let near = Bot::duplex(&server, &lab.client_ns, &url, "near", plan(1.0), &[]);
+    let far = Bot::duplex(&server, &lab.server_ns, &url, "far", plan(4.5), &[]);
     near.wait_event(15 * S, "joined");
     far.wait_event(15 * S, "joined");
     near.wait_for(10 * S, "floor granted", |v| {

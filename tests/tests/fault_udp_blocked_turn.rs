@@ -3,7 +3,7 @@
 
 use roger_e2e::netns::{self, Lab};
 use roger_e2e::timeline::audio_at;
-use roger_e2e::{now_ms, speech_wav, Bot, Server, TempDir};
+use roger_e2e::{now_ms, Bot, Plan, Server, TempDir};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -91,35 +91,25 @@ fn with_udp_blocked_audio_flows_both_ways_through_a_turn_relay() {
     );
     lab.block_udp_except(3478);
     let url = server.url_at(netns::SERVER_IP);
-    let speech = speech_wav();
-    let duplex = |ns: &str, user: &str, offset: &str, seconds: &str| {
-        Bot::spawn_with(
-            Some(ns),
-            &url,
-            &server.token(user, &["general"]),
-            &[
-                "duplex",
-                "--channel",
-                "general",
-                "--wav",
-                speech.to_str().unwrap(),
-                "--talk-every",
-                "7",
-                "--offset",
-                offset,
-                "--seconds",
-                seconds,
-                "--connect-timeout",
-                "30",
-            ],
-        )
+    let plan = |offset, seconds| Plan {
+        every: 7.0,
+        offset,
+        seconds,
     };
+    let slow = ["--connect-timeout", "30"];
     let started = now_ms();
     // Each bot's schedule starts when it has joined; the relay makes the near one slower
     // to connect, so the far one starts once it has, and their turns alternate.
-    let near = duplex(&lab.client_ns, "near", "1", "22");
+    let near = Bot::duplex(
+        &server,
+        &lab.client_ns,
+        &url,
+        "near",
+        plan(1.0, 22.0),
+        &slow,
+    );
     near.wait_event(40 * S, "joined");
-    let far = duplex(&lab.server_ns, "far", "4.5", "18");
+    let far = Bot::duplex(&server, &lab.server_ns, &url, "far", plan(4.5, 18.0), &slow);
     let (_, near_lines, near_err) = near.wait(60 * S);
     let (_, far_lines, far_err) = far.wait(60 * S);
     let connected = near_lines

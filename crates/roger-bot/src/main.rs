@@ -43,6 +43,10 @@ struct Cli {
     /// UDP media bind address (repeatable); default: loopback for a loopback server.
     #[arg(long = "media-bind", global = true)]
     media_bind: Vec<String>,
+    /// Also trust the CA certificate(s) in this PEM file for `wss://` (a self-hosted
+    /// server with its own CA). Certificates are always verified.
+    #[arg(long, global = true)]
+    ca: Option<PathBuf>,
     /// Give up if the first connection is not up within this many seconds.
     #[arg(long, global = true, default_value_t = 15.0)]
     connect_timeout: f64,
@@ -187,6 +191,15 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
     config.client_name = format!("roger-bot/{}", env!("CARGO_PKG_VERSION"));
     if !cli.media_bind.is_empty() {
         config.media_bind = Some(cli.media_bind.clone());
+    }
+    if let Some(ca) = &cli.ca {
+        let pem = std::fs::read_to_string(ca).map_err(|e| {
+            ErrorBody::new(
+                ErrorCode::CertificateInvalid,
+                format!("cannot read --ca {}: {e}", ca.display()),
+            )
+        })?;
+        config.extra_ca_pem = Some(pem);
     }
     let sink = RecordingSink::new(out.clone());
     let (session, events) = ConnectionManager::start(config, Box::new(sink.clone()));

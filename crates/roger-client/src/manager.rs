@@ -55,6 +55,9 @@ pub struct ClientConfig {
     pub watch_network: bool,
     /// How often to sample RTT and loss.
     pub quality_interval: Duration,
+    /// Extra CA certificates (PEM) to trust for `wss://`, besides the system's roots:
+    /// for a self-hosted server with its own CA. Certificates are always verified.
+    pub extra_ca_pem: Option<String>,
 }
 
 impl ClientConfig {
@@ -75,6 +78,7 @@ impl ClientConfig {
             recovery: RecoveryConfig::default(),
             watch_network: true,
             quality_interval: Duration::from_secs(2),
+            extra_ca_pem: None,
         }
     }
 
@@ -941,8 +945,13 @@ async fn connect_signaling(shared: Arc<Shared>, gen: u64, resume: bool, next: [u
         old.close();
     }
     let result = async {
-        let (sig, events) =
-            Signaling::connect(&shared.config.server_url, shared.config.request_timeout).await?;
+        let tls = crate::signaling::tls_config(shared.config.extra_ca_pem.as_deref())?;
+        let (sig, events) = Signaling::connect_with(
+            &shared.config.server_url,
+            shared.config.request_timeout,
+            Some(tls),
+        )
+        .await?;
         *lock(&shared.signaling_local) = sig.local_addr();
         tokio::spawn(pump_signaling(Arc::downgrade(&shared), gen, events));
         let token = lock(&shared.resume_token).clone();
@@ -1482,19 +1491,19 @@ async fn sample_quality(shared: Weak<Shared>) {
             received += q.packets_received;
             lost += q.packets_lost;
         }
-        let loss = match last {
-            Some((r0, l0)) => {
-                let dr = received.saturating_sub(r0) as f64;
-                let dl = (lost - l0).max(0) as f64;
-                if dr + dl > 0.0 {
-                    dl / (dr + dl)
-                } else {
-                    0.0
-                }
+        // Loss over the period, when enough packets flowed to tell (25 is half a
+        // second of audio); otherwise unknown, e.g. while nobody talks.
+        // Counters that went backwards were reset (an ICE restart can do that): the
+        // period says nothing about loss.
+        let loss = last.and_then(|(r0, l0)| {
+            if received < r0 || lost < l0 {
+                return None;
             }
-            None => 0.0,
-        };
+            let (dr, dl) = ((received - r0) as f64, (lost - l0) as f64);
+            (dr + dl >= 25.0).then(|| dl / (dr + dl))
+        });
         last = Some((received, lost));
+        tracing::debug!(?rtt, ?loss, received, lost, "quality sample");
         let Some(s) = shared.upgrade() else { break };
         s.input(Event::Quality { rtt, loss });
     }

@@ -175,8 +175,9 @@ pub enum Event {
     Quality {
         /// Round-trip time of the selected candidate pair, if known.
         rtt: Option<Duration>,
-        /// Loss fraction over the sample period.
-        loss: f64,
+        /// Loss fraction over the sample period; `None` when too few packets flowed to
+        /// tell (nobody talking).
+        loss: Option<f64>,
     },
     /// A microphone or speaker failed (reported, not recovered here).
     DeviceError(ErrorBody),
@@ -372,6 +373,8 @@ pub struct Recovery {
     ptt: Option<ChannelId>,
     relay_available: bool,
     degraded_quality: bool,
+    loss_degraded: bool,
+    rtt_degraded: bool,
     bad_samples: u32,
     quality_restart_done: bool,
     timers: BTreeMap<Timer, (Instant, u64)>,
@@ -410,6 +413,8 @@ impl Recovery {
             ptt: None,
             relay_available: false,
             degraded_quality: false,
+            loss_degraded: false,
+            rtt_degraded: false,
             bad_samples: 0,
             quality_restart_done: false,
             timers: BTreeMap::new(),
@@ -959,6 +964,8 @@ impl Recovery {
         self.sig_attempt = 0;
         self.drain_delay = None;
         self.degraded_quality = false;
+        self.loss_degraded = false;
+        self.rtt_degraded = false;
         self.bad_samples = 0;
         for t in &mut self.tr {
             *t = Tr {
@@ -985,22 +992,42 @@ impl Recovery {
         self.set_timer(Timer::RecoveryWindow, now + self.config.recovery_window, id);
     }
 
-    fn on_quality(&mut self, now: Instant, rtt: Option<Duration>, loss: f64) {
-        if self.phase != Phase::Connected {
+    fn on_quality(&mut self, now: Instant, rtt: Option<Duration>, loss: Option<f64>) {
+        // A sample taken while a transport restarts (or is down) measures the restart,
+        // not the network; and a sample with nothing measured says nothing.
+        if self.phase != Phase::Connected
+            || self.tr.iter().any(|t| t.working)
+            || (rtt.is_none() && loss.is_none())
+        {
             return;
         }
-        let rtt_ms = rtt.unwrap_or_default();
-        let bad = loss > self.config.degraded_loss || rtt_ms > self.config.degraded_rtt;
-        let good = loss < self.config.recovered_loss && rtt_ms < self.config.recovered_rtt;
-        if bad {
+        // Each measure has its own hysteresis, and only a measured value moves it: an
+        // unknown loss (nobody talking) neither degrades nor clears a loss problem.
+        let judge = |bad: bool, good: bool, was: bool| {
+            if bad {
+                true
+            } else if good {
+                false
+            } else {
+                was
+            }
+        };
+        let loss_bad = loss.is_some_and(|l| l > self.config.degraded_loss);
+        let loss_good = loss.is_some_and(|l| l < self.config.recovered_loss);
+        let rtt_bad = rtt.is_some_and(|r| r > self.config.degraded_rtt);
+        let rtt_good = rtt.is_some_and(|r| r < self.config.recovered_rtt);
+        self.loss_degraded = judge(loss_bad, loss_good, self.loss_degraded);
+        self.rtt_degraded = judge(rtt_bad, rtt_good, self.rtt_degraded);
+        let was = self.degraded_quality;
+        self.degraded_quality = self.loss_degraded || self.rtt_degraded;
+        if loss_bad || rtt_bad {
             self.bad_samples += 1;
-            self.degraded_quality = true;
             if self.bad_samples >= self.config.bad_samples_before_restart
                 && !self.quality_restart_done
                 && self.sig == Sig::Up
             {
                 self.quality_restart_done = true;
-                tracing::info!(loss, ?rtt, "sustained bad quality: one ICE restart");
+                tracing::info!(?loss, ?rtt, "sustained bad quality: one ICE restart");
                 for dir in DIRS {
                     let gen = self.tr[idx(dir)].gen;
                     self.actions
@@ -1008,12 +1035,12 @@ impl Recovery {
                     self.actions.push_back(Action::RestartIce { dir, gen });
                 }
             }
-        } else if good {
+        } else {
             self.bad_samples = 0;
-            if self.degraded_quality {
-                self.degraded_quality = false;
-                self.quality_restart_done = false;
-            }
+        }
+        if was && !self.degraded_quality {
+            // A new episode may try its own restart.
+            self.quality_restart_done = false;
         }
         self.publish_status(now, "quality sample");
     }

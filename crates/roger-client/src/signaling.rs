@@ -20,6 +20,58 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time allowed for the TCP + WebSocket handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A TLS client configuration trusting the system's roots plus, if given, the CA
+/// certificates in `extra_ca_pem` (a self-hosted server with its own CA).
+pub fn tls_config(extra_ca_pem: Option<&str>) -> Result<Arc<rustls::ClientConfig>, ErrorBody> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let bad = |why: String| ErrorBody::new(ErrorCode::CertificateInvalid, why);
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_native_certs::load_native_certs().certs {
+        // A broken system certificate is skipped, not fatal.
+        let _ = roots.add(cert);
+    }
+    if let Some(pem) = extra_ca_pem {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| bad(format!("the extra CA is not valid PEM: {e}")))?;
+        if certs.is_empty() {
+            return Err(bad("the extra CA file holds no certificate".into()));
+        }
+        for cert in certs {
+            roots
+                .add(cert)
+                .map_err(|e| bad(format!("the extra CA is not a usable certificate: {e}")))?;
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| ErrorBody::new(ErrorCode::InternalError, format!("TLS setup: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The certificate complaint inside a connect error, if that is what it is.
+fn certificate_problem(e: &tokio_tungstenite::tungstenite::Error) -> Option<String> {
+    use tokio_tungstenite::tungstenite::error::{Error as WsError, TlsError};
+    let rustls_error = match e {
+        WsError::Tls(TlsError::Rustls(r)) => Some((**r).clone()),
+        WsError::Io(io) => io
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+            .cloned(),
+        _ => None,
+    }?;
+    match rustls_error {
+        rustls::Error::InvalidCertificate(why) => Some(format!("{why:?}")),
+        rustls::Error::NoCertificatesPresented => Some("no certificate presented".into()),
+        _ => None,
+    }
+}
+
 /// What the socket reports besides responses.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SignalingEvent {
@@ -49,10 +101,21 @@ impl std::fmt::Debug for Signaling {
 }
 
 impl Signaling {
-    /// Opens a WebSocket to `url` (`ws://host:port/ws` or `wss://...`).
+    /// Opens a WebSocket to `url` (`ws://host:port/ws` or `wss://...`), verifying a
+    /// `wss://` server against the system's trusted roots.
     pub async fn connect(
         url: &str,
         request_timeout: Duration,
+    ) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>), ErrorBody> {
+        Self::connect_with(url, request_timeout, None).await
+    }
+
+    /// Like [`Signaling::connect`] with a TLS configuration of its own (see
+    /// [`tls_config`]); `None` uses the system's trusted roots.
+    pub async fn connect_with(
+        url: &str,
+        request_timeout: Duration,
+        tls: Option<Arc<rustls::ClientConfig>>,
     ) -> Result<(Signaling, mpsc::UnboundedReceiver<SignalingEvent>), ErrorBody> {
         let unreachable = |why: String| {
             ErrorBody::new(
@@ -60,10 +123,26 @@ impl Signaling {
                 format!("cannot reach {url}: {why}"),
             )
         };
-        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
+        let tls = match tls {
+            Some(t) => t,
+            None => tls_config(None)?,
+        };
+        let connect = tokio_tungstenite::connect_async_tls_with_config(
+            url,
+            None,
+            true,
+            Some(tokio_tungstenite::Connector::Rustls(tls)),
+        );
+        let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
             .await
             .map_err(|_| unreachable(format!("no answer within {CONNECT_TIMEOUT:?}")))?
-            .map_err(|e| unreachable(e.to_string()))?;
+            .map_err(|e| match certificate_problem(&e) {
+                Some(why) => ErrorBody::new(
+                    ErrorCode::CertificateInvalid,
+                    format!("{url}: the server's certificate is not trusted: {why}"),
+                ),
+                None => unreachable(e.to_string()),
+            })?;
         let local_addr = match ws.get_ref() {
             tokio_tungstenite::MaybeTlsStream::Plain(s) => s.local_addr().ok(),
             _ => None,

@@ -78,6 +78,8 @@ pub enum ErrorCode {
     SignalingUnreachable,
     /// The signaling connection closed while the request was in flight.
     SignalingClosed,
+    /// The server's TLS certificate is not trusted (unknown CA, wrong name, expired).
+    CertificateInvalid,
 
     /// Something broke inside the server or client; the message has details.
     InternalError,
@@ -134,6 +136,7 @@ impl ErrorCode {
             ErrorCode::SignalingTimeout => "SIGNALING_TIMEOUT",
             ErrorCode::SignalingUnreachable => "SIGNALING_UNREACHABLE",
             ErrorCode::SignalingClosed => "SIGNALING_CLOSED",
+            ErrorCode::CertificateInvalid => "CERTIFICATE_INVALID",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::Unknown => "UNKNOWN",
         }
@@ -169,6 +172,9 @@ impl ErrorCode {
             ErrorCode::SignalingTimeout => "The server stopped answering.",
             ErrorCode::SignalingUnreachable => "Cannot reach the server. Check the address.",
             ErrorCode::SignalingClosed => "The connection to the server closed.",
+            ErrorCode::CertificateInvalid => {
+                "The server's security certificate is not valid. Check the address."
+            }
             ErrorCode::InternalError => "Something went wrong inside Roger.",
             ErrorCode::Unknown => "Something went wrong.",
         }
@@ -201,6 +207,7 @@ impl ErrorCode {
                 | ErrorCode::TokenInvalid
                 | ErrorCode::UnsupportedProtocolVersion
                 | ErrorCode::SessionReplaced
+                | ErrorCode::CertificateInvalid
         )
     }
 }

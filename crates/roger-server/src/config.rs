@@ -26,6 +26,9 @@ pub struct Config {
     pub media: MediaConfig,
     /// TURN relay handed to clients (time-limited credentials, TURN REST convention).
     pub turn: TurnConfig,
+    /// `wss://`: certificate and key. Without them the server speaks plain `ws://`
+    /// (fine on loopback or behind a TLS-terminating reverse proxy).
+    pub tls: TlsConfig,
     /// Channels. Defaults to `general` and `echo`.
     pub channels: Vec<ChannelConfig>,
 }
@@ -90,6 +93,16 @@ pub struct TurnConfig {
     pub ttl_s: u64,
 }
 
+/// TLS certificate chain and private key, PEM files.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain (leaf first).
+    pub cert: Option<PathBuf>,
+    /// Private key.
+    pub key: Option<PathBuf>,
+}
+
 /// One channel.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +124,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             media: MediaConfig::default(),
             turn: TurnConfig::default(),
+            tls: TlsConfig::default(),
             channels: vec![
                 ChannelConfig {
                     id: "general".into(),
@@ -230,6 +244,9 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "floor.max_talk_ms and limits.requests_per_second must be > 0".into(),
             ));
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return Err(ConfigError::Invalid("tls needs both cert and key".into()));
         }
         if !self.turn.urls.is_empty() && self.turn.secret.is_empty() {
             return Err(ConfigError::Invalid("turn.urls needs turn.secret".into()));

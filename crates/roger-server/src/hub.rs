@@ -421,13 +421,7 @@ impl Hub {
     /// `leave`.
     pub fn leave(&self, session: &SessionId, channel: &ChannelId) -> Result<(), ErrorBody> {
         let mut st = self.lock();
-        let s = st.sessions.get(session).ok_or_else(session_gone)?;
-        if !s.channels.contains(channel) {
-            return Err(ErrorBody::new(
-                ErrorCode::NotInChannel,
-                format!("you are not in {channel:?}"),
-            ));
-        }
+        member_of(&st, session, channel)?;
         leave_channel(&mut st, session, channel);
         publish_gauges(&st);
         Ok(())
@@ -441,13 +435,7 @@ impl Hub {
     ) -> Result<Response, ErrorBody> {
         let now = Instant::now();
         let mut st = self.lock();
-        let s = st.sessions.get(session).ok_or_else(session_gone)?;
-        if !s.channels.contains(channel) {
-            return Err(ErrorBody::new(
-                ErrorCode::NotInChannel,
-                format!("join {channel:?} before talking"),
-            ));
-        }
+        let s = member_of(&st, session, channel)?;
         let member = s.member.clone();
         let media = s.media.clone();
         // One microphone, one channel: holding the floor elsewhere ends there first.
@@ -504,13 +492,7 @@ impl Hub {
     /// `floor_release`.
     pub fn floor_release(&self, session: &SessionId, channel: &ChannelId) -> Result<(), ErrorBody> {
         let mut st = self.lock();
-        let s = st.sessions.get(session).ok_or_else(session_gone)?;
-        if !s.channels.contains(channel) {
-            return Err(ErrorBody::new(
-                ErrorCode::NotInChannel,
-                format!("you are not in {channel:?}"),
-            ));
-        }
+        member_of(&st, session, channel)?;
         if release_floor(&mut st, session, channel) {
             Ok(())
         } else {
@@ -742,6 +724,23 @@ pub struct Health {
 /// metrics registry they feed).
 static RESUME_ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static RESUMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The session, if it exists and has joined `channel`.
+fn member_of<'a>(
+    st: &'a HubState,
+    session: &SessionId,
+    channel: &ChannelId,
+) -> Result<&'a Session, ErrorBody> {
+    let s = st.sessions.get(session).ok_or_else(session_gone)?;
+    if s.channels.contains(channel) {
+        Ok(s)
+    } else {
+        Err(ErrorBody::new(
+            ErrorCode::NotInChannel,
+            format!("join {channel:?} first"),
+        ))
+    }
+}
 
 fn session_gone() -> ErrorBody {
     ErrorBody::new(ErrorCode::SessionExpired, "this session has ended")

@@ -22,18 +22,21 @@ pub mod hub;
 pub mod limits;
 pub mod media;
 pub mod rewrite;
+pub mod tls;
 pub mod ws;
 
+use axum::extract::connect_info::Connected;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
 use axum::response::IntoResponse;
 use axum::routing::get;
+use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use hub::Hub;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+use tls::PeerAddr;
 
 /// How long clients are asked to wait before reconnecting after a drain.
 pub const DRAIN_RECONNECT_AFTER: Duration = Duration::from_millis(500);
@@ -52,14 +55,20 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         .ok()
 }
 
-/// Serves `hub` on `listener` until `shutdown` resolves, then drains: clients are told
+/// Serves `hub` on `listener` (a plain [`tokio::net::TcpListener`] or a
+/// [`tls::TlsListener`]) until `shutdown` resolves, then drains: clients are told
 /// (`server_draining`), floors are revoked, sockets closed, media closed.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub async fn serve<L>(
+    listener: L,
     hub: Arc<Hub>,
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<()>
+where
+    L: Listener,
+    L::Addr: std::fmt::Debug,
+    for<'a> PeerAddr: Connected<IncomingStream<'a, L>>,
+{
     let state = AppState {
         hub: hub.clone(),
         metrics,
@@ -80,7 +89,7 @@ pub async fn serve(
     };
     let server = axum::serve(
         listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
+        app.into_make_service_with_connect_info::<PeerAddr>(),
     )
     .with_graceful_shutdown(graceful);
     // Open sockets are closed by the drain; don't let a stuck one hold shutdown forever.
@@ -100,7 +109,7 @@ pub async fn serve(
 async fn ws_upgrade(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
 ) -> impl IntoResponse {
     // Frames up to 4x the protocol limit are read and answered with MESSAGE_TOO_LARGE;
     // anything bigger closes the socket (1009) before it is buffered.

@@ -105,9 +105,20 @@ fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, secret = %secret_from, channels = config.channels.len(), "roger-server listening on ws://{addr}/ws");
+        let tls = match (&config.tls.cert, &config.tls.key) {
+            (Some(cert), Some(key)) => Some(roger_server::tls::acceptor(cert, key)?),
+            _ => None,
+        };
+        let scheme = if tls.is_some() { "wss" } else { "ws" };
+        tracing::info!(%addr, secret = %secret_from, channels = config.channels.len(), "roger-server listening on {scheme}://{addr}/ws");
         let hub = Hub::new(Arc::new(config), auth);
-        roger_server::serve(listener, hub, metrics, shutdown_signal()).await?;
+        match tls {
+            Some(acceptor) => {
+                let listener = roger_server::tls::TlsListener::new(listener, acceptor)?;
+                roger_server::serve(listener, hub, metrics, shutdown_signal()).await?
+            }
+            None => roger_server::serve(listener, hub, metrics, shutdown_signal()).await?,
+        }
         tracing::info!("roger-server stopped");
         Ok(())
     })

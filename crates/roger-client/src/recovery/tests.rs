@@ -523,7 +523,7 @@ fn sustained_bad_quality_is_degraded_and_tries_one_ice_restart() {
     let mut h = H::connected();
     let bad = Event::Quality {
         rtt: Some(ms(80)),
-        loss: 0.2,
+        loss: Some(0.2),
     };
     let a = h.ev(bad.clone());
     assert!(matches!(statuses(&a).as_slice(), [Status::Degraded { .. }]));
@@ -536,17 +536,17 @@ fn sustained_bad_quality_is_degraded_and_tries_one_ice_restart() {
     // Between the thresholds: stays degraded (hysteresis).
     let a = h.ev(Event::Quality {
         rtt: Some(ms(80)),
-        loss: 0.07,
+        loss: Some(0.07),
     });
     assert!(statuses(&a).is_empty());
     let a = h.ev(Event::Quality {
         rtt: Some(ms(80)),
-        loss: 0.01,
+        loss: Some(0.01),
     });
     assert_eq!(statuses(&a), [Status::Connected]);
     let a = h.ev(Event::Quality {
         rtt: Some(ms(700)),
-        loss: 0.0,
+        loss: Some(0.0),
     });
     assert!(matches!(statuses(&a).as_slice(), [Status::Degraded { .. }]));
 }
@@ -652,4 +652,35 @@ fn a_restart_that_could_not_be_offered_does_not_count_and_happens_after_the_resu
         Status::Reconnecting { attempt, .. } => assert_eq!(*attempt, 1),
         other => panic!("{other:?}"),
     }
+}
+
+#[test]
+fn quality_samples_with_nothing_measured_or_taken_during_a_restart_change_nothing() {
+    let mut h = H::connected();
+    let bad = Event::Quality {
+        rtt: Some(ms(80)),
+        loss: Some(0.3),
+    };
+    h.ev(bad.clone());
+    assert!(matches!(h.m.status(), Status::Degraded { .. }));
+    // Nobody talking: no loss figure, no RTT: not a reason to call it healthy.
+    let a = h.ev(Event::Quality {
+        rtt: None,
+        loss: None,
+    });
+    assert!(statuses(&a).is_empty());
+    // A good RTT says nothing about the loss that degraded the connection.
+    let a = h.ev(Event::Quality {
+        rtt: Some(ms(10)),
+        loss: None,
+    });
+    assert!(statuses(&a).is_empty());
+    assert!(matches!(h.m.status(), Status::Degraded { .. }));
+    // During an ICE restart the sample measures the restart, not the network.
+    h.tr(Send, TransportState::Failed); // restart in flight
+    let a = h.ev(Event::Quality {
+        rtt: Some(ms(10)),
+        loss: Some(0.0),
+    });
+    assert!(!statuses(&a).contains(&Status::Connected));
 }
