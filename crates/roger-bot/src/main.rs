@@ -19,9 +19,7 @@ use clap::{Parser, Subcommand};
 use output::Output;
 use roger_client::audio::{write_wav, PcmSource, Recording};
 use roger_client::protocol::{ChannelId, ErrorBody, ErrorCode};
-use roger_client::{
-    AudioSink, ClientConfig, ClientEvent, ConnectionManager, FloorEvent, FloorOutcome,
-};
+use roger_client::{AudioSink, ClientConfig, ConnectionManager, FloorEvent, FloorOutcome};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -462,16 +460,3 @@ async fn echo(
         }
     }
 }
-
-/// Forward declarations used by output.rs.
-pub(crate) fn floor_by(ev: &FloorEvent) -> Option<String> {
-    match ev {
-        FloorEvent::Denied { holder } => Some(holder.name.clone()),
-        FloorEvent::Taken { by } => Some(by.name.clone()),
-        _ => None,
-    }
-}
-
-pub(crate) type FloorTx = tokio::sync::mpsc::UnboundedSender<(ChannelId, FloorEvent)>;
-pub(crate) use roger_client::event::Status as ClientStatus;
-pub(crate) type Events = tokio::sync::mpsc::UnboundedReceiver<ClientEvent>;

@@ -1,11 +1,23 @@
 //! What the bot prints: JSON lines (`--json`) or short human lines.
 
-use crate::{floor_by, ClientStatus, Events, FloorTx};
-use roger_client::protocol::ErrorBody;
-use roger_client::{ClientEvent, ConnectionManager};
+use roger_client::protocol::{ChannelId, ErrorBody};
+use roger_client::{ClientEvent, ConnectionManager, FloorEvent, Status as ClientStatus};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Where floor events go on to (the echo bot acts on them).
+pub type FloorTx = tokio::sync::mpsc::UnboundedSender<(ChannelId, FloorEvent)>;
+type Events = tokio::sync::mpsc::UnboundedReceiver<ClientEvent>;
+
+/// The name in a floor event's `by` field: who holds or took the floor.
+fn floor_by(ev: &FloorEvent) -> Option<String> {
+    match ev {
+        FloorEvent::Denied { holder } => Some(holder.name.clone()),
+        FloorEvent::Taken { by } => Some(by.name.clone()),
+        _ => None,
+    }
+}
 
 /// Prints lines; cheap to clone.
 #[derive(Clone)]
