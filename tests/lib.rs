@@ -97,6 +97,7 @@ pub struct Server {
     ns: Option<String>,
     listen: SocketAddr,
     media_bind: String,
+    rust_log: String,
 }
 
 impl Server {
@@ -152,6 +153,7 @@ impl Server {
             ns,
             listen,
             media_bind: media_bind.to_owned(),
+            rust_log: "info,rtc_dtls=error,rtc_ice=error".to_owned(),
         };
         server.spawn();
         server
@@ -178,13 +180,20 @@ impl Server {
             .arg(&self.dir.0)
             .arg("--media-bind")
             .arg(&self.media_bind)
-            .env("RUST_LOG", "info,rtc_dtls=error,rtc_ice=error")
+            .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&self.log).expect("log file"))
             .spawn()
             .expect("spawn roger-server");
         self.child = Some(child);
         self.wait_healthy(Duration::from_secs(10));
+    }
+
+    /// Restarts the server with `RUST_LOG=rust_log` (tests that inspect logs).
+    pub fn relaunch_with_log(&mut self, rust_log: &str) {
+        self.kill9();
+        self.rust_log = rust_log.to_owned();
+        self.spawn();
     }
 
     /// The signaling URL on `ip` (the address another namespace reaches).
