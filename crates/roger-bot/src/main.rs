@@ -258,28 +258,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
 /// Waits for the first connection: `Connected` (or `Degraded`) within `within`, else the
 /// error that stopped it.
 async fn wait_connected(session: &ConnectionManager, within: Duration) -> Result<(), ErrorBody> {
-    let mut status = session.status();
-    let wait = async {
-        loop {
-            let now = status.borrow_and_update().clone();
-            match now {
-                roger_client::Status::Connected | roger_client::Status::Degraded { .. } => {
-                    return Ok(())
-                }
-                roger_client::Status::Failed { code } => {
-                    return Err(ErrorBody::new(code, code.user_message()))
-                }
-                _ => {}
-            }
-            if status.changed().await.is_err() {
-                return Err(ErrorBody::new(
-                    ErrorCode::InternalError,
-                    "connection task ended",
-                ));
-            }
-        }
-    };
-    match tokio::time::timeout(within, wait).await {
+    match tokio::time::timeout(within, session.wait_connected()).await {
         Ok(r) => r,
         Err(_) => {
             session.close().await;

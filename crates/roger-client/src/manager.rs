@@ -402,15 +402,21 @@ impl ConnectionManager {
         config: ClientConfig,
         sink: Box<dyn AudioSink>,
     ) -> Result<(ConnectionManager, mpsc::UnboundedReceiver<ClientEvent>), ErrorBody> {
-        let manager_and_events = Self::start(config, sink);
-        let (manager, events) = manager_and_events;
-        let mut status = manager.status();
+        let (manager, events) = Self::start(config, sink);
+        manager.wait_connected().await?;
+        Ok((manager, events))
+    }
+
+    /// Waits until the connection is up (`Connected` or `Degraded`), or fails with the
+    /// error that made it give up.
+    pub async fn wait_connected(&self) -> Result<(), ErrorBody> {
+        let mut status = self.status();
         loop {
             let s = status.borrow_and_update().clone();
             match s {
-                Status::Connected | Status::Degraded { .. } => return Ok((manager, events)),
+                Status::Connected | Status::Degraded { .. } => return Ok(()),
                 Status::Failed { code } => {
-                    let message = manager
+                    let message = self
                         .last_error()
                         .unwrap_or_else(|| code.user_message().to_owned());
                     return Err(ErrorBody::new(code, message));

@@ -552,18 +552,24 @@ impl Recovery {
         for t in &mut self.tr {
             t.attempts = 0;
         }
-        let id = self.next_cycle;
-        self.next_cycle += 1;
+        let id = self.open_cycle(now, false);
         tracing::info!(cycle = id, why, "recovery cycle starts");
         self.actions
             .push_back(Action::Telemetry(Telemetry::CycleStarted { id, why }));
+    }
+
+    /// Starts a cycle with its recovery window; returns its id.
+    fn open_cycle(&mut self, now: Instant, initial: bool) -> u64 {
+        let id = self.next_cycle;
+        self.next_cycle += 1;
         self.cycle = Some(Cycle {
             id,
-            initial: false,
+            initial,
             started_at: now,
             signaling_attempts: 0,
         });
         self.set_timer(Timer::RecoveryWindow, now + self.config.recovery_window, id);
+        id
     }
 
     /// Called after every change: ends the cycle when everything is up, and keeps the
@@ -974,22 +980,10 @@ impl Recovery {
             };
         }
         self.set_phase(now, Phase::Connecting, "start");
-        self.begin_cycle_for_connect(now);
+        // The first connection has a window too: a server that never answers ends in
+        // `Failed`, not an endless spinner.
+        self.open_cycle(now, true);
         self.connect_signaling(now, "connect");
-    }
-
-    /// The first connection has a window too: a server that never answers ends in
-    /// `Failed`, not an endless spinner.
-    fn begin_cycle_for_connect(&mut self, now: Instant) {
-        let id = self.next_cycle;
-        self.next_cycle += 1;
-        self.cycle = Some(Cycle {
-            id,
-            initial: true,
-            started_at: now,
-            signaling_attempts: 0,
-        });
-        self.set_timer(Timer::RecoveryWindow, now + self.config.recovery_window, id);
     }
 
     fn on_quality(&mut self, now: Instant, rtt: Option<Duration>, loss: Option<f64>) {
