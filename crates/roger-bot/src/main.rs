@@ -4,6 +4,8 @@
 //! roger-bot --server URL --token TOKEN [--json] talk --channel C --wav IN.wav [--repeat N]
 //! roger-bot --server URL --token TOKEN [--json] listen --channel C --out OUT.wav --seconds S
 //! roger-bot --server URL --token TOKEN [--json] echo [--channel echo]
+//! roger-bot --server URL [--json] load --tokens FILE --clients N --channel C[,C2...]
+//!           --seconds T [--talker-every S] [--talk-seconds S] [--ramp PER_S] [--decode]
 //! roger-bot --server URL --token TOKEN [--json] duplex --channel C --wav IN.wav --seconds S
 //!           [--talk-every S] [--offset S]
 //! ```
@@ -13,6 +15,7 @@
 //! (`code`, `message`), `audio` once a second (`frames_sent`, `frames_received`), and
 //! `joining`, `joined`, `first_audio`, `recovered` (`time_to_recover_ms`), `done`.
 
+mod load;
 mod output;
 
 use clap::{Parser, Subcommand};
@@ -32,9 +35,9 @@ struct Cli {
     /// Server signaling URL, e.g. ws://127.0.0.1:7070/ws
     #[arg(long, env = "ROGER_SERVER")]
     server: String,
-    /// Access token (`roger-server token ...`).
+    /// Access token (`roger-server token ...`); `load` takes a file of them instead.
     #[arg(long, env = "ROGER_TOKEN", hide_env_values = true)]
-    token: String,
+    token: Option<String>,
     /// Print one JSON object per line on stdout.
     #[arg(long, global = true)]
     json: bool,
@@ -101,6 +104,10 @@ enum Command {
         #[arg(long)]
         seconds: f64,
     },
+    /// Many clients in one process (scale and reconnect-storm tests): the first client
+    /// of each channel talks every few seconds, the others count packets and latency.
+    /// Prints a JSON summary.
+    Load(load::LoadArgs),
     /// Radio check: record each transmission and play it back after the talker releases.
     Echo {
         /// Channel to serve.
@@ -185,7 +192,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
-    let mut config = ClientConfig::new(&cli.server, &cli.token);
+    let mut config = ClientConfig::new(&cli.server, cli.token.as_deref().unwrap_or_default());
     config.client_name = format!("roger-bot/{}", env!("CARGO_PKG_VERSION"));
     if !cli.media_bind.is_empty() {
         config.media_bind = Some(cli.media_bind.clone());
@@ -199,6 +206,16 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
         })?;
         config.extra_ca_pem = Some(pem);
     }
+    let command = match cli.command {
+        Command::Load(args) => return load::run(config, args, out).await,
+        _ if cli.token.is_none() => {
+            return Err(ErrorBody::new(
+                ErrorCode::TokenInvalid,
+                "--token (or ROGER_TOKEN) is required",
+            ))
+        }
+        other => other,
+    };
     let sink = RecordingSink::new(out.clone());
     let (session, events) = ConnectionManager::start(config, Box::new(sink.clone()));
     let (floor_tx, floor_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -217,7 +234,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
     }
     tokio::spawn(out.clone().print_audio_stats(session.clone()));
 
-    let result = match cli.command {
+    let result = match command {
         Command::Talk {
             channel,
             wav,
@@ -229,6 +246,7 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
             seconds,
         } => listen(&session, &out, &sink, channel.into(), path, seconds).await,
         Command::Echo { channel } => echo(&session, &out, &sink, channel.into(), floor_rx).await,
+        Command::Load(_) => unreachable!("handled above"),
         Command::Duplex {
             channel,
             wav,

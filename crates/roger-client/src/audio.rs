@@ -33,6 +33,16 @@ pub trait AudioSource: Send {
 pub trait AudioSink: Send {
     /// One decoded frame of `channel`, with its (rewritten, continuous) RTP timestamp.
     fn play(&mut self, channel: &ChannelId, rtp_timestamp: u32, pcm: &[i16]);
+
+    /// Every packet as received, before decoding (tools count and time packets here;
+    /// `payload` may carry a [`stamp`]).
+    fn packet(&mut self, _channel: &ChannelId, _sequence: u16, _payload: &[u8]) {}
+
+    /// Whether received packets are decoded and played. A sink that only counts packets
+    /// (the load generator's listeners) says no and saves the decoder's CPU.
+    fn decodes(&self) -> bool {
+        true
+    }
 }
 
 /// A sink that drops everything (a client that only talks).
@@ -296,9 +306,90 @@ impl Decoder {
     }
 }
 
+/// A send timestamp hidden in an Opus packet's padding, for latency measurement (the
+/// load generator, benchmarks). The packet stays valid Opus: RFC 6716 §3.2.5 lets a
+/// code-3 packet carry padding that decoders skip, and the server forwards payloads
+/// untouched, so a listener reads the talker's send time from what it receives.
+///
+/// Written by hand because no Opus crate exposes packet padding (libopus has
+/// `opus_packet_pad`, which the `opus` crate does not bind).
+pub mod stamp {
+    const MAGIC: [u8; 4] = *b"RGR1";
+    /// Bytes appended as padding: magic + Unix microseconds.
+    const LEN: usize = 12;
+
+    /// `packet` (one code-0 Opus frame, as Roger's encoder produces) re-framed as a
+    /// code-3 packet whose padding carries `unix_us`. `None` for other packet codes
+    /// (sent unstamped) or a frame too large to re-frame.
+    pub fn embed(packet: &[u8], unix_us: u64) -> Option<Vec<u8>> {
+        let (&toc, frame) = packet.split_first()?;
+        if toc & 0b11 != 0 || frame.is_empty() || frame.len() > 1275 {
+            return None;
+        }
+        let mut out = Vec::with_capacity(packet.len() + 3 + LEN);
+        out.push(toc | 0b11); // code 3: an arbitrary number of frames
+        out.push(0b0100_0001); // CBR, padding present, M = 1 frame
+        out.push(LEN as u8); // padding length (< 255: one byte)
+        out.extend_from_slice(frame);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&unix_us.to_be_bytes());
+        Some(out)
+    }
+
+    /// The send time embedded by [`embed`], if `packet` carries one.
+    pub fn extract(packet: &[u8]) -> Option<u64> {
+        if packet.len() < 3 + LEN + 1 || packet[0] & 0b11 != 0b11 {
+            return None;
+        }
+        if packet[1] != 0b0100_0001 || usize::from(packet[2]) != LEN {
+            return None;
+        }
+        let tail = &packet[packet.len() - LEN..];
+        if tail[..4] != MAGIC {
+            return None;
+        }
+        Some(u64::from_be_bytes(tail[4..].try_into().ok()?))
+    }
+
+    /// Now, in Unix microseconds.
+    pub fn now_us() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_stamped_packet_decodes_like_the_original_and_gives_back_its_time() {
+        let mut enc = Encoder::new(24_000, 5).unwrap();
+        let pcm = chirp(FRAME_SAMPLES * 10);
+        let (mut plain, mut stamped) = (Decoder::new().unwrap(), Decoder::new().unwrap());
+        for (i, frame) in pcm.chunks(FRAME_SAMPLES).enumerate() {
+            let packet = enc.encode(frame).unwrap();
+            assert_eq!(stamp::extract(&packet), None, "a plain packet has no stamp");
+            let t = 1_700_000_000_000_000 + i as u64;
+            let s = stamp::embed(&packet, t).expect("Roger's encoder makes code-0 packets");
+            assert_eq!(stamp::extract(&s), Some(t));
+            assert_eq!(plain.decode(&packet).unwrap(), stamped.decode(&s).unwrap());
+            // FEC data is read through the padding too.
+            assert_eq!(
+                plain.decode_fec(&packet).unwrap(),
+                stamped.decode_fec(&s).unwrap()
+            );
+        }
+        assert_eq!(stamp::embed(&[], 1), None);
+        assert_eq!(
+            stamp::embed(&[0b0000_0001, 1, 2], 1),
+            None,
+            "code 1 is not re-framed"
+        );
+        assert_eq!(stamp::extract(&[0xff; 8]), None);
+    }
 
     fn chirp(samples: usize) -> Vec<i16> {
         (0..samples)

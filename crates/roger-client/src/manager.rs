@@ -27,6 +27,12 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+/// Between the last packet and the floor release: the release travels on the signaling
+/// socket and could overtake the last packets on the media path, and the server drops
+/// packets from a talker who no longer holds the floor (the last 20 ms of every
+/// transmission were lost to that race).
+const RELEASE_TAIL: Duration = Duration::from_millis(40);
+
 /// How to reach and talk to a server.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -58,6 +64,9 @@ pub struct ClientConfig {
     /// Extra CA certificates (PEM) to trust for `wss://`, besides the system's roots:
     /// for a self-hosted server with its own CA. Certificates are always verified.
     pub extra_ca_pem: Option<String>,
+    /// Embed the send time in every packet ([`crate::audio::stamp`]), so listeners can
+    /// measure latency (load generator, benchmarks). Off by default.
+    pub stamp_packets: bool,
 }
 
 impl ClientConfig {
@@ -79,6 +88,7 @@ impl ClientConfig {
             watch_network: true,
             quality_interval: Duration::from_secs(2),
             extra_ca_pem: None,
+            stamp_packets: false,
         }
     }
 
@@ -123,7 +133,7 @@ pub enum FloorOutcome {
 pub struct AudioStats {
     /// Opus frames sent.
     pub frames_sent: u64,
-    /// Opus frames received and decoded.
+    /// Opus frames received (and decoded, when the sink decodes).
     pub frames_received: u64,
     /// Frames concealed (lost or late).
     pub frames_concealed: u64,
@@ -632,6 +642,7 @@ impl ConnectionManager {
         let Some(channel) = self.shared.stop_talking() else {
             return Ok(());
         };
+        tokio::time::sleep(RELEASE_TAIL).await;
         release(&self.shared, &channel).await
     }
 
@@ -672,6 +683,7 @@ impl ConnectionManager {
             done: Some(done_rx),
         });
         let shared = self.shared.clone();
+        let stamp = shared.config.stamp_packets;
         tokio::spawn(async move {
             let mut first = true;
             let mut n: u64 = 0;
@@ -682,6 +694,9 @@ impl ConnectionManager {
                 };
                 let Some(frame) = frame else { break true };
                 let payload = match encoder.encode(&frame) {
+                    Ok(p) if stamp => {
+                        crate::audio::stamp::embed(&p, crate::audio::stamp::now_us()).unwrap_or(p)
+                    }
                     Ok(p) => p,
                     Err(e) => {
                         tracing::warn!(error = %e, "encode failed; frame skipped");
@@ -731,6 +746,7 @@ impl ConnectionManager {
                 };
                 if still_ours {
                     shared.input(Event::PttUp);
+                    tokio::time::sleep(RELEASE_TAIL).await;
                     if let Err(e) = release(&shared, &channel).await {
                         tracing::warn!(error = %e, "floor release after the source ended failed");
                     }
@@ -1377,6 +1393,14 @@ async fn receive_track(shared: Weak<Shared>, track: Arc<dyn TrackRemote>) {
         };
         let channel = lock(&shared.ssrc_channels).get(&p.header.ssrc).cloned();
         let Some(channel) = channel else { continue };
+        {
+            let mut sink = lock(&shared.sink);
+            sink.packet(&channel, p.header.sequence_number, &p.payload);
+            if !sink.decodes() {
+                shared.counters.received.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+        }
         let d = match decoders.entry(channel.clone()) {
             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::hash_map::Entry::Vacant(v) => match Decoder::new() {

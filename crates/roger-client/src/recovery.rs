@@ -20,7 +20,9 @@
 //!   healthy media is `Degraded`, not an interruption.
 //! - Terminal refusals (bad or expired token, session replaced, wrong protocol) fail at
 //!   once: retrying cannot succeed.
-//! - A server drain notice reconnects after the server's suggested delay, not a backoff.
+//! - A server drain notice reconnects after the server's suggested delay, not a backoff,
+//!   then retries every `drain_retry_interval` (plus jitter) while the server restarts,
+//!   for up to `drain_retry_window`; the normal backoff follows if it never returns.
 //! - A network change (address added or removed) restarts ICE on both transports at
 //!   once, and reconnects signaling at once if its socket's address was lost. A network
 //!   coming back retries at once, skipping the backoff wait; so does a transport whose
@@ -60,6 +62,12 @@ pub struct RecoveryConfig {
     pub signaling_backoff: Vec<Duration>,
     /// Random extra delay, 0 to this, added to each signaling retry.
     pub signaling_jitter: Duration,
+    /// After a drain notice the server is restarting: reconnect attempts come this
+    /// often (plus `signaling_jitter`) instead of backing off, so clients are back as
+    /// soon as it listens again. A refused connection is cheap for both sides.
+    pub drain_retry_interval: Duration,
+    /// How long after a drain notice that fast retrying lasts before the backoff resumes.
+    pub drain_retry_window: Duration,
     /// ICE failures (per transport) after which it is recreated relay-only.
     pub relay_after_ice_failures: u32,
     /// `Degraded` above this loss fraction.
@@ -89,6 +97,8 @@ impl Default for RecoveryConfig {
             retry_jitter: 0.2,
             signaling_backoff: [1, 2, 4, 8, 16, 30].map(Duration::from_secs).to_vec(),
             signaling_jitter: Duration::from_millis(500),
+            drain_retry_interval: Duration::from_millis(250),
+            drain_retry_window: Duration::from_secs(20),
             relay_after_ice_failures: 2,
             degraded_loss: 0.10,
             degraded_rtt: Duration::from_millis(500),
@@ -356,6 +366,15 @@ impl<R: rand::Rng + Send> Jitter for R {
     }
 }
 
+/// A server drain notice being honoured.
+#[derive(Debug)]
+struct Drain {
+    /// The server's suggested delay, used for the first reconnect attempt.
+    first_delay: Option<Duration>,
+    /// Fast retries end here; the normal backoff follows.
+    until: Instant,
+}
+
 /// The recovery state machine.
 pub struct Recovery {
     config: RecoveryConfig,
@@ -366,7 +385,7 @@ pub struct Recovery {
     sig_gen: u64,
     sig_attempt: u32,
     has_session: bool,
-    drain_delay: Option<Duration>,
+    drain: Option<Drain>,
     tr: [Tr; 2],
     cycle: Option<Cycle>,
     next_cycle: u64,
@@ -406,7 +425,7 @@ impl Recovery {
             sig_gen: 0,
             sig_attempt: 0,
             has_session: false,
-            drain_delay: None,
+            drain: None,
             tr: [Tr::new(), Tr::new()],
             cycle: None,
             next_cycle: 1,
@@ -648,8 +667,13 @@ impl Recovery {
     }
 
     fn schedule_signaling_retry(&mut self, now: Instant) {
-        let delay = match self.drain_delay.take() {
-            Some(d) => d,
+        let drain = self.drain.as_mut().filter(|d| now < d.until);
+        let delay = match drain {
+            // The server's suggested delay first, then short retries until it is back.
+            Some(d) => d
+                .first_delay
+                .take()
+                .unwrap_or(self.config.drain_retry_interval),
             None => {
                 let b = &self.config.signaling_backoff;
                 let i = (self.sig_attempt as usize).min(b.len().saturating_sub(1));
@@ -823,7 +847,7 @@ impl Recovery {
                 }
                 self.sig = Sig::Up;
                 self.sig_attempt = 0;
-                self.drain_delay = None;
+                self.drain = None;
                 self.clear_timer(Timer::SignalingRetry);
                 self.has_session = true;
                 if !resumed {
@@ -891,7 +915,10 @@ impl Recovery {
                 self.publish_status(now, "signaling retry scheduled");
             }
             Event::ServerDraining { reconnect_after } => {
-                self.drain_delay = Some(reconnect_after);
+                self.drain = Some(Drain {
+                    first_delay: Some(reconnect_after),
+                    until: now + reconnect_after + self.config.drain_retry_window,
+                });
             }
             Event::Transport { dir, gen, state } => self.on_transport(now, dir, gen, state),
             Event::TransportActionFailed { dir, gen, error } => {
@@ -968,7 +995,7 @@ impl Recovery {
         self.cycle = None;
         self.has_session = false;
         self.sig_attempt = 0;
-        self.drain_delay = None;
+        self.drain = None;
         self.degraded_quality = false;
         self.loss_degraded = false;
         self.rtt_degraded = false;

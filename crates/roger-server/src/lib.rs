@@ -48,9 +48,20 @@ struct AppState {
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
+/// Histograms are summarised by the handle's upkeep, which [`serve`] runs every few
+/// seconds (otherwise samples pile up between scrapes).
 pub fn install_metrics() -> Option<PrometheusHandle> {
+    use metrics_exporter_prometheus::Matcher;
+    // Forwarding delay in seconds: 100 us .. 100 ms, as a Prometheus histogram.
+    let forward_buckets = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+    ];
     metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
+        .set_buckets_for_metric(
+            Matcher::Full("roger_forward_delay_seconds".into()),
+            &forward_buckets,
+        )
+        .and_then(|b| b.install_recorder())
         .map_err(|e| tracing::warn!("metrics recorder not installed: {e}"))
         .ok()
 }
@@ -69,6 +80,7 @@ where
     L::Addr: std::fmt::Debug,
     for<'a> PeerAddr: Connected<IncomingStream<'a, L>>,
 {
+    let upkeep_handle = metrics.clone();
     let state = AppState {
         hub: hub.clone(),
         metrics,
@@ -80,6 +92,14 @@ where
         .with_state(state);
     let timers = tokio::spawn(hub.clone().run_timers());
     let health = tokio::spawn(hub.clone().run_health(Duration::from_secs(2)));
+    let upkeep = upkeep_handle.map(|handle| {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                handle.run_upkeep();
+            }
+        })
+    });
     let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_hub = hub.clone();
     let graceful = async move {
@@ -103,6 +123,9 @@ where
     hub.close_all_media().await;
     timers.abort();
     health.abort();
+    if let Some(u) = upkeep {
+        u.abort();
+    }
     result
 }
 

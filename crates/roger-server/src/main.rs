@@ -3,6 +3,7 @@
 //! ```text
 //! roger-server [--listen ADDR:PORT] [--config FILE] [--data-dir DIR]
 //! roger-server [--config FILE] [--data-dir DIR] token --user U --channels C1,C2 --ttl 1h
+//!              [--count N]
 //! ```
 
 use anyhow::Context;
@@ -49,6 +50,10 @@ enum Command {
         /// Lifetime: 30s, 15m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_ttl)]
         ttl: std::time::Duration,
+        /// Print this many tokens, one per line, for users `USER-0`, `USER-1`, ...
+        /// (load tests: each client needs its own user, as a user has one session).
+        #[arg(long)]
+        count: Option<usize>,
     },
 }
 
@@ -78,13 +83,28 @@ fn main() -> anyhow::Result<()> {
         name,
         channels,
         ttl,
+        count,
     }) = cli.command
     {
         if channels.is_empty() {
             anyhow::bail!("--channels needs at least one channel (or '*')");
         }
-        let name = name.unwrap_or_else(|| user.clone());
-        println!("{}", auth.issue(&user, &name, &channels, ttl));
+        match count {
+            None => {
+                let name = name.unwrap_or_else(|| user.clone());
+                println!("{}", auth.issue(&user, &name, &channels, ttl));
+            }
+            Some(n) => {
+                use std::io::Write;
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                for i in 0..n {
+                    let user = format!("{user}-{i}");
+                    let name = name.as_ref().map_or(user.clone(), |n| format!("{n} {i}"));
+                    writeln!(out, "{}", auth.issue(&user, &name, &channels, ttl))?;
+                }
+                out.flush()?;
+            }
+        }
         return Ok(());
     }
 

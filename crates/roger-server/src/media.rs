@@ -275,7 +275,8 @@ pub struct Downlink {
     pub ssrc: u32,
     payload_type: AtomicU8,
     rewriter: Mutex<StreamRewriter>,
-    queue: mpsc::Sender<rtp::Packet>,
+    /// Packets with the instant their original arrived at the server.
+    queue: mpsc::Sender<(Instant, rtp::Packet)>,
 }
 
 impl Downlink {
@@ -308,7 +309,7 @@ impl Downlink {
         p.header.extension = false;
         p.header.extensions.clear();
         p.header.extension_profile = 0;
-        match self.queue.try_send(p) {
+        match self.queue.try_send((now, p)) {
             Ok(()) => metrics::counter!("roger_rtp_forwarded_total").increment(1),
             Err(_) => metrics::counter!("roger_rtp_dropped_total", "reason" => "downlink_full")
                 .increment(1),
@@ -352,13 +353,17 @@ impl Slot {
     fn new(index: usize) -> Slot {
         let ssrc: u32 = rand::random();
         let track = Arc::new(Mutex::new(downlink_track(index, ssrc)));
-        let (queue, mut rx) = mpsc::channel::<rtp::Packet>(DOWNLINK_QUEUE);
+        let (queue, mut rx) = mpsc::channel::<(Instant, rtp::Packet)>(DOWNLINK_QUEUE);
         let writer = track.clone();
         tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
+            let delay = metrics::histogram!("roger_forward_delay_seconds");
+            while let Some((arrived, p)) = rx.recv().await {
                 let current = writer.lock().expect("slot track lock").clone();
-                if let Err(e) = current.write_rtp(p).await {
-                    tracing::trace!(error = %e, "downlink write failed (not bound yet?)");
+                match current.write_rtp(p).await {
+                    // Added delay: from the talker's packet arriving to this copy being
+                    // encrypted and handed to the socket.
+                    Ok(()) => delay.record(arrived.elapsed().as_secs_f64()),
+                    Err(e) => tracing::trace!(error = %e, "downlink write failed (not bound yet?)"),
                 }
             }
         });
@@ -709,7 +714,7 @@ mod tests {
         p
     }
 
-    fn downlink(ssrc: u32) -> (Arc<Downlink>, mpsc::Receiver<rtp::Packet>) {
+    fn downlink(ssrc: u32) -> (Arc<Downlink>, mpsc::Receiver<(Instant, rtp::Packet)>) {
         let (queue, rx) = mpsc::channel(8);
         (
             Arc::new(Downlink {
@@ -737,7 +742,8 @@ mod tests {
         // Bob does not hold the floor: his packets are dropped.
         assert!(!router.forward(now, &bob, &packet(2, 5, 0)));
         assert!(router.forward(now, &alice, &packet(1, 5, 0)));
-        let p = rx_b.try_recv().unwrap();
+        let (arrived, p) = rx_b.try_recv().unwrap();
+        assert_eq!(arrived, now);
         assert_eq!(p.header.ssrc, 0xBBBB);
         assert_eq!(p.header.sequence_number, 1000);
         assert_eq!(p.header.payload_type, 111);

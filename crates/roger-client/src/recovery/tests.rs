@@ -563,6 +563,60 @@ fn a_drain_notice_reconnects_after_the_servers_delay_not_the_backoff() {
 }
 
 #[test]
+fn after_a_drain_notice_retries_stay_short_until_the_server_is_back_then_back_off() {
+    let mut h = H::connected();
+    h.ev(Event::ServerDraining {
+        reconnect_after: ms(300),
+    });
+    h.sig_down(ErrorCode::SignalingClosed);
+    assert_eq!(connects(&h.advance(ms(300))), [true]);
+    // The restarting server refuses connections: retry every 250 ms, not 1, 2, 4 s...
+    for _ in 0..40 {
+        h.sig_down(ErrorCode::SignalingUnreachable);
+        assert!(connects(&h.advance(ms(249))).is_empty());
+        assert_eq!(connects(&h.advance(ms(1))), [true]);
+    }
+    // 10.3 s in: back, then a later drop (not a drain) backs off as usual.
+    h.session_up(true, vec![Send, Recv]);
+    h.sig_down(ErrorCode::SignalingClosed);
+    assert!(connects(&h.advance(ms(999))).is_empty());
+    assert_eq!(connects(&h.advance(ms(1))), [true]);
+}
+
+#[test]
+fn a_server_that_never_returns_from_a_drain_gets_the_normal_backoff_after_the_window() {
+    let config = RecoveryConfig {
+        drain_retry_window: secs(2),
+        recovery_window: secs(600),
+        ..Default::default()
+    };
+    let mut h = H::with(config, 0.0);
+    h.ev(Event::Start);
+    h.session_up(false, vec![]);
+    h.tr(Send, TransportState::Connected);
+    h.tr(Recv, TransportState::Connected);
+    h.ev(Event::ServerDraining {
+        reconnect_after: ms(500),
+    });
+    h.sig_down(ErrorCode::SignalingClosed);
+    let mut attempts_at = Vec::new();
+    while attempts_at.len() < 12 && h.elapsed() < secs(120) {
+        if !connects(&h.advance(ms(10))).is_empty() {
+            attempts_at.push(h.elapsed().as_millis());
+            h.sig_down(ErrorCode::SignalingUnreachable);
+        }
+    }
+    // 0.5 s, then every 250 ms until 2.5 s, then 1 s, 2 s, 4 s... apart.
+    let gaps: Vec<u128> = attempts_at.windows(2).map(|w| w[1] - w[0]).collect();
+    assert_eq!(attempts_at[0], 500, "{attempts_at:?}");
+    assert!(gaps[..7].iter().all(|&g| g <= 300), "{gaps:?}");
+    assert!(
+        gaps[gaps.len() - 2..].iter().all(|&g| g >= 1000),
+        "{gaps:?}"
+    );
+}
+
+#[test]
 fn a_recovery_reports_its_time_to_recover_and_counts_attempts() {
     let mut h = H::connected();
     h.tr(Recv, TransportState::Failed);
