@@ -333,13 +333,19 @@ impl Bot {
             }
             None => Command::new(bin("roger-bot")),
         };
-        let mut child = cmd
-            .arg("--server")
+        cmd.arg("--server")
             .arg(url)
             .arg("--token")
             .arg(token)
             .arg("--json")
-            .args(args)
+            .args(args);
+        Self::spawn_command(cmd)
+    }
+
+    /// Runs a prepared `roger-bot` command line (e.g. under `nice`), reading its JSON
+    /// lines and stderr.
+    pub fn spawn_command(mut cmd: Command) -> Bot {
+        let mut child = cmd
             .env(
                 "RUST_LOG",
                 std::env::var("ROGER_E2E_BOT_LOG")
@@ -751,6 +757,11 @@ impl Server {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The server process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
     }
 
     /// Starts a new process in the same dir, on the same port, with the same config.

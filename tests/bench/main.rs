@@ -1,6 +1,6 @@
 //! `roger-bench`: the numbers `make bench` prints (and BENCHMARKS.md records).
 //!
-//! `roger-bench [foundation|recovery|all]` (default `all`).
+//! `roger-bench [foundation|recovery|scale|storm|all]` (default `all`).
 //!
 //! foundation: a real roger-server (in process, on loopback) and real roger-client
 //! sessions:
@@ -14,6 +14,10 @@
 //! - recovery after the path returns (restore -> Connected; 3 s cuts),
 //! - roam recovery (address replaced -> recovered),
 //! - server restart recovery (kill -9, restart on the same port -> Connected).
+//!
+//! scale and storm: see [`load`].
+
+mod load;
 
 use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
 use roger_client::protocol::{ChannelId, Request, Response, PROTOCOL_VERSION};
@@ -216,6 +220,12 @@ fn main() {
     }
     if what == "recovery" || what == "all" {
         recovery::run(20);
+    }
+    if what == "scale" || what == "all" {
+        load::scale();
+    }
+    if what == "storm" || what == "all" {
+        load::storm();
     }
 }
 

@@ -14,7 +14,7 @@
 use crate::output::Output;
 use roger_client::audio::{stamp, PcmSource, FRAME_SAMPLES, SAMPLE_RATE};
 use roger_client::protocol::{ChannelId, ErrorBody, ErrorCode};
-use roger_client::{AudioSink, ClientConfig, ConnectionManager, FloorOutcome};
+use roger_client::{AudioSink, ClientConfig, ConnectionManager, FloorOutcome, Status};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,6 +44,10 @@ pub struct LoadArgs {
     /// Decode received audio (Opus) as a real listener would.
     #[arg(long)]
     pub decode: bool,
+    /// No talkers: every client only listens (a bulk audience; the talker and a probe
+    /// listener can run in another process, e.g. at a higher priority).
+    #[arg(long)]
+    pub listen_only: bool,
     /// A file of tokens, one per line (`roger-server token --count N`): client `i` uses
     /// line `i`. A user has one session at a time, so each client needs its own.
     #[arg(long)]
@@ -84,13 +88,16 @@ impl AudioSink for CountingSink {
     }
 }
 
+type StatusChange = (u64, &'static str, Option<u64>);
+
 struct Client {
     index: usize,
     channel: ChannelId,
     session: ConnectionManager,
     counts: Arc<Counts>,
-    /// (Unix ms, status name) of every status change after the first connect.
-    statuses: Arc<Mutex<Vec<(u64, &'static str)>>>,
+    /// (Unix ms, status name, next retry in Unix ms if reconnecting) of every status
+    /// change after the first connect.
+    statuses: Arc<Mutex<Vec<StatusChange>>>,
     connect_ms: u64,
 }
 
@@ -190,14 +197,23 @@ async fn connect_one(
         }
     }
     session.join(&channel).await?;
-    let statuses: Arc<Mutex<Vec<(u64, &'static str)>>> = Arc::default();
+    let statuses: Arc<Mutex<Vec<StatusChange>>> = Arc::default();
     let mut watch = session.status();
     let log = statuses.clone();
     tokio::spawn(async move {
         watch.borrow_and_update();
         while watch.changed().await.is_ok() {
-            let name = watch.borrow_and_update().name();
-            log.lock().expect("status log").push((unix_ms(), name));
+            let (name, retry_at) = {
+                let s = watch.borrow_and_update();
+                let retry_at = match &*s {
+                    Status::Reconnecting { retry_at_ms, .. } => Some(*retry_at_ms),
+                    _ => None,
+                };
+                (s.name(), retry_at)
+            };
+            log.lock()
+                .expect("status log")
+                .push((unix_ms(), name, retry_at));
         }
     });
     Ok(Client {
@@ -302,7 +318,7 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
         .collect();
     let end = tokio::time::Instant::now() + Duration::from_secs_f64(args.seconds);
     let mut talkers = Vec::new();
-    for ch in &channels {
+    for ch in channels.iter().filter(|_| !args.listen_only) {
         let Some(talker) = clients.iter().find(|c| &c.channel == ch) else {
             continue;
         };
@@ -343,7 +359,8 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
         _ => json!(null),
     };
 
-    // Expected: every packet a talker sent, once per other client in its channel.
+    // Expected: every packet a talker in this process sent, once per other client of
+    // this process in its channel (with --listen-only the talkers are elsewhere).
     let mut sent = 0u64;
     let mut expected = 0u64;
     for (i, c) in clients.iter().enumerate() {
@@ -373,7 +390,7 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
 
     // Drops and returns during the measurement (the storm benchmark's figures).
     let mut dropped = 0usize;
-    let mut back_at_ms = Vec::new();
+    let mut back_at_ms: Vec<serde_json::Value> = Vec::new();
     let mut not_back = 0usize;
     let mut hearing_again = 0usize;
     let mut listeners_dropped = 0usize;
@@ -382,18 +399,21 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
         let log = c.statuses.lock().expect("status log");
         let went_down = log
             .iter()
-            .any(|(t, s)| *t >= measure_start_ms && !matches!(*s, "Connected" | "Degraded"));
+            .any(|(t, s, _)| *t >= measure_start_ms && !matches!(*s, "Connected" | "Degraded"));
         if !went_down {
             continue;
         }
         dropped += 1;
-        let is_talker = clients
-            .iter()
-            .find(|o| o.channel == c.channel)
-            .is_some_and(|o| o.index == c.index);
+        let is_talker = !args.listen_only
+            && clients
+                .iter()
+                .find(|o| o.channel == c.channel)
+                .is_some_and(|o| o.index == c.index);
         match log.last() {
-            Some((t, "Connected" | "Degraded")) => {
-                back_at_ms.push(*t);
+            Some((t, "Connected" | "Degraded", _)) => {
+                let mut retries: Vec<u64> = log.iter().filter_map(|(_, _, r)| *r).collect();
+                retries.dedup();
+                back_at_ms.push(json!({ "back_at_ms": t, "retries_at_ms": retries }));
                 if !is_talker {
                     listeners_dropped += 1;
                     if c.counts.last_heard_ms.load(Ordering::Relaxed) > *t {
@@ -405,7 +425,6 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
         }
         attempts.push(c.session.recovery_stats().reconnect_attempts_total as u32);
     }
-    back_at_ms.sort_unstable();
     let statuses_now: std::collections::BTreeMap<&str, usize> =
         clients.iter().fold(Default::default(), |mut m, c| {
             *m.entry(c.session.status().borrow().name()).or_default() += 1;
@@ -435,7 +454,7 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
             "storm": {
                 "dropped": dropped,
                 "not_back": not_back,
-                "back_at_ms": back_at_ms,
+                "returns": back_at_ms,
                 "listeners_back": listeners_dropped,
                 "listeners_hearing_again": hearing_again,
                 "reconnect_attempts": percentiles(attempts, 1.0),

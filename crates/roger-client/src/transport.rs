@@ -149,9 +149,13 @@ impl Transport {
                 RtpCodecKind::Audio,
             )
             .map_err(internal("register opus"))?;
+        // RTCP sender/receiver reports only (the quality monitor reads RTT and loss from
+        // them). The default set adds NACK, TWCC and simulcast headers: video machinery
+        // that only costs CPU on an Opus stream protected by in-band FEC.
         let registry =
-            webrtc::peer_connection::register_default_interceptors(Registry::new(), &mut media)
-                .map_err(internal("interceptors"))?;
+            rtc::peer_connection::configuration::interceptor_registry::configure_rtcp_reports(
+                Registry::new(),
+            );
         let loopback = settings
             .bind
             .iter()

@@ -1,0 +1,335 @@
+//! Scale and reconnect-storm figures: a roger-server process and `roger-bot load`
+//! processes on loopback.
+//!
+//! scale: N listeners in one channel (a `--listen-only` audience at `nice 10`, standing
+//! in for clients on other machines) plus a probe process at normal priority holding the
+//! talker and one listener, so the probe's latency is the server's added delay plus
+//! loopback, not the audience's own CPU starvation. Also 10 channels at once.
+//!
+//! storm: N clients (one talker) connected; the server is killed (SIGKILL) or drained
+//! (SIGTERM) and restarted 1.5 s later on the same port; how long until every client
+//! is back, how many hear the talker again, the server's peak CPU.
+
+use roger_e2e::{bin, now_ms, Bot, Server, TempDir};
+use serde_json::Value;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const SERVER_TOML: &str = "[limits]\nmax_sessions = 5000\n\
+    [[channels]]\nid = \"load\"\n\
+    [[channels]]\nid = \"storm\"\n";
+
+fn channels_toml(n: usize) -> String {
+    (0..n)
+        .map(|i| format!("[[channels]]\nid = \"c{i}\"\n"))
+        .collect()
+}
+
+/// Writes `n` tokens for users `prefix-0..` to a file.
+fn tokens(server: &Server, dir: &TempDir, prefix: &str, n: usize) -> String {
+    let list: Vec<String> = (0..n)
+        .map(|i| server.token(&format!("{prefix}-{i}"), &["*"]))
+        .collect();
+    let path = dir.join(&format!("{prefix}.tokens"));
+    std::fs::write(&path, list.join("\n")).expect("write tokens");
+    path.display().to_string()
+}
+
+fn load_bot(server: &Server, nice: bool, args: &[String]) -> Bot {
+    let mut cmd = if nice {
+        let mut c = Command::new("nice");
+        c.args(["-n", "10"]).arg(bin("roger-bot"));
+        c
+    } else {
+        Command::new(bin("roger-bot"))
+    };
+    cmd.arg("--server")
+        .arg(server.url())
+        .arg("--json")
+        .arg("load")
+        .args(args);
+    Bot::spawn_command(cmd)
+}
+
+fn summary(bot: Bot, within: Duration) -> Value {
+    let (ok, lines, stderr) = bot.wait(within);
+    let s = lines
+        .into_iter()
+        .find(|v| v["event"] == "summary")
+        .unwrap_or_else(|| panic!("no load summary (ok={ok}); stderr: {stderr}"));
+    assert!(ok, "roger-bot load failed: {stderr}");
+    s
+}
+
+/// CPU seconds and RSS of a process from /proc.
+fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+}
+
+fn proc_rss_mib(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Samples a process's CPU use in 500 ms windows until `stop`; returns (mean, peak)
+/// in percent of one core.
+fn sample_cpu(pid: u32, stop: Instant) -> (f64, f64) {
+    let mut last = (Instant::now(), proc_cpu_seconds(pid).unwrap_or(0.0));
+    let first = last;
+    let mut peak: f64 = 0.0;
+    while Instant::now() < stop {
+        std::thread::sleep(Duration::from_millis(500));
+        let Some(cpu) = proc_cpu_seconds(pid) else {
+            break;
+        };
+        let now = Instant::now();
+        peak = peak.max((cpu - last.1) / (now - last.0).as_secs_f64() * 100.0);
+        last = (now, cpu);
+    }
+    let mean = (last.1 - first.1) / (last.0 - first.0).as_secs_f64().max(0.001) * 100.0;
+    (mean, peak)
+}
+
+fn forward_delay_p(metrics: &str, q: f64) -> f64 {
+    // Prometheus histogram buckets: the smallest bound holding a fraction q of samples.
+    let mut buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("roger_forward_delay_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, rest) = l.split_once("\"}")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, rest.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    buckets
+        .iter()
+        .find(|(_, n)| *n >= total * q)
+        .map_or(f64::NAN, |b| b.0 * 1000.0)
+}
+
+fn lat(v: &Value, p: &str) -> f64 {
+    v["latency_ms"][p].as_f64().unwrap_or(f64::NAN)
+}
+
+/// One scale run: `listeners` in `channels` channels (round-robin), one talker and one
+/// probe listener per channel in the probe process.
+fn scale_run(listeners: usize, channels: usize, seconds: u64) {
+    let names: Vec<String> = if channels == 1 {
+        vec!["load".into()]
+    } else {
+        (0..channels).map(|i| format!("c{i}")).collect()
+    };
+    let server = Server::start(&format!("{SERVER_TOML}{}", channels_toml(channels)));
+    let pid = server.pid().expect("server pid");
+    let dir = TempDir::new("scale");
+    let rss_before = proc_rss_mib(pid).unwrap_or(f64::NAN);
+    let channel_arg = names.join(",");
+    let bulk = load_bot(
+        &server,
+        true,
+        &[
+            "--tokens".into(),
+            tokens(&server, &dir, "bulk", listeners),
+            "--clients".into(),
+            listeners.to_string(),
+            "--channel".into(),
+            channel_arg.clone(),
+            "--listen-only".into(),
+            "--ramp".into(),
+            "100".into(),
+            "--seconds".into(),
+            (seconds + 4).to_string(),
+        ],
+    );
+    bulk.wait_event(Duration::from_secs(listeners as u64 / 50 + 60), "ready");
+    let rss_connected = proc_rss_mib(pid).unwrap_or(f64::NAN);
+    let probe = load_bot(
+        &server,
+        false,
+        &[
+            "--tokens".into(),
+            tokens(&server, &dir, "probe", 2 * channels),
+            "--clients".into(),
+            (2 * channels).to_string(),
+            "--channel".into(),
+            channel_arg,
+            "--talker-every".into(),
+            "3".into(),
+            "--talk-seconds".into(),
+            "2.5".into(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ],
+    );
+    probe.wait_event(Duration::from_secs(30), "ready");
+    let (cpu_mean, cpu_peak) = sample_cpu(pid, Instant::now() + Duration::from_secs(seconds));
+    let p = summary(probe, Duration::from_secs(60));
+    let b = summary(bulk, Duration::from_secs(60));
+    let metrics = server.metrics();
+    let received = b["packets_received"].as_f64().unwrap_or(0.0)
+        + p["packets_received"].as_f64().unwrap_or(0.0);
+    // Every packet the probe's talkers sent, once per client of its channel: the bulk
+    // listeners plus the probe listener.
+    let sent = p["packets_sent"].as_f64().unwrap_or(0.0);
+    let audience = (listeners / channels + 1) as f64;
+    let expected = sent * audience;
+    let loss = if expected > 0.0 {
+        (expected - received).max(0.0) / expected * 100.0
+    } else {
+        f64::NAN
+    };
+    println!(
+        "scale {listeners} listeners in {channels} channel(s): loss={loss:.3}% ({received}/{expected}) \
+         probe latency p50={:.1}ms p95={:.1}ms p99={:.1}ms | audience latency p50={:.1}ms p95={:.1}ms | \
+         server fan-out delay p50<={:.2}ms p95<={:.2}ms | server CPU mean={cpu_mean:.0}% peak={cpu_peak:.0}% of a core | \
+         server RSS {rss_before:.0} -> {rss_connected:.0} MiB = {:.2} MiB/session | connect p95={}ms",
+        lat(&p, "p50"),
+        lat(&p, "p95"),
+        lat(&p, "p99"),
+        lat(&b, "p50"),
+        lat(&b, "p95"),
+        forward_delay_p(&metrics, 0.50),
+        forward_delay_p(&metrics, 0.95),
+        (rss_connected - rss_before) / listeners as f64,
+        b["connect_ms"]["p95"],
+    );
+}
+
+fn storm_run(clients: usize, drain: bool) {
+    let mut server = Server::start(SERVER_TOML);
+    let dir = TempDir::new("storm");
+    let bot = load_bot(
+        &server,
+        false,
+        &[
+            "--tokens".into(),
+            tokens(&server, &dir, "storm", clients),
+            "--clients".into(),
+            clients.to_string(),
+            "--channel".into(),
+            "storm".into(),
+            "--talker-every".into(),
+            "2".into(),
+            "--talk-seconds".into(),
+            "1.5".into(),
+            "--seconds".into(),
+            "30".into(),
+        ],
+    );
+    bot.wait_event(Duration::from_secs(clients as u64 / 50 + 60), "ready");
+    std::thread::sleep(Duration::from_secs(3));
+    let down_ms = now_ms();
+    if drain {
+        server.terminate(Duration::from_secs(10));
+    } else {
+        server.kill9();
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    server.restart();
+    let back_ms = now_ms();
+    let pid = server.pid().expect("server pid");
+    let (cpu_mean, cpu_peak) = sample_cpu(pid, Instant::now() + Duration::from_secs(12));
+    let s = summary(bot, Duration::from_secs(90));
+    let storm = &s["storm"];
+    let returns = storm["returns"].as_array().cloned().unwrap_or_default();
+    let mut waits: Vec<f64> = returns
+        .iter()
+        .filter_map(|r| r["back_at_ms"].as_u64())
+        .map(|t| t as f64 - back_ms as f64)
+        .collect();
+    // For each client, its first reconnect attempt after the server was back (from the
+    // `retry_at` its status announced): how long the backoff made it wait.
+    let mut attempt_waits: Vec<f64> = returns
+        .iter()
+        .filter_map(|r| {
+            r["retries_at_ms"]
+                .as_array()?
+                .iter()
+                .filter_map(Value::as_u64)
+                .find(|t| *t >= back_ms)
+                .map(|t| (t - back_ms) as f64)
+        })
+        .collect();
+    attempt_waits.sort_by(f64::total_cmp);
+    waits.sort_by(f64::total_cmp);
+    let pick = |q: f64| {
+        waits
+            .get(((waits.len().max(1) - 1) as f64 * q).round() as usize)
+            .copied()
+            .unwrap_or(f64::NAN)
+    };
+    // Arrivals per 100 ms: a thundering herd would put most clients in one bucket.
+    let mut buckets = std::collections::BTreeMap::<i64, usize>::new();
+    for w in &waits {
+        *buckets.entry((w / 100.0).floor() as i64).or_default() += 1;
+    }
+    let peak_bucket = buckets.values().max().copied().unwrap_or(0);
+    // What the backoff allows: the first retry after the server is back comes at most
+    // one (jittered) retry interval later, plus the handshakes.
+    let allowed_ms = if drain {
+        // 500 ms suggested delay, then every 250 ms, + up to 500 ms jitter.
+        750.0
+    } else {
+        // Backoff 1 s, 2 s, 4 s... from the drop, each + up to 500 ms jitter: the retry
+        // pending when the server returns.
+        let down_for = (back_ms - down_ms) as f64;
+        let mut t = 0.0;
+        let mut allowed = 0.0;
+        for step in [1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 30000.0] {
+            t += step + 500.0;
+            if t >= down_for {
+                allowed = t - down_for;
+                break;
+            }
+        }
+        allowed
+    };
+    println!(
+        "storm ({}) {clients} clients, server down {:.1} s: {} dropped, {} back, {} not back; \
+         time after the server's return until back p50={:.0}ms p95={:.0}ms all={:.0}ms \
+         (first attempt after the return: max {:.0}ms, the backoff allows {allowed_ms:.0}ms); most back in one 100 ms window: {peak_bucket}; \
+         listeners hearing the talker again: {}/{}; status at the end {}; server CPU after return mean={cpu_mean:.0}% peak={cpu_peak:.0}%",
+        if drain { "SIGTERM drain" } else { "kill -9" },
+        (back_ms - down_ms) as f64 / 1000.0,
+        storm["dropped"],
+        waits.len(),
+        storm["not_back"],
+        pick(0.5),
+        pick(0.95),
+        waits.last().copied().unwrap_or(f64::NAN),
+        attempt_waits.last().copied().unwrap_or(0.0),
+        storm["listeners_hearing_again"],
+        storm["listeners_back"],
+        s["status_now"],
+    );
+}
+
+/// `roger-bench scale`.
+pub fn scale() {
+    scale_run(500, 1, 15);
+    scale_run(1000, 1, 15);
+    scale_run(1000, 10, 15);
+}
+
+/// `roger-bench storm`.
+pub fn storm() {
+    storm_run(500, false);
+    storm_run(500, true);
+}
