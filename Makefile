@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint unit e2e bench fixture clean
+.PHONY: run test deps build lint unit e2e bench fixture fuzz fuzz-ci clean
 
 ## Build and run a local server with the echo bot (installs system packages if missing).
 run: deps
@@ -12,6 +12,15 @@ run: deps
 ## Everything CI runs.
 test: deps lint build
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) fuzz-ci
+
+## A short fuzz run (CI): must not find a crash. New inputs go to a temporary dir.
+fuzz-ci:
+	FUZZ_KEEP_CORPUS=0 ./scripts/fuzz.sh 30
+
+## Fuzz longer by hand (10 minutes per target); new inputs are added to fuzz/corpus.
+fuzz:
+	./scripts/fuzz.sh 600
 
 deps:
 	./scripts/install-deps.sh

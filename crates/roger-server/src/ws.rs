@@ -68,18 +68,7 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
         id: conn_id,
         tx: tx.clone(),
     };
-    let reply = |msg: ServerMessage| {
-        if tx.try_send(Outbound::Message(msg)).is_err() {
-            metrics::counter!("roger_responses_dropped_total").increment(1);
-        }
-    };
-    let refuse = |id: Option<RequestId>, err: ErrorBody| {
-        metrics::counter!("roger_refusals_total", "code" => err.code.as_str()).increment(1);
-        match id {
-            Some(id) => reply(ServerMessage::err(id, err)),
-            None => reply(ServerMessage::Notification(Notification::Error(err))),
-        }
-    };
+    let refuse = |id: Option<RequestId>, err: ErrorBody| refuse(&tx, id, err);
 
     loop {
         let next = tokio::select! {
@@ -150,129 +139,9 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
             continue;
         }
         strikes = 0;
-        let msg = match decode_client(&text) {
-            Ok(m) => m,
-            Err(e) => {
-                refuse(e.id, e.error);
-                continue;
-            }
-        };
-        metrics::counter!("roger_requests_total", "method" => msg.request.method()).increment(1);
-        let id = msg.id;
-        match (msg.request, &session) {
-            (
-                Request::Hello {
-                    protocol_version,
-                    token,
-                    client,
-                },
-                None,
-            ) => match hub.hello(conn.clone(), protocol_version, &token, &client) {
-                Ok((sid, welcome)) => {
-                    session = Some(sid);
-                    reply(ServerMessage::ok(id, Response::Welcome(welcome)));
-                }
-                Err(e) => refuse(Some(id), e),
-            },
-            (
-                Request::Resume {
-                    protocol_version,
-                    resume_token,
-                },
-                None,
-            ) => {
-                match hub
-                    .resume(conn.clone(), protocol_version, &resume_token)
-                    .await
-                {
-                    Ok((sid, resumed)) => {
-                        session = Some(sid);
-                        reply(ServerMessage::ok(id, Response::Resumed(resumed)));
-                    }
-                    Err(e) => refuse(Some(id), e),
-                }
-            }
-            (Request::Hello { .. } | Request::Resume { .. }, Some(_)) => refuse(
-                Some(id),
-                ErrorBody::new(
-                    ErrorCode::AlreadyAuthenticated,
-                    "this socket already has a session",
-                ),
-            ),
-            (_, None) => refuse(
-                Some(id),
-                ErrorBody::new(ErrorCode::NotAuthenticated, "send hello (or resume) first"),
-            ),
-            (Request::Ping, Some(_)) => reply(ServerMessage::ok(
-                id,
-                Response::Pong {
-                    server_time_ms: server_time_ms(),
-                },
-            )),
-            (Request::Join { channel }, Some(sid)) => match hub.join(sid, &channel) {
-                Ok(state) => reply(ServerMessage::ok(id, Response::Joined { channel: state })),
-                Err(e) => refuse(Some(id), e),
-            },
-            (Request::Leave { channel }, Some(sid)) => match hub.leave(sid, &channel) {
-                Ok(()) => reply(ServerMessage::ok(id, Response::Left { channel })),
-                Err(e) => refuse(Some(id), e),
-            },
-            (Request::FloorRequest { channel }, Some(sid)) => {
-                match hub.floor_request(sid, &channel) {
-                    Ok(r) => reply(ServerMessage::ok(id, r)),
-                    Err(e) => refuse(Some(id), e),
-                }
-            }
-            (Request::FloorRelease { channel }, Some(sid)) => {
-                match hub.floor_release(sid, &channel) {
-                    Ok(()) => reply(ServerMessage::ok(id, Response::FloorReleased { channel })),
-                    Err(e) => refuse(Some(id), e),
-                }
-            }
-            (
-                Request::TransportOffer {
-                    direction,
-                    negotiation_id,
-                    sdp,
-                    ice_restart,
-                },
-                Some(sid),
-            ) => {
-                let media = match hub.media(sid) {
-                    Ok(m) => m,
-                    Err(e) => {
-                        refuse(Some(id), e);
-                        continue;
-                    }
-                };
-                let tx = tx.clone();
-                tracing::debug!(session = %sid, %direction, negotiation_id, ice_restart, "offer");
-                tokio::spawn(async move {
-                    let msg = match media.negotiate(direction, negotiation_id, sdp).await {
-                        Ok(sdp) => ServerMessage::ok(
-                            id,
-                            Response::TransportAnswer {
-                                direction,
-                                negotiation_id,
-                                sdp,
-                            },
-                        ),
-                        Err(e) => {
-                            metrics::counter!("roger_refusals_total", "code" => e.code.as_str())
-                                .increment(1);
-                            ServerMessage::err(id, e)
-                        }
-                    };
-                    let _ = tx.try_send(Outbound::Message(msg));
-                });
-            }
-            (Request::Bye, Some(sid)) => {
-                hub.bye(sid);
-                said_bye = true;
-                reply(ServerMessage::ok(id, Response::Goodbye));
-                let _ = tx.try_send(Outbound::Close(1000, "bye".into()));
-                break;
-            }
+        if handle_text(&hub, &conn, &mut session, &text).await == Flow::Close {
+            said_bye = session.is_some();
+            break;
         }
     }
 
@@ -283,4 +152,161 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
     drop(tx);
     let _ = writer.await;
     metrics::gauge!("roger_ws_connections").decrement(1.0);
+}
+
+/// What the reader does after a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Read the next frame.
+    Continue,
+    /// The session said `bye`: close the socket.
+    Close,
+}
+
+fn reply(tx: &mpsc::Sender<Outbound>, msg: ServerMessage) {
+    if tx.try_send(Outbound::Message(msg)).is_err() {
+        metrics::counter!("roger_responses_dropped_total").increment(1);
+    }
+}
+
+fn refuse(tx: &mpsc::Sender<Outbound>, id: Option<RequestId>, err: ErrorBody) {
+    metrics::counter!("roger_refusals_total", "code" => err.code.as_str()).increment(1);
+    match id {
+        Some(id) => reply(tx, ServerMessage::err(id, err)),
+        None => reply(tx, ServerMessage::Notification(Notification::Error(err))),
+    }
+}
+
+/// Handles one text frame that passed the size and rate limits: decodes it, dispatches
+/// it to the hub for `session` (set by `hello`/`resume`), and queues the answer on the
+/// connection. Public so the fuzz target drives exactly what a socket drives.
+pub async fn handle_text(
+    hub: &Arc<Hub>,
+    conn: &Conn,
+    session: &mut Option<SessionId>,
+    text: &str,
+) -> Flow {
+    let tx = &conn.tx;
+    let reply = |msg: ServerMessage| reply(tx, msg);
+    let refuse = |id: Option<RequestId>, err: ErrorBody| refuse(tx, id, err);
+    let msg = match decode_client(text) {
+        Ok(m) => m,
+        Err(e) => {
+            refuse(e.id, e.error);
+            return Flow::Continue;
+        }
+    };
+    metrics::counter!("roger_requests_total", "method" => msg.request.method()).increment(1);
+    let id = msg.id;
+    match (msg.request, &*session) {
+        (
+            Request::Hello {
+                protocol_version,
+                token,
+                client,
+            },
+            None,
+        ) => match hub.hello(conn.clone(), protocol_version, &token, &client) {
+            Ok((sid, welcome)) => {
+                *session = Some(sid);
+                reply(ServerMessage::ok(id, Response::Welcome(welcome)));
+            }
+            Err(e) => refuse(Some(id), e),
+        },
+        (
+            Request::Resume {
+                protocol_version,
+                resume_token,
+            },
+            None,
+        ) => {
+            match hub
+                .resume(conn.clone(), protocol_version, &resume_token)
+                .await
+            {
+                Ok((sid, resumed)) => {
+                    *session = Some(sid);
+                    reply(ServerMessage::ok(id, Response::Resumed(resumed)));
+                }
+                Err(e) => refuse(Some(id), e),
+            }
+        }
+        (Request::Hello { .. } | Request::Resume { .. }, Some(_)) => refuse(
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::AlreadyAuthenticated,
+                "this socket already has a session",
+            ),
+        ),
+        (_, None) => refuse(
+            Some(id),
+            ErrorBody::new(ErrorCode::NotAuthenticated, "send hello (or resume) first"),
+        ),
+        (Request::Ping, Some(_)) => reply(ServerMessage::ok(
+            id,
+            Response::Pong {
+                server_time_ms: server_time_ms(),
+            },
+        )),
+        (Request::Join { channel }, Some(sid)) => match hub.join(sid, &channel) {
+            Ok(state) => reply(ServerMessage::ok(id, Response::Joined { channel: state })),
+            Err(e) => refuse(Some(id), e),
+        },
+        (Request::Leave { channel }, Some(sid)) => match hub.leave(sid, &channel) {
+            Ok(()) => reply(ServerMessage::ok(id, Response::Left { channel })),
+            Err(e) => refuse(Some(id), e),
+        },
+        (Request::FloorRequest { channel }, Some(sid)) => match hub.floor_request(sid, &channel) {
+            Ok(r) => reply(ServerMessage::ok(id, r)),
+            Err(e) => refuse(Some(id), e),
+        },
+        (Request::FloorRelease { channel }, Some(sid)) => match hub.floor_release(sid, &channel) {
+            Ok(()) => reply(ServerMessage::ok(id, Response::FloorReleased { channel })),
+            Err(e) => refuse(Some(id), e),
+        },
+        (
+            Request::TransportOffer {
+                direction,
+                negotiation_id,
+                sdp,
+                ice_restart,
+            },
+            Some(sid),
+        ) => {
+            let media = match hub.media(sid) {
+                Ok(m) => m,
+                Err(e) => {
+                    refuse(Some(id), e);
+                    return Flow::Continue;
+                }
+            };
+            let tx = tx.clone();
+            tracing::debug!(session = %sid, %direction, negotiation_id, ice_restart, "offer");
+            tokio::spawn(async move {
+                let msg = match media.negotiate(direction, negotiation_id, sdp).await {
+                    Ok(sdp) => ServerMessage::ok(
+                        id,
+                        Response::TransportAnswer {
+                            direction,
+                            negotiation_id,
+                            sdp,
+                        },
+                    ),
+                    Err(e) => {
+                        metrics::counter!("roger_refusals_total", "code" => e.code.as_str())
+                            .increment(1);
+                        ServerMessage::err(id, e)
+                    }
+                };
+                let _ = tx.try_send(Outbound::Message(msg));
+            });
+        }
+        (Request::Bye, Some(sid)) => {
+            hub.bye(sid);
+            reply(ServerMessage::ok(id, Response::Goodbye));
+            let _ = tx.try_send(Outbound::Close(1000, "bye".into()));
+            return Flow::Close;
+        }
+    }
+    Flow::Continue
 }
