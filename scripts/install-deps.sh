@@ -11,6 +11,8 @@ PACKAGES=(
   iproute2      # network namespaces for the fault tests
   nftables      # faults: cuts, blocked UDP, random loss (the kernel has no netem)
   coturn        # the TURN relay of the UDP-blocked fault test
+  libasound2-dev              # cpal (audio devices) links ALSA
+  pulseaudio pulseaudio-utils # virtual microphone and speaker for the device tests
 )
 
 missing=()

@@ -12,6 +12,7 @@
 
 pub mod audio;
 pub mod netns;
+pub mod pulse;
 
 use futures_util::{SinkExt, StreamExt};
 use roger_protocol::*;
@@ -382,6 +383,11 @@ impl Bot {
             stderr,
             started: Instant::now(),
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Lines printed so far.

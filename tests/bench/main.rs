@@ -1,6 +1,6 @@
 //! `roger-bench`: the numbers `make bench` prints (and BENCHMARKS.md records).
 //!
-//! `roger-bench [foundation|recovery|scale|storm|all]` (default `all`).
+//! `roger-bench [foundation|recovery|scale|storm|audio|all]` (default `all`).
 //!
 //! foundation: a real roger-server (in process, on loopback) and real roger-client
 //! sessions:
@@ -15,8 +15,9 @@
 //! - roam recovery (address replaced -> recovered),
 //! - server restart recovery (kill -9, restart on the same port -> Connected).
 //!
-//! scale and storm: see [`load`].
+//! scale and storm: see [`load`]; audio (mouth-to-ear, CPU): see [`audio`].
 
+mod audio;
 mod load;
 
 use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
@@ -226,6 +227,9 @@ fn main() {
     }
     if what == "storm" || what == "all" {
         load::storm();
+    }
+    if what == "audio" || what == "all" {
+        audio::run();
     }
 }
 

@@ -72,7 +72,7 @@ struct CountingSink {
 impl AudioSink for CountingSink {
     fn play(&mut self, _: &ChannelId, _: u32, _: &[i16]) {}
 
-    fn packet(&mut self, _: &ChannelId, _: u16, payload: &[u8]) {
+    fn packet(&mut self, _: &ChannelId, _: u16, _: u32, payload: &[u8]) {
         let c = &self.counts;
         c.packets.fetch_add(1, Ordering::Relaxed);
         let now = stamp::now_us();

@@ -2,7 +2,10 @@
 //!
 //! ```text
 //! roger-bot --server URL --token TOKEN [--json] talk --channel C --wav IN.wav [--repeat N]
-//! roger-bot --server URL --token TOKEN [--json] listen --channel C --out OUT.wav --seconds S
+//! roger-bot --server URL --token TOKEN [--json] talk --channel C --input DEVICE --seconds S
+//! roger-bot --server URL --token TOKEN [--json] listen --channel C [--out OUT.wav]
+//!           [--output DEVICE] --seconds S
+//! roger-bot [--json] devices
 //! roger-bot --server URL --token TOKEN [--json] echo [--channel echo]
 //! roger-bot --server URL [--json] load --tokens FILE --clients N --channel C[,C2...]
 //!           --seconds T [--talker-every S] [--talk-seconds S] [--ramp PER_S] [--decode]
@@ -20,6 +23,7 @@ mod output;
 
 use clap::{Parser, Subcommand};
 use output::Output;
+use roger_client::audio::device::{list_devices, DeviceEvent, DeviceEvents, Microphone, Speaker};
 use roger_client::audio::{write_wav, PcmSource, Recording};
 use roger_client::protocol::{ChannelId, ErrorBody, ErrorCode};
 use roger_client::{AudioSink, ClientConfig, ConnectionManager, FloorEvent, FloorOutcome};
@@ -32,9 +36,9 @@ use std::time::Duration;
 #[derive(Parser)]
 #[command(name = "roger-bot", version, about = "Headless Roger client")]
 struct Cli {
-    /// Server signaling URL, e.g. ws://127.0.0.1:7070/ws
+    /// Server signaling URL, e.g. ws://127.0.0.1:7070/ws (every command but `devices`).
     #[arg(long, env = "ROGER_SERVER")]
-    server: String,
+    server: Option<String>,
     /// Access token (`roger-server token ...`); `load` takes a file of them instead.
     #[arg(long, env = "ROGER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -61,30 +65,43 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Request the floor, send a WAV file in real time, release, exit.
+    /// Request the floor, send a WAV file in real time (or hold PTT on a microphone for
+    /// a while), release, exit.
     Talk {
         /// Channel to talk in.
         #[arg(long)]
         channel: String,
         /// 48 kHz WAV file to send.
-        #[arg(long)]
-        wav: PathBuf,
+        #[arg(long, required_unless_present = "input", conflicts_with = "input")]
+        wav: Option<PathBuf>,
         /// Send the file this many times in one transmission.
         #[arg(long, default_value_t = 1)]
         repeat: u32,
+        /// Capture from this input device instead (`default`, or an id from `devices`).
+        #[arg(long, requires = "seconds")]
+        input: Option<String>,
+        /// With --input: hold PTT this long.
+        #[arg(long)]
+        seconds: Option<f64>,
     },
-    /// Record what a channel hears for a while into a WAV file.
+    /// Listen to a channel for a while: record it into a WAV file, play it on an output
+    /// device, or both.
     Listen {
         /// Channel to listen to.
         #[arg(long)]
         channel: String,
         /// Output WAV file (48 kHz mono).
+        #[arg(long, required_unless_present = "output")]
+        out: Option<PathBuf>,
+        /// Play on this output device (`default`, or an id from `devices`).
         #[arg(long)]
-        out: PathBuf,
+        output: Option<String>,
         /// How long to listen.
         #[arg(long)]
         seconds: f64,
     },
+    /// List audio input and output devices with their ids.
+    Devices,
     /// Listen the whole time and talk a WAV file every few seconds (both directions of
     /// audio, for soak and fault tests).
     Duplex {
@@ -122,10 +139,12 @@ struct RecordingSink {
     recordings: Arc<Mutex<HashMap<ChannelId, Recording>>>,
     out: Output,
     heard: Arc<std::sync::atomic::AtomicBool>,
+    /// Off: packets are only noticed (first_audio), not decoded or recorded.
+    record: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AudioSink for RecordingSink {
-    fn play(&mut self, channel: &ChannelId, rtp_timestamp: u32, pcm: &[i16]) {
+    fn packet(&mut self, channel: &ChannelId, _: u16, _: u32, _: &[u8]) {
         if !self.heard.swap(true, std::sync::atomic::Ordering::Relaxed) {
             self.out.line(
                 "first_audio",
@@ -133,6 +152,13 @@ impl AudioSink for RecordingSink {
                 || format!("hearing audio in {channel}"),
             );
         }
+    }
+
+    fn decodes(&self) -> bool {
+        self.record.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn play(&mut self, channel: &ChannelId, rtp_timestamp: u32, pcm: &[i16]) {
         let mut r = self.recordings.lock().expect("recordings lock");
         r.entry(channel.clone())
             .or_default()
@@ -146,7 +172,12 @@ impl RecordingSink {
             recordings: Arc::default(),
             out,
             heard: Arc::default(),
+            record: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         }
+    }
+    fn recording_off(&self) {
+        self.record
+            .store(false, std::sync::atomic::Ordering::Relaxed);
     }
     fn take(&self, channel: &ChannelId) -> Vec<i16> {
         self.heard
@@ -165,7 +196,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-                "warn,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error".into()
+                "warn,webrtc=error,rtc=error,rtc_dtls=error,rtc_ice=error,pulseaudio::client::reactor=off".into()
             }),
         )
         .with_writer(std::io::stderr)
@@ -192,7 +223,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
-    let mut config = ClientConfig::new(&cli.server, cli.token.as_deref().unwrap_or_default());
+    if let Command::Devices = cli.command {
+        return devices(&out);
+    }
+    let Some(server) = cli.server.as_deref() else {
+        return Err(ErrorBody::new(
+            ErrorCode::SignalingUnreachable,
+            "--server (or ROGER_SERVER) is required",
+        ));
+    };
+    let mut config = ClientConfig::new(server, cli.token.as_deref().unwrap_or_default());
     config.client_name = format!("roger-bot/{}", env!("CARGO_PKG_VERSION"));
     if !cli.media_bind.is_empty() {
         config.media_bind = Some(cli.media_bind.clone());
@@ -217,7 +257,37 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
         other => other,
     };
     let sink = RecordingSink::new(out.clone());
-    let (session, events) = ConnectionManager::start(config, Box::new(sink.clone()));
+    // The device-event callback needs the session, which needs the sink: late-bound.
+    let session_slot: Arc<Mutex<Option<ConnectionManager>>> = Arc::default();
+    let device_events = device_events(out.clone(), session_slot.clone());
+    let speaker = match &command {
+        Command::Listen {
+            output: Some(device),
+            ..
+        } => Some(Speaker::open(
+            device.parse().unwrap_or_default(),
+            device_events.clone(),
+        )?),
+        _ => None,
+    };
+    // A speaker without a recording: the manager need not decode (the speaker does).
+    if let (
+        Command::Listen {
+            out: None,
+            output: Some(_),
+            ..
+        },
+        Some(_),
+    ) = (&command, &speaker)
+    {
+        sink.recording_off();
+    }
+    let boxed: Box<dyn AudioSink> = match &speaker {
+        Some(speaker) => Box::new(Tee(sink.clone(), speaker.clone())),
+        None => Box::new(sink.clone()),
+    };
+    let (session, events) = ConnectionManager::start(config, boxed);
+    *session_slot.lock().expect("session slot") = Some(session.clone());
     let (floor_tx, floor_rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(out.clone().print_events(events, floor_tx.clone()));
     wait_connected(
@@ -237,16 +307,48 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
     let result = match command {
         Command::Talk {
             channel,
-            wav,
+            wav: Some(wav),
             repeat,
+            ..
         } => talk(&session, &out, channel.into(), wav, repeat).await,
+        Command::Talk {
+            channel,
+            input: Some(device),
+            seconds,
+            ..
+        } => {
+            talk_device(
+                &session,
+                &out,
+                channel.into(),
+                &device,
+                seconds.unwrap_or(0.0),
+                device_events,
+            )
+            .await
+        }
+        Command::Talk { .. } => Err(ErrorBody::new(
+            ErrorCode::MediaDeviceError,
+            "talk needs --wav or --input",
+        )),
         Command::Listen {
             channel,
             out: path,
             seconds,
-        } => listen(&session, &out, &sink, channel.into(), path, seconds).await,
+            ..
+        } => {
+            let r = listen(&session, &out, &sink, channel.into(), path, seconds).await;
+            if let Some(speaker) = &speaker {
+                out.line(
+                    "playout",
+                    serde_json::to_value(speaker.stats()).unwrap_or_default(),
+                    || format!("playout: {:?}", speaker.stats()),
+                );
+            }
+            r
+        }
         Command::Echo { channel } => echo(&session, &out, &sink, channel.into(), floor_rx).await,
-        Command::Load(_) => unreachable!("handled above"),
+        Command::Load(_) | Command::Devices => unreachable!("handled above"),
         Command::Duplex {
             channel,
             wav,
@@ -353,6 +455,108 @@ async fn join(
     Ok(())
 }
 
+/// Plays into both a recording (decoded frames) and a speaker (packets).
+struct Tee(RecordingSink, Speaker);
+
+impl AudioSink for Tee {
+    fn play(&mut self, channel: &ChannelId, rtp_timestamp: u32, pcm: &[i16]) {
+        self.0.play(channel, rtp_timestamp, pcm);
+    }
+    fn packet(&mut self, channel: &ChannelId, sequence: u16, timestamp: u32, payload: &[u8]) {
+        self.0.packet(channel, sequence, timestamp, payload);
+        self.1.packet(channel, sequence, timestamp, payload);
+    }
+    fn decodes(&self) -> bool {
+        self.0.decodes()
+    }
+}
+
+/// Device events: printed, and reported to the session (as `MEDIA_DEVICE_ERROR`).
+fn device_events(out: Output, session: Arc<Mutex<Option<ConnectionManager>>>) -> DeviceEvents {
+    Arc::new(move |ev: DeviceEvent| match ev {
+        DeviceEvent::Lost(error) => {
+            out.error(&error);
+            if !out.is_json() {
+                eprintln!("{}: {}", error.code, error.message);
+            }
+            if let Some(s) = session.lock().expect("session slot").as_ref() {
+                s.report_device_error(error);
+            }
+        }
+        DeviceEvent::Restored { direction, name } => out.line(
+            "device_restored",
+            serde_json::json!({ "direction": direction, "name": name }),
+            || format!("{name} is back"),
+        ),
+    })
+}
+
+fn devices(out: &Output) -> Result<(), ErrorBody> {
+    for d in list_devices()? {
+        let dir = match d.direction {
+            roger_client::audio::device::DeviceDirection::Input => "input",
+            roger_client::audio::device::DeviceDirection::Output => "output",
+        };
+        out.line(
+            "device",
+            serde_json::to_value(&d).unwrap_or_default(),
+            || {
+                format!(
+                    "{dir:6} {}{}  ({})",
+                    d.id,
+                    if d.is_default { " [default]" } else { "" },
+                    d.name
+                )
+            },
+        );
+    }
+    Ok(())
+}
+
+/// Holds PTT for `seconds`, sending what `device` captures from the moment of the
+/// press (audio captured before the grant is sent once it arrives).
+async fn talk_device(
+    session: &ConnectionManager,
+    out: &Output,
+    channel: ChannelId,
+    device: &str,
+    seconds: f64,
+    events: DeviceEvents,
+) -> Result<(), ErrorBody> {
+    if !(seconds.is_finite() && seconds > 0.0) {
+        return Err(ErrorBody::new(
+            ErrorCode::InternalError,
+            "--seconds must be a positive number",
+        ));
+    }
+    join(session, out, &channel).await?;
+    let mic = Microphone::open(device.parse().unwrap_or_default(), events)?;
+    let pressed = std::time::Instant::now();
+    out.line(
+        "ptt_down",
+        serde_json::json!({ "channel": channel, "device": mic.device_name() }),
+        || format!("PTT down on {}", mic.device_name().unwrap_or_default()),
+    );
+    match session.ptt_down(&channel, Box::new(mic.source())).await? {
+        FloorOutcome::Granted { .. } => {}
+        FloorOutcome::Denied { holder } => {
+            return Err(ErrorBody::new(
+                ErrorCode::FloorDenied,
+                format!("{} holds the floor in {channel}", holder.name),
+            ))
+        }
+    }
+    tokio::time::sleep_until((pressed + Duration::from_secs_f64(seconds)).into()).await;
+    session.ptt_up().await?;
+    mic.stop();
+    out.line(
+        "done",
+        serde_json::json!({ "dropped_samples": mic.dropped() }),
+        || "transmission sent".into(),
+    );
+    Ok(())
+}
+
 async fn talk(
     session: &ConnectionManager,
     out: &Output,
@@ -379,7 +583,7 @@ async fn listen(
     out: &Output,
     sink: &RecordingSink,
     channel: ChannelId,
-    path: PathBuf,
+    path: Option<PathBuf>,
     seconds: f64,
 ) -> Result<(), ErrorBody> {
     if !(seconds.is_finite() && seconds > 0.0) {
@@ -391,6 +595,12 @@ async fn listen(
     join(session, out, &channel).await?;
     tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
     let pcm = sink.take(&channel);
+    let Some(path) = path else {
+        out.line("done", serde_json::json!({ "samples": pcm.len() }), || {
+            format!("heard {} s of audio", pcm.len() / 48_000)
+        });
+        return Ok(());
+    };
     write_wav(&path, &pcm)?;
     out.line(
         "done",

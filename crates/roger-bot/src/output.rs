@@ -37,6 +37,10 @@ impl Output {
         Output { json }
     }
 
+    pub fn is_json(&self) -> bool {
+        self.json
+    }
+
     /// One line: with `--json` the object `fields` plus `t_ms` and `event`; otherwise
     /// the human text.
     pub fn line(&self, event: &str, fields: Value, human: impl FnOnce() -> String) {

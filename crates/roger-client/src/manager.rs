@@ -724,7 +724,8 @@ impl ConnectionManager {
                     }
                 }
                 n += 1;
-                if n.is_multiple_of(5) {
+                // About 25 level readings a second for the UI's meter.
+                if n.is_multiple_of(2) {
                     let (rms, peak) = level(&frame);
                     shared.emit(ClientEvent::AudioLevel {
                         direction: AudioDirection::Tx,
@@ -755,6 +756,13 @@ impl ConnectionManager {
             let _ = done_tx.send(());
         });
         Ok(())
+    }
+
+    /// Reports a microphone or speaker problem (`MEDIA_DEVICE_ERROR`): it reaches the
+    /// event stream as an `Error`, like every other error. The connection is not
+    /// affected; the device layer rebuilds the stream when the device is back.
+    pub fn report_device_error(&self, error: ErrorBody) {
+        self.shared.input(Event::DeviceError(error));
     }
 
     /// Starts over after `Failed` (the Rejoin button): a fresh session, every channel
@@ -1395,7 +1403,12 @@ async fn receive_track(shared: Weak<Shared>, track: Arc<dyn TrackRemote>) {
         let Some(channel) = channel else { continue };
         {
             let mut sink = lock(&shared.sink);
-            sink.packet(&channel, p.header.sequence_number, &p.payload);
+            sink.packet(
+                &channel,
+                p.header.sequence_number,
+                p.header.timestamp,
+                &p.payload,
+            );
             if !sink.decodes() {
                 shared.counters.received.fetch_add(1, Ordering::Relaxed);
                 continue;

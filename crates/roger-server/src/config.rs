@@ -51,6 +51,10 @@ pub struct FloorConfig {
     pub max_talk_ms: u64,
     /// How long a holder whose connection is lost keeps the floor.
     pub grace_ms: u64,
+    /// Test hook: answer every floor request this much later (a slow server or path).
+    /// Tests use it to check that audio captured before the grant is not lost. Keep 0
+    /// in production.
+    pub test_grant_delay_ms: u64,
 }
 
 /// Abuse limits; each refusal has its own error code.
@@ -153,6 +157,7 @@ impl Default for FloorConfig {
         FloorConfig {
             max_talk_ms: 60_000,
             grace_ms: 5_000,
+            test_grant_delay_ms: 0,
         }
     }
 }

@@ -256,10 +256,16 @@ pub async fn handle_text(
             Ok(()) => reply(ServerMessage::ok(id, Response::Left { channel })),
             Err(e) => refuse(Some(id), e),
         },
-        (Request::FloorRequest { channel }, Some(sid)) => match hub.floor_request(sid, &channel) {
-            Ok(r) => reply(ServerMessage::ok(id, r)),
-            Err(e) => refuse(Some(id), e),
-        },
+        (Request::FloorRequest { channel }, Some(sid)) => {
+            let delay = hub.config().floor.test_grant_delay_ms;
+            if delay > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+            }
+            match hub.floor_request(sid, &channel) {
+                Ok(r) => reply(ServerMessage::ok(id, r)),
+                Err(e) => refuse(Some(id), e),
+            }
+        }
         (Request::FloorRelease { channel }, Some(sid)) => match hub.floor_release(sid, &channel) {
             Ok(()) => reply(ServerMessage::ok(id, Response::FloorReleased { channel })),
             Err(e) => refuse(Some(id), e),

@@ -6,6 +6,11 @@
 //! - [`AudioSink`]: where a listener's decoded frames go (a recording, a speaker).
 //! - [`Encoder`] / [`Decoder`]: Opus VoIP, in-band FEC on, with packet-loss concealment.
 
+pub mod device;
+pub mod jitter;
+pub mod resample;
+pub mod tones;
+
 use roger_protocol::{ChannelId, ErrorBody, ErrorCode};
 use std::path::Path;
 use std::time::Duration;
@@ -35,8 +40,8 @@ pub trait AudioSink: Send {
     fn play(&mut self, channel: &ChannelId, rtp_timestamp: u32, pcm: &[i16]);
 
     /// Every packet as received, before decoding (tools count and time packets here;
-    /// `payload` may carry a [`stamp`]).
-    fn packet(&mut self, _channel: &ChannelId, _sequence: u16, _payload: &[u8]) {}
+    /// `payload` may carry a [`stamp`]; a device sink feeds its jitter buffer).
+    fn packet(&mut self, _channel: &ChannelId, _sequence: u16, _timestamp: u32, _payload: &[u8]) {}
 
     /// Whether received packets are decoded and played. A sink that only counts packets
     /// (the load generator's listeners) says no and saves the decoder's CPU.

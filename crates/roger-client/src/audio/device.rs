@@ -1,0 +1,1085 @@
+//! Real microphones and speakers through cpal.
+//!
+//! - [`list_devices`]: inputs and outputs with stable ids (`pulseaudio:vmic`,
+//!   `alsa:default`, ...). [`DeviceChoice::Default`] follows the system default.
+//! - [`Microphone`]: capture on its own thread. The cpal callback only downmixes into a
+//!   lock-free ring (rtrb; a full ring counts drops) and wakes the reader; it never
+//!   blocks or allocates. [`MicSource`] re-chunks to 20 ms, resamples to 48 kHz and is
+//!   the talker's [`AudioSource`]. It starts capturing when made, before the floor is
+//!   granted, and keeps up to [`PRE_GRANT_LIMIT`] of audio, so the first word is sent once
+//!   the grant arrives; a denied floor drops it with the source.
+//! - [`Speaker`]: the listener's [`AudioSink`]: a jitter buffer and an Opus decoder
+//!   (PLC, FEC) per channel, mixing, per-channel volume, tones, resampling to the device
+//!   rate, and a lock-free ring the cpal callback reads.
+//! - Both watch their device: a stream error, or the device gone from the device list
+//!   (PulseAudio moves a stream whose device vanished to another and says nothing), is
+//!   reported as `MEDIA_DEVICE_ERROR` with the device's name through the `on_event`
+//!   callback, and the stream is rebuilt when the device (or, for `Default`, any default
+//!   device) is back. Nothing needs a restart.
+
+use super::jitter::{JitterBuffer, JitterConfig, JitterStats, Playout};
+use super::resample::Resampler;
+use super::tones::{Tone, ToneSettings};
+use super::{AudioSink, AudioSource, Decoder, Frame, FRAME_SAMPLES, SAMPLE_RATE};
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use futures_util::task::AtomicWaker;
+use roger_protocol::{ChannelId, ErrorBody, ErrorCode};
+use std::collections::{HashMap, VecDeque};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Audio captured before the floor is granted that is kept (and sent once granted).
+pub const PRE_GRANT_LIMIT: Duration = Duration::from_secs(2);
+/// How often a stream's device presence is checked.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+/// Output ring level below which the playout thread mixes the next 20 ms frame: one
+/// 5 ms device callback plus margin for the thread's wake-up. Every millisecond here is
+/// a millisecond of mouth-to-ear latency.
+const OUTPUT_FILL: Duration = Duration::from_millis(8);
+
+/// Input or output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceDirection {
+    /// A microphone.
+    Input,
+    /// A speaker.
+    Output,
+}
+
+/// One device.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeviceInfo {
+    /// Stable id (`host:device`), what [`DeviceChoice::Id`] takes.
+    pub id: String,
+    /// Name for people.
+    pub name: String,
+    /// Input or output.
+    pub direction: DeviceDirection,
+    /// Whether it is the system default now.
+    pub is_default: bool,
+}
+
+/// Which device to use.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceChoice {
+    /// The system default, following changes.
+    #[default]
+    Default,
+    /// A device id from [`list_devices`].
+    Id(String),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = std::convert::Infallible;
+    /// `default` is the system default; anything else is an id. A bare name (`vmic`)
+    /// is matched against ids and names when the stream is opened.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(if s.is_empty() || s == "default" {
+            DeviceChoice::Default
+        } else {
+            DeviceChoice::Id(s.to_owned())
+        })
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Default => f.write_str("default"),
+            DeviceChoice::Id(id) => f.write_str(id),
+        }
+    }
+}
+
+/// What a device stream reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// The device failed or disappeared (`MEDIA_DEVICE_ERROR`, naming it).
+    Lost(ErrorBody),
+    /// Capture or playout runs again on `name`.
+    Restored {
+        /// Input or output.
+        direction: DeviceDirection,
+        /// The device now in use.
+        name: String,
+    },
+}
+
+/// Where device events go (the app shows them; the manager reports them).
+pub type DeviceEvents = Arc<dyn Fn(DeviceEvent) + Send + Sync>;
+
+fn device_error(message: String) -> ErrorBody {
+    ErrorBody::new(ErrorCode::MediaDeviceError, message)
+}
+
+/// The audio host: PulseAudio (also PipeWire's pulse server) when reachable on Linux,
+/// else the platform default (ALSA, WASAPI, CoreAudio).
+pub fn host() -> cpal::Host {
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("ROGER_AUDIO_HOST").is_none_or(|h| h == "pulseaudio") {
+        if let Ok(h) = cpal::host_from_id(cpal::HostId::PulseAudio) {
+            return h;
+        }
+    }
+    cpal::default_host()
+}
+
+fn device_id(d: &cpal::Device) -> Option<String> {
+    d.id().ok().map(|id| id.to_string())
+}
+
+fn device_name(d: &cpal::Device) -> String {
+    d.description()
+        .map(|desc| desc.name().to_owned())
+        .unwrap_or_else(|_| device_id(d).unwrap_or_else(|| "unknown device".into()))
+}
+
+/// Every input and output device.
+pub fn list_devices() -> Result<Vec<DeviceInfo>, ErrorBody> {
+    let host = host();
+    let mut out = Vec::new();
+    for direction in [DeviceDirection::Input, DeviceDirection::Output] {
+        let (devices, default) = match direction {
+            DeviceDirection::Input => (host.input_devices(), host.default_input_device()),
+            DeviceDirection::Output => (host.output_devices(), host.default_output_device()),
+        };
+        let default_id = default.as_ref().and_then(device_id);
+        let devices =
+            devices.map_err(|e| device_error(format!("cannot list audio devices: {e}")))?;
+        for d in devices {
+            let Some(id) = device_id(&d) else { continue };
+            out.push(DeviceInfo {
+                is_default: Some(&id) == default_id.as_ref(),
+                name: device_name(&d),
+                id,
+                direction,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Finds the device `choice` names now.
+fn resolve(
+    host: &cpal::Host,
+    direction: DeviceDirection,
+    choice: &DeviceChoice,
+) -> Option<cpal::Device> {
+    match choice {
+        DeviceChoice::Default => match direction {
+            DeviceDirection::Input => host.default_input_device(),
+            DeviceDirection::Output => host.default_output_device(),
+        },
+        DeviceChoice::Id(want) => {
+            let devices = match direction {
+                DeviceDirection::Input => host.input_devices().ok()?.collect::<Vec<_>>(),
+                DeviceDirection::Output => host.output_devices().ok()?.collect::<Vec<_>>(),
+            };
+            // An exact id, else an id whose device part matches (`vmic` for
+            // `pulseaudio:vmic`), else a name.
+            let by_id = |d: &cpal::Device| device_id(d).as_deref() == Some(want.as_str());
+            let by_short = |d: &cpal::Device| {
+                device_id(d).is_some_and(|id| id.split_once(':').is_some_and(|(_, s)| s == want))
+            };
+            let by_name = |d: &cpal::Device| device_name(d) == *want;
+            devices
+                .iter()
+                .find(|d| by_id(d))
+                .or_else(|| devices.iter().find(|d| by_short(d)))
+                .or_else(|| devices.iter().find(|d| by_name(d)))
+                .cloned()
+        }
+    }
+}
+
+/// Whether the device opened as `opened_id` is still what `choice` names.
+fn still_current(
+    host: &cpal::Host,
+    direction: DeviceDirection,
+    choice: &DeviceChoice,
+    opened_id: &str,
+) -> bool {
+    resolve(host, direction, choice)
+        .and_then(|d| device_id(&d))
+        .is_some_and(|id| id == opened_id)
+}
+
+/// The stream formats Roger converts from and to.
+#[derive(Debug, Clone, Copy)]
+enum Format {
+    F32,
+    I16,
+    I32,
+    U16,
+}
+
+fn format_of(f: cpal::SampleFormat) -> Option<Format> {
+    match f {
+        cpal::SampleFormat::F32 => Some(Format::F32),
+        cpal::SampleFormat::I16 => Some(Format::I16),
+        cpal::SampleFormat::I32 => Some(Format::I32),
+        cpal::SampleFormat::U16 => Some(Format::U16),
+        _ => None,
+    }
+}
+
+/// Level meter values, as f32 bits in atomics (written by the audio callback).
+#[derive(Default)]
+struct Meter {
+    rms: AtomicU32,
+    peak: AtomicU32,
+}
+
+impl Meter {
+    fn set(&self, sum_sq: f32, n: usize, peak: f32) {
+        let rms = if n == 0 {
+            0.0
+        } else {
+            (sum_sq / n as f32).sqrt()
+        };
+        self.rms.store(rms.to_bits(), Ordering::Relaxed);
+        self.peak.store(peak.to_bits(), Ordering::Relaxed);
+    }
+    fn get(&self) -> (f32, f32) {
+        (
+            f32::from_bits(self.rms.load(Ordering::Relaxed)),
+            f32::from_bits(self.peak.load(Ordering::Relaxed)),
+        )
+    }
+}
+
+// ------------------------------------------------------------------ capture
+
+/// The reading end of the current capture stream (replaced when the stream is rebuilt).
+struct CaptureRing {
+    consumer: rtrb::Consumer<f32>,
+    rate: u32,
+    generation: u64,
+}
+
+struct CaptureShared {
+    ring: Mutex<Option<CaptureRing>>,
+    waker: AtomicWaker,
+    meter: Meter,
+    dropped: AtomicU64,
+    stop: AtomicBool,
+    /// The device in use now, for people.
+    device: Mutex<Option<String>>,
+}
+
+/// A running microphone: capture thread, device watch, level meter.
+#[derive(Clone)]
+pub struct Microphone {
+    shared: Arc<CaptureShared>,
+}
+
+impl std::fmt::Debug for Microphone {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Microphone")
+            .field("device", &self.device_name())
+            .finish()
+    }
+}
+
+impl Microphone {
+    /// Opens `choice` and starts capturing at once. Fails (`MEDIA_DEVICE_ERROR`) if the
+    /// device cannot be opened now; after that, losses are reported through `on_event`
+    /// and the stream is rebuilt by itself.
+    pub fn open(choice: DeviceChoice, on_event: DeviceEvents) -> Result<Microphone, ErrorBody> {
+        let shared = Arc::new(CaptureShared {
+            ring: Mutex::new(None),
+            waker: AtomicWaker::new(),
+            meter: Meter::default(),
+            dropped: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+            device: Mutex::new(None),
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("roger-capture".into())
+            .spawn(move || capture_thread(s, choice, on_event, ready_tx))
+            .map_err(|e| device_error(format!("cannot start the capture thread: {e}")))?;
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => Ok(Microphone { shared }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                Err(device_error(
+                    "the microphone did not start within 5 s".into(),
+                ))
+            }
+        }
+    }
+
+    /// Input level of the latest callback: (RMS, peak), 0..1.
+    pub fn level(&self) -> (f32, f32) {
+        self.shared.meter.get()
+    }
+
+    /// Samples dropped because nobody read them in time.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// The device in use now.
+    pub fn device_name(&self) -> Option<String> {
+        self.shared.device.lock().expect("device lock").clone()
+    }
+
+    /// A talker source reading from now on (earlier audio is discarded).
+    pub fn source(&self) -> MicSource {
+        if let Some(ring) = self.shared.ring.lock().expect("ring lock").as_mut() {
+            let n = ring.consumer.slots();
+            if let Ok(chunk) = ring.consumer.read_chunk(n) {
+                chunk.commit_all();
+            }
+        }
+        MicSource {
+            mic: self.clone(),
+            generation: u64::MAX,
+            resampler: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    /// Stops capturing (also when the last handle is dropped).
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl Drop for CaptureShared {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn capture_thread(
+    shared: Arc<CaptureShared>,
+    choice: DeviceChoice,
+    on_event: DeviceEvents,
+    ready: std::sync::mpsc::Sender<Result<(), ErrorBody>>,
+) {
+    let host = host();
+    let mut ready = Some(ready);
+    let mut generation = 0u64;
+    let mut lost_reported = false;
+    // Hold only a weak reference while idle, so dropping every handle ends the thread.
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let opened = resolve(&host, DeviceDirection::Input, &choice)
+            .ok_or_else(|| device_error(format!("microphone {choice} not found")))
+            .and_then(|d| {
+                generation += 1;
+                open_capture(&d, &shared, generation).map(|s| (s, d))
+            });
+        let (stream, device) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e));
+                    return;
+                }
+                drop(shared);
+                std::thread::sleep(WATCH_INTERVAL);
+                continue;
+            }
+        };
+        let name = device_name(&device);
+        let id = device_id(&device).unwrap_or_default();
+        *shared.device.lock().expect("device lock") = Some(name.clone());
+        tracing::info!(device = %name, %id, "capture started");
+        if let Some(r) = ready.take() {
+            let _ = r.send(Ok(()));
+        } else if lost_reported {
+            on_event(DeviceEvent::Restored {
+                direction: DeviceDirection::Input,
+                name: name.clone(),
+            });
+            lost_reported = false;
+        }
+        let (stream, failure) = stream;
+        drop(shared);
+        // Watch: stream errors, and the device leaving the list (or the default moving).
+        let why = loop {
+            std::thread::sleep(WATCH_INTERVAL);
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(e) = failure.lock().expect("failure lock").take() {
+                break format!("microphone {name} failed: {e}");
+            }
+            if !still_current(&host, DeviceDirection::Input, &choice, &id) {
+                break match choice {
+                    DeviceChoice::Default => format!("default microphone changed from {name}"),
+                    DeviceChoice::Id(_) => format!("microphone {name} is gone"),
+                };
+            }
+        };
+        drop(stream);
+        tracing::warn!(%why, "capture stopped");
+        if let Some(shared) = weak.upgrade() {
+            *shared.device.lock().expect("device lock") = None;
+            *shared.ring.lock().expect("ring lock") = None;
+        }
+        let default_moved = matches!(choice, DeviceChoice::Default)
+            && resolve(&host, DeviceDirection::Input, &choice).is_some();
+        if !default_moved {
+            on_event(DeviceEvent::Lost(device_error(why)));
+            lost_reported = true;
+        }
+    }
+}
+
+type Failure = Arc<Mutex<Option<String>>>;
+
+/// A built, playing stream and the failure slot its error callback fills.
+type OpenStream = (cpal::Stream, Failure);
+
+fn open_capture(
+    device: &cpal::Device,
+    shared: &Arc<CaptureShared>,
+    generation: u64,
+) -> Result<OpenStream, ErrorBody> {
+    let name = device_name(device);
+    let cfg = device
+        .default_input_config()
+        .map_err(|e| device_error(format!("microphone {name}: {e}")))?;
+    let format = format_of(cfg.sample_format()).ok_or_else(|| {
+        device_error(format!(
+            "microphone {name}: sample format {:?} is not supported",
+            cfg.sample_format()
+        ))
+    })?;
+    let channels = usize::from(cfg.channels()).max(1);
+    let rate = cfg.sample_rate();
+    let config = cpal::StreamConfig {
+        channels: cfg.channels(),
+        sample_rate: rate,
+        // The pulse host lost samples with small fixed capture buffers (TESTING.md).
+        buffer_size: cpal::BufferSize::Default,
+    };
+    tracing::info!(device = %name, rate, channels, format = ?cfg.sample_format(), "opening capture");
+    let capacity = (rate as usize) * PRE_GRANT_LIMIT.as_secs() as usize;
+    let (producer, consumer) = rtrb::RingBuffer::<f32>::new(capacity);
+    *shared.ring.lock().expect("ring lock") = Some(CaptureRing {
+        consumer,
+        rate,
+        generation,
+    });
+    let failure: Failure = Arc::default();
+    let on_error = {
+        let failure = failure.clone();
+        move |e: cpal::Error| {
+            // Error path, not the data path: a short lock is fine here.
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        }
+    };
+    let weak = Arc::downgrade(shared);
+    let stream = match format {
+        Format::F32 => build_input::<f32>(device, &config, channels, producer, weak, on_error),
+        Format::I16 => build_input::<i16>(device, &config, channels, producer, weak, on_error),
+        Format::I32 => build_input::<i32>(device, &config, channels, producer, weak, on_error),
+        Format::U16 => build_input::<u16>(device, &config, channels, producer, weak, on_error),
+    }
+    .map_err(|e| device_error(format!("microphone {name}: {e}")))?;
+    stream
+        .play()
+        .map_err(|e| device_error(format!("microphone {name}: {e}")))?;
+    Ok((stream, failure))
+}
+
+fn build_input<T>(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    channels: usize,
+    mut producer: rtrb::Producer<f32>,
+    shared: std::sync::Weak<CaptureShared>,
+    on_error: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: cpal::SizedSample,
+    f32: cpal::FromSample<T>,
+{
+    device.build_input_stream::<T, _, _>(
+        *config,
+        move |data: &[T], _| {
+            // Real-time path: no locks, no allocation.
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            let (mut sum_sq, mut peak, mut n, mut dropped) = (0f32, 0f32, 0usize, 0u64);
+            for frame in data.chunks(channels) {
+                let mut s = 0f32;
+                for &x in frame {
+                    s += <f32 as cpal::FromSample<T>>::from_sample_(x);
+                }
+                let s = s / frame.len() as f32;
+                sum_sq += s * s;
+                peak = peak.max(s.abs());
+                n += 1;
+                if producer.push(s).is_err() {
+                    dropped += 1;
+                }
+            }
+            shared.meter.set(sum_sq, n, peak);
+            if dropped > 0 {
+                shared.dropped.fetch_add(dropped, Ordering::Relaxed);
+            }
+            shared.waker.wake();
+        },
+        on_error,
+        None,
+    )
+}
+
+/// The talker's source on a [`Microphone`]: 20 ms frames at 48 kHz.
+pub struct MicSource {
+    mic: Microphone,
+    generation: u64,
+    resampler: Option<Resampler>,
+    scratch: Vec<f32>,
+}
+
+impl MicSource {
+    /// Moves whatever the ring holds into the resampler; false if it held nothing.
+    fn drain(&mut self) -> bool {
+        let mut guard = self.mic.shared.ring.lock().expect("ring lock");
+        let Some(ring) = guard.as_mut() else {
+            return false;
+        };
+        if ring.generation != self.generation || self.resampler.is_none() {
+            // A new stream (first read, or rebuilt after a device change).
+            self.generation = ring.generation;
+            self.resampler = match Resampler::new(ring.rate, SAMPLE_RATE) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::error!(error = %e, "capture resampler");
+                    None
+                }
+            };
+        }
+        let n = ring.consumer.slots();
+        if n == 0 {
+            return false;
+        }
+        let Ok(chunk) = ring.consumer.read_chunk(n) else {
+            return false;
+        };
+        let (a, b) = chunk.as_slices();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(a);
+        self.scratch.extend_from_slice(b);
+        chunk.commit_all();
+        drop(guard);
+        if let Some(r) = self.resampler.as_mut() {
+            r.push(&self.scratch);
+        }
+        true
+    }
+}
+
+#[async_trait::async_trait]
+impl AudioSource for MicSource {
+    async fn next_frame(&mut self) -> Option<Frame> {
+        loop {
+            if let Some(f) = self.resampler.as_mut().and_then(|r| r.take(FRAME_SAMPLES)) {
+                return Some(
+                    f.into_iter()
+                        .map(|s| (s.clamp(-1.0, 1.0) * 32767.0) as i16)
+                        .collect(),
+                );
+            }
+            if self.drain() {
+                continue;
+            }
+            if self.mic.shared.stop.load(Ordering::SeqCst) {
+                return None;
+            }
+            // Wait for the next callback (or re-check after a while: the device may be
+            // gone and come back on a new stream).
+            let shared = self.mic.shared.clone();
+            let wait = futures_util::future::poll_fn(move |cx| {
+                shared.waker.register(cx.waker());
+                let has = shared
+                    .ring
+                    .lock()
+                    .expect("ring lock")
+                    .as_ref()
+                    .is_some_and(|r| r.consumer.slots() > 0);
+                if has {
+                    std::task::Poll::Ready(())
+                } else {
+                    std::task::Poll::Pending
+                }
+            });
+            let _ = tokio::time::timeout(Duration::from_millis(100), wait).await;
+        }
+    }
+}
+
+// ------------------------------------------------------------------ playout
+
+struct ChannelPlayout {
+    jitter: JitterBuffer,
+    decoder: Option<Decoder>,
+    volume: f32,
+}
+
+struct PlayoutShared {
+    channels: Mutex<HashMap<ChannelId, ChannelPlayout>>,
+    volumes: Mutex<HashMap<ChannelId, f32>>,
+    tones: Mutex<VecDeque<f32>>,
+    tone_settings: Mutex<ToneSettings>,
+    stop: AtomicBool,
+    meter: Meter,
+    underruns: AtomicU64,
+    frames: AtomicU64,
+    device: Mutex<Option<String>>,
+}
+
+/// Playout counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SpeakerStats {
+    /// Device callbacks that found too little audio (a gap was played).
+    pub device_underruns: u64,
+    /// 20 ms frames mixed (silence included).
+    pub frames_mixed: u64,
+    /// The largest jitter-buffer target now, in 20 ms frames.
+    pub jitter_target_frames: u32,
+    /// Jitter buffer counters, all channels.
+    #[serde(flatten)]
+    pub jitter: JitterStats,
+}
+
+/// A running speaker, and the listener's [`AudioSink`] (cheap to clone).
+#[derive(Clone)]
+pub struct Speaker {
+    shared: Arc<PlayoutShared>,
+}
+
+impl std::fmt::Debug for Speaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Speaker")
+            .field("device", &self.device_name())
+            .finish()
+    }
+}
+
+impl Speaker {
+    /// Opens `choice` and starts playing (silence until audio arrives). Fails
+    /// (`MEDIA_DEVICE_ERROR`) if the device cannot be opened now.
+    pub fn open(choice: DeviceChoice, on_event: DeviceEvents) -> Result<Speaker, ErrorBody> {
+        let shared = Arc::new(PlayoutShared {
+            channels: Mutex::new(HashMap::new()),
+            volumes: Mutex::new(HashMap::new()),
+            tones: Mutex::new(VecDeque::new()),
+            tone_settings: Mutex::new(ToneSettings::default()),
+            stop: AtomicBool::new(false),
+            meter: Meter::default(),
+            underruns: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            device: Mutex::new(None),
+        });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let s = shared.clone();
+        std::thread::Builder::new()
+            .name("roger-playout".into())
+            .spawn(move || playout_thread(s, choice, on_event, ready_tx))
+            .map_err(|e| device_error(format!("cannot start the playout thread: {e}")))?;
+        match ready_rx.recv_timeout(Duration::from_secs(5)) {
+            Ok(Ok(())) => Ok(Speaker { shared }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                shared.stop.store(true, Ordering::SeqCst);
+                Err(device_error("the speaker did not start within 5 s".into()))
+            }
+        }
+    }
+
+    /// Volume of one channel, 0.0..=2.0 (1.0 as received).
+    pub fn set_volume(&self, channel: &ChannelId, volume: f32) {
+        let v = volume.clamp(0.0, 2.0);
+        self.shared
+            .volumes
+            .lock()
+            .expect("volumes lock")
+            .insert(channel.clone(), v);
+        if let Some(c) = self
+            .shared
+            .channels
+            .lock()
+            .expect("channels lock")
+            .get_mut(channel)
+        {
+            c.volume = v;
+        }
+    }
+
+    /// Which tones play and how loud.
+    pub fn set_tones(&self, settings: ToneSettings) {
+        *self.shared.tone_settings.lock().expect("tones lock") = settings;
+    }
+
+    /// Plays `tone` (mixed over whatever is playing), unless it is turned off.
+    pub fn play_tone(&self, tone: Tone) {
+        let settings = self
+            .shared
+            .tone_settings
+            .lock()
+            .expect("tones lock")
+            .clone();
+        if settings.enabled(tone) {
+            self.shared
+                .tones
+                .lock()
+                .expect("tones lock")
+                .extend(tone.render(settings.volume));
+        }
+    }
+
+    /// Output level of the latest frame: (RMS, peak), 0..1.
+    pub fn level(&self) -> (f32, f32) {
+        self.shared.meter.get()
+    }
+
+    /// Times the device ran out of audio to play.
+    pub fn underruns(&self) -> u64 {
+        self.shared.underruns.load(Ordering::Relaxed)
+    }
+
+    /// Playout counters: device underruns, and the jitter buffers' counters summed over
+    /// channels.
+    pub fn stats(&self) -> SpeakerStats {
+        let mut jitter = JitterStats::default();
+        let mut target = 0;
+        for c in self.shared.channels.lock().expect("channels lock").values() {
+            target = target.max(c.jitter.target_frames());
+            let s = c.jitter.stats();
+            jitter.played += s.played;
+            jitter.fec += s.fec;
+            jitter.concealed += s.concealed;
+            jitter.late += s.late;
+            jitter.duplicates += s.duplicates;
+            jitter.dropped += s.dropped;
+            jitter.underruns += s.underruns;
+            jitter.stretched += s.stretched;
+        }
+        SpeakerStats {
+            jitter_target_frames: target,
+            device_underruns: self.underruns(),
+            frames_mixed: self.shared.frames.load(Ordering::Relaxed),
+            jitter,
+        }
+    }
+
+    /// The device in use now.
+    pub fn device_name(&self) -> Option<String> {
+        self.shared.device.lock().expect("device lock").clone()
+    }
+
+    /// Stops playing.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+impl AudioSink for Speaker {
+    fn play(&mut self, _: &ChannelId, _: u32, _: &[i16]) {}
+
+    fn packet(&mut self, channel: &ChannelId, sequence: u16, timestamp: u32, payload: &[u8]) {
+        let now = Instant::now();
+        let volume = self
+            .shared
+            .volumes
+            .lock()
+            .expect("volumes lock")
+            .get(channel)
+            .copied()
+            .unwrap_or(1.0);
+        let mut channels = self.shared.channels.lock().expect("channels lock");
+        let c = channels
+            .entry(channel.clone())
+            .or_insert_with(|| ChannelPlayout {
+                jitter: JitterBuffer::new(JitterConfig::default()),
+                decoder: Decoder::new().ok(),
+                volume,
+            });
+        c.jitter.push(
+            now,
+            sequence,
+            timestamp,
+            bytes::Bytes::copy_from_slice(payload),
+        );
+    }
+
+    fn decodes(&self) -> bool {
+        false
+    }
+}
+
+/// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones.
+fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) {
+    out.fill(0.0);
+    let mut channels = shared.channels.lock().expect("channels lock");
+    for c in channels.values_mut() {
+        let Some(decoder) = c.decoder.as_mut() else {
+            continue;
+        };
+        let pcm = match c.jitter.pop(now) {
+            Playout::Packet(p) => decoder.decode(&p),
+            Playout::Fec(next) => decoder.decode_fec(&next),
+            Playout::Conceal => decoder.conceal(),
+            Playout::Silence => continue,
+        };
+        let Ok(pcm) = pcm else { continue };
+        for (o, s) in out.iter_mut().zip(pcm.iter()) {
+            *o += f32::from(*s) / 32768.0 * c.volume;
+        }
+    }
+    drop(channels);
+    let mut tones = shared.tones.lock().expect("tones lock");
+    for o in out.iter_mut() {
+        match tones.pop_front() {
+            Some(t) => *o += t,
+            None => break,
+        }
+    }
+    drop(tones);
+    let (mut sum_sq, mut peak) = (0f32, 0f32);
+    for o in out.iter_mut() {
+        *o = o.clamp(-1.0, 1.0);
+        sum_sq += *o * *o;
+        peak = peak.max(o.abs());
+    }
+    shared.meter.set(sum_sq, out.len(), peak);
+}
+
+fn playout_thread(
+    shared: Arc<PlayoutShared>,
+    choice: DeviceChoice,
+    on_event: DeviceEvents,
+    ready: std::sync::mpsc::Sender<Result<(), ErrorBody>>,
+) {
+    let host = host();
+    let mut ready = Some(ready);
+    let mut lost_reported = false;
+    let weak = Arc::downgrade(&shared);
+    drop(shared);
+    let mut frame = vec![0f32; FRAME_SAMPLES];
+    loop {
+        let Some(shared) = weak.upgrade() else { return };
+        if shared.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let opened = resolve(&host, DeviceDirection::Output, &choice)
+            .ok_or_else(|| device_error(format!("speaker {choice} not found")))
+            .and_then(|d| open_playout(&host, &d, &shared).map(|s| (s, d)));
+        let ((stream, failure, mut producer, rate), device) = match opened {
+            Ok(x) => x,
+            Err(e) => {
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(e));
+                    return;
+                }
+                drop(shared);
+                std::thread::sleep(WATCH_INTERVAL);
+                continue;
+            }
+        };
+        let name = device_name(&device);
+        let id = device_id(&device).unwrap_or_default();
+        *shared.device.lock().expect("device lock") = Some(name.clone());
+        tracing::info!(device = %name, %id, rate, "playout started");
+        if let Some(r) = ready.take() {
+            let _ = r.send(Ok(()));
+        } else if lost_reported {
+            on_event(DeviceEvent::Restored {
+                direction: DeviceDirection::Output,
+                name: name.clone(),
+            });
+            lost_reported = false;
+        }
+        drop(shared);
+        let mut resampler = match Resampler::new(SAMPLE_RATE, rate) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "playout resampler");
+                return;
+            }
+        };
+        let fill = (rate as usize) * OUTPUT_FILL.as_millis() as usize / 1000;
+        let mut last_watch = Instant::now();
+        let why = loop {
+            let Some(shared) = weak.upgrade() else { return };
+            if shared.stop.load(Ordering::SeqCst) {
+                return;
+            }
+            // Keep the ring topped up to `fill`, a 20 ms frame at a time: the device's
+            // consumption paces the jitter buffers.
+            let queued = producer.buffer().capacity() - producer.slots();
+            if queued + resampler.available() < fill {
+                mix_frame(&shared, Instant::now(), &mut frame);
+                shared.frames.fetch_add(1, Ordering::Relaxed);
+                resampler.push(&frame);
+            }
+            let n = resampler.available().min(producer.slots());
+            if n > 0 {
+                if let Some(samples) = resampler.take(n) {
+                    if let Ok(mut chunk) = producer.write_chunk_uninit(n) {
+                        let (a, b) = chunk.as_mut_slices();
+                        let (sa, sb) = samples.split_at(a.len());
+                        for (d, s) in a.iter_mut().zip(sa) {
+                            d.write(*s);
+                        }
+                        for (d, s) in b.iter_mut().zip(sb) {
+                            d.write(*s);
+                        }
+                        // SAFETY: every slot of both slices was written just above.
+                        unsafe { chunk.commit_all() };
+                    }
+                }
+            }
+            if let Some(e) = failure.lock().expect("failure lock").take() {
+                break format!("speaker {name} failed: {e}");
+            }
+            if last_watch.elapsed() >= WATCH_INTERVAL {
+                last_watch = Instant::now();
+                if !still_current(&host, DeviceDirection::Output, &choice, &id) {
+                    break match choice {
+                        DeviceChoice::Default => format!("default speaker changed from {name}"),
+                        DeviceChoice::Id(_) => format!("speaker {name} is gone"),
+                    };
+                }
+            }
+            drop(shared);
+            // Sleep until the device has used up the surplus (less a millisecond),
+            // instead of polling.
+            let queued = producer.buffer().capacity() - producer.slots();
+            let surplus = (queued + resampler.available()).saturating_sub(fill);
+            if surplus > 0 {
+                let ms = (surplus as u64 * 1000 / u64::from(rate)).saturating_sub(1);
+                std::thread::sleep(Duration::from_millis(ms.clamp(1, 20)));
+            }
+        };
+        drop(stream);
+        tracing::warn!(%why, "playout stopped");
+        if let Some(shared) = weak.upgrade() {
+            *shared.device.lock().expect("device lock") = None;
+        }
+        let default_moved = matches!(choice, DeviceChoice::Default)
+            && resolve(&host, DeviceDirection::Output, &choice).is_some();
+        if !default_moved {
+            on_event(DeviceEvent::Lost(device_error(why)));
+            lost_reported = true;
+        }
+    }
+}
+
+type OpenPlayout = (cpal::Stream, Failure, rtrb::Producer<f32>, u32);
+
+fn open_playout(
+    host: &cpal::Host,
+    device: &cpal::Device,
+    shared: &Arc<PlayoutShared>,
+) -> Result<OpenPlayout, ErrorBody> {
+    let name = device_name(device);
+    let cfg = device
+        .default_output_config()
+        .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
+    let format = format_of(cfg.sample_format()).ok_or_else(|| {
+        device_error(format!(
+            "speaker {name}: sample format {:?} is not supported",
+            cfg.sample_format()
+        ))
+    })?;
+    let channels = usize::from(cfg.channels()).max(1);
+    let rate = cfg.sample_rate();
+    // 10 ms device buffers: the pulse host's default buffer is about 2 s (TESTING.md);
+    // ALSA delivers 2/3 of what is asked, hence 15 ms there.
+    let frames = if host.id() == cpal::HostId::Alsa {
+        rate * 15 / 1000
+    } else {
+        rate / 200
+    };
+    let config = cpal::StreamConfig {
+        channels: cfg.channels(),
+        sample_rate: rate,
+        buffer_size: cpal::BufferSize::Fixed(frames),
+    };
+    let (producer, consumer) = rtrb::RingBuffer::<f32>::new(rate as usize / 2);
+    let failure: Failure = Arc::default();
+    let on_error = {
+        let failure = failure.clone();
+        move |e: cpal::Error| {
+            if let Ok(mut f) = failure.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        }
+    };
+    let weak = Arc::downgrade(shared);
+    let stream = match format {
+        Format::F32 => build_output::<f32>(device, &config, channels, consumer, weak, on_error),
+        Format::I16 => build_output::<i16>(device, &config, channels, consumer, weak, on_error),
+        Format::I32 => build_output::<i32>(device, &config, channels, consumer, weak, on_error),
+        Format::U16 => build_output::<u16>(device, &config, channels, consumer, weak, on_error),
+    }
+    .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
+    stream
+        .play()
+        .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
+    Ok((stream, failure, producer, rate))
+}
+
+fn build_output<T>(
+    device: &cpal::Device,
+    config: &cpal::StreamConfig,
+    channels: usize,
+    mut consumer: rtrb::Consumer<f32>,
+    shared: std::sync::Weak<PlayoutShared>,
+    on_error: impl FnMut(cpal::Error) + Send + 'static,
+) -> Result<cpal::Stream, cpal::Error>
+where
+    T: cpal::SizedSample + cpal::FromSample<f32>,
+{
+    device.build_output_stream::<T, _, _>(
+        *config,
+        move |data: &mut [T], _| {
+            // Real-time path: no locks, no allocation.
+            let mut short = false;
+            for frame in data.chunks_mut(channels) {
+                let s = match consumer.pop() {
+                    Ok(s) => s,
+                    Err(_) => {
+                        short = true;
+                        0.0
+                    }
+                };
+                let v = T::from_sample_(s);
+                for d in frame {
+                    *d = v;
+                }
+            }
+            if short {
+                if let Some(shared) = shared.upgrade() {
+                    shared.underruns.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        },
+        on_error,
+        None,
+    )
+}

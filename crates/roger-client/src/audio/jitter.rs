@@ -1,0 +1,600 @@
+//! Adaptive jitter buffer: a pure state machine fed packets and time.
+//!
+//! Packets go in with their arrival instant ([`JitterBuffer::push`]); the playout clock
+//! (the output device's consumption, one call per 20 ms frame) takes decisions out
+//! ([`JitterBuffer::pop`]): decode this packet, recover it from the next packet's FEC,
+//! conceal it (Opus PLC), or play silence. Nothing here reads a clock.
+//!
+//! - **Start of a talk spurt**: buffer until the target delay is reached, then play.
+//! - **Target delay**: one frame plus a margin from the measured interarrival jitter
+//!   (RFC 3550 estimator, in frames), between `min_frames` and `max_frames`. An underrun
+//!   raises it by a frame at once; it falls back slowly while the path is calm.
+//! - **Loss**: a missing packet whose successor is here is recovered from the
+//!   successor's in-band FEC; otherwise concealed. After `max_conceal` concealed frames
+//!   in a row with nothing buffered, the spurt has ended: back to buffering.
+//! - **Late packets** (behind the playout point) are dropped and counted.
+//! - **Clock drift**: the sender's clock and the device's differ slightly. A buffer that
+//!   stays above the target by two frames for a second drops one frame (the sender is
+//!   fast); one that runs dry conceals (the sender is slow) and raises the target.
+
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// Samples per frame at 48 kHz (RTP timestamp units per frame).
+const FRAME_TS: f64 = 960.0;
+const FRAME: Duration = Duration::from_millis(20);
+
+/// What to play for the next 20 ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Playout {
+    /// Decode this packet.
+    Packet(Bytes),
+    /// The packet is lost: decode its FEC copy carried in this (the next) packet.
+    Fec(Bytes),
+    /// The packet is lost: conceal it (Opus PLC).
+    Conceal,
+    /// Nothing to play (between transmissions, or buffering).
+    Silence,
+}
+
+/// Tunables.
+#[derive(Debug, Clone)]
+pub struct JitterConfig {
+    /// Smallest target delay in frames (1 = 20 ms).
+    pub min_frames: u32,
+    /// Largest target delay in frames.
+    pub max_frames: u32,
+    /// Concealed frames in a row, with nothing buffered, that end a talk spurt.
+    pub max_conceal: u32,
+    /// Packets kept at most (older ones are dropped to make room).
+    pub capacity: usize,
+}
+
+impl Default for JitterConfig {
+    fn default() -> Self {
+        JitterConfig {
+            min_frames: 1,
+            max_frames: 10,
+            max_conceal: 5,
+            capacity: 100,
+        }
+    }
+}
+
+/// Counters for diagnostics and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct JitterStats {
+    /// Packets decoded in order.
+    pub played: u64,
+    /// Frames recovered from FEC.
+    pub fec: u64,
+    /// Frames concealed.
+    pub concealed: u64,
+    /// Packets that came after their playout time.
+    pub late: u64,
+    /// Duplicates.
+    pub duplicates: u64,
+    /// Frames dropped to catch up (drift, or a burst that overfilled the buffer).
+    pub dropped: u64,
+    /// Times the buffer ran dry mid-spurt.
+    pub underruns: u64,
+    /// Frames inserted (concealed) to grow the cushion toward the target.
+    pub stretched: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for the first packets of a spurt.
+    Buffering,
+    /// Playing; `next` is the extended sequence number due next.
+    Playing { next: u64 },
+}
+
+/// The jitter buffer.
+#[derive(Debug)]
+pub struct JitterBuffer {
+    config: JitterConfig,
+    state: State,
+    /// Packets by extended sequence number, with their arrival.
+    packets: BTreeMap<u64, (Bytes, Instant)>,
+    /// Highest extended sequence number seen (for unwrapping 16-bit numbers).
+    highest: Option<u64>,
+    /// When the first packet of the current buffering period arrived.
+    buffering_since: Option<Instant>,
+    /// RFC 3550 interarrival jitter, in RTP timestamp units.
+    jitter: f64,
+    last_transit: Option<(Instant, u32)>,
+    target: u32,
+    concealed_run: u32,
+    /// The shortest time a due packet waited during the current one-second window,
+    /// and when the window started (latency control).
+    min_wait: Option<Duration>,
+    window_start: Option<Instant>,
+    last_underrun: Option<Instant>,
+    calm_since: Option<Instant>,
+    last_stretch: Option<Instant>,
+    stretch_pending: bool,
+    stats: JitterStats,
+}
+
+impl JitterBuffer {
+    /// An empty buffer.
+    pub fn new(config: JitterConfig) -> JitterBuffer {
+        JitterBuffer {
+            target: config.min_frames.max(1),
+            config,
+            state: State::Buffering,
+            packets: BTreeMap::new(),
+            highest: None,
+            buffering_since: None,
+            jitter: 0.0,
+            last_transit: None,
+            concealed_run: 0,
+            min_wait: None,
+            window_start: None,
+            last_underrun: None,
+            calm_since: None,
+            last_stretch: None,
+            stretch_pending: false,
+            stats: JitterStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// The current target delay in frames.
+    pub fn target_frames(&self) -> u32 {
+        self.target
+    }
+
+    /// Packets held.
+    pub fn buffered(&self) -> usize {
+        self.packets.len()
+    }
+
+    fn extend(&mut self, seq: u16) -> u64 {
+        let Some(h) = self.highest else {
+            // Start well above zero so a packet from just before does not underflow.
+            let e = (1u64 << 32) + u64::from(seq);
+            self.highest = Some(e);
+            return e;
+        };
+        let base = h & !0xffff;
+        let candidates = [base.wrapping_sub(0x10000), base, base + 0x10000];
+        let e = candidates
+            .into_iter()
+            .map(|c| c + u64::from(seq))
+            .min_by_key(|c| c.abs_diff(h))
+            .unwrap_or(base + u64::from(seq));
+        if e > h {
+            self.highest = Some(e);
+        }
+        e
+    }
+
+    /// A packet arrived at `now`.
+    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: Bytes) {
+        let e = self.extend(seq);
+        // RFC 3550 A.8: J += (|D| - J) / 16, D the change in transit time.
+        if let Some((t0, ts0)) = self.last_transit {
+            let arrival = now.saturating_duration_since(t0).as_secs_f64() * 48_000.0;
+            let sent = f64::from(timestamp.wrapping_sub(ts0) as i32);
+            let d = (arrival - sent).abs();
+            // A pause between transmissions is not jitter.
+            if d < 48_000.0 {
+                self.jitter += (d - self.jitter) / 16.0;
+            }
+        }
+        self.last_transit = Some((now, timestamp));
+        if let State::Playing { next } = self.state {
+            if e < next {
+                self.stats.late += 1;
+                return;
+            }
+        }
+        if self.packets.contains_key(&e) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        self.packets.insert(e, (payload, now));
+        while self.packets.len() > self.config.capacity {
+            self.packets.pop_first();
+            self.stats.dropped += 1;
+        }
+        if self.state == State::Buffering && self.buffering_since.is_none() {
+            self.buffering_since = Some(now);
+        }
+    }
+
+    /// What the jitter estimate asks for, in frames.
+    fn wanted(&self) -> u32 {
+        // One frame, plus enough for twice the mean deviation (about p95 for this
+        // estimator) beyond the half frame the first frame already covers on average.
+        let extra = ((2.0 * self.jitter - FRAME_TS / 2.0) / FRAME_TS)
+            .ceil()
+            .max(0.0) as u32;
+        (1 + extra).clamp(self.config.min_frames.max(1), self.config.max_frames)
+    }
+
+    /// The next 20 ms at `now`.
+    pub fn pop(&mut self, now: Instant) -> Playout {
+        match self.state {
+            State::Buffering => {
+                let Some(since) = self.buffering_since else {
+                    return Playout::Silence;
+                };
+                self.target = self.target.max(self.wanted());
+                // Start once the first packet has waited the target delay beyond the
+                // frame it fills itself (the next pop is up to 20 ms away), or once more
+                // than the target's worth is here.
+                let waited = now.saturating_duration_since(since) + FRAME >= FRAME * self.target;
+                let enough = self.packets.len() as u32 > self.target;
+                if !(waited || enough) {
+                    return Playout::Silence;
+                }
+                let Some((&first, _)) = self.packets.first_key_value() else {
+                    return Playout::Silence;
+                };
+                self.state = State::Playing { next: first };
+                self.buffering_since = None;
+                self.concealed_run = 0;
+                self.last_stretch = Some(now);
+                self.pop(now)
+            }
+            State::Playing { .. } => {
+                self.adapt(now);
+                if std::mem::take(&mut self.stretch_pending) {
+                    self.stats.concealed += 1;
+                    self.stats.stretched += 1;
+                    return Playout::Conceal;
+                }
+                let State::Playing { next } = self.state else {
+                    return Playout::Silence;
+                };
+                if let Some((p, arrived)) = self.packets.remove(&next) {
+                    self.state = State::Playing { next: next + 1 };
+                    self.concealed_run = 0;
+                    self.stats.played += 1;
+                    let waited = now.saturating_duration_since(arrived);
+                    self.min_wait = Some(self.min_wait.map_or(waited, |m| m.min(waited)));
+                    return Playout::Packet(p);
+                }
+                if self.packets.is_empty() {
+                    // Nothing here: the packet is late or lost, or the spurt ended.
+                    // Conceal without moving on, so a late packet still plays (this
+                    // adds a frame of delay, which is what the path needs now).
+                    self.concealed_run += 1;
+                    if self.concealed_run == 1 {
+                        self.stats.underruns += 1;
+                        // A second underrun within 5 s: the path needs more cushion. A
+                        // lone one (a scheduling hiccup) gets the frame this conceal
+                        // adds, which latency control takes back once it is calm.
+                        if self.last_underrun.is_some_and(|t| {
+                            now.saturating_duration_since(t) < Duration::from_secs(5)
+                        }) {
+                            self.target = (self.target + 1).min(self.config.max_frames);
+                            self.calm_since = None;
+                        }
+                        self.last_underrun = Some(now);
+                    }
+                    if self.concealed_run > self.config.max_conceal {
+                        self.state = State::Buffering;
+                        self.concealed_run = 0;
+                        return Playout::Silence;
+                    }
+                    self.stats.concealed += 1;
+                    return Playout::Conceal;
+                }
+                // The packet is missing but later ones are here: it is lost.
+                self.state = State::Playing { next: next + 1 };
+                self.concealed_run = 0;
+                // A loss: keep a frame of cushion so the next single loss can be
+                // recovered from its successor's FEC.
+                self.target = self.target.max(2).min(self.config.max_frames);
+                self.calm_since = None;
+                if let Some((p, _)) = self.packets.get(&(next + 1)) {
+                    self.stats.fec += 1;
+                    return Playout::Fec(p.clone());
+                }
+                self.stats.concealed += 1;
+                Playout::Conceal
+            }
+        }
+    }
+
+    /// Drift and latency control while playing.
+    fn adapt(&mut self, now: Instant) {
+        let State::Playing { next } = self.state else {
+            return;
+        };
+        let held = self.packets.len() as u32;
+        self.target = self.target.max(self.wanted());
+        // Thinner than the target while packets flow: hold the playout point for one
+        // frame (concealed) to build the cushion, at most every 200 ms.
+        if held > 0
+            && held < self.target
+            && self.packets.contains_key(&next)
+            && self
+                .last_stretch
+                .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_millis(200))
+        {
+            self.last_stretch = Some(now);
+            self.stretch_pending = true;
+            return;
+        }
+        // Latency control: if every packet played in the last second waited at least
+        // half a frame longer than the target asks, drop one frame (a burst's backlog, a
+        // fast sender clock, or cushion left over from a hiccup).
+        let window = *self.window_start.get_or_insert(now);
+        if now.saturating_duration_since(window) >= Duration::from_secs(1) {
+            let spare = self
+                .min_wait
+                .is_some_and(|w| w >= FRAME * self.target + FRAME / 2);
+            if spare && self.packets.len() > 1 {
+                if let Some((&k, _)) = self.packets.first_key_value() {
+                    self.packets.remove(&k);
+                    self.stats.dropped += 1;
+                    self.state = State::Playing {
+                        next: next.max(k + 1),
+                    };
+                }
+            }
+            self.window_start = Some(now);
+            self.min_wait = None;
+        }
+        // Calm for 10 s: lower the target toward what the jitter asks for.
+        if self.target > self.wanted() {
+            let since = *self.calm_since.get_or_insert(now);
+            if now.saturating_duration_since(since) >= Duration::from_secs(10) {
+                self.target -= 1;
+                self.calm_since = Some(now);
+            }
+        } else {
+            self.calm_since = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(n: u64) -> Bytes {
+        Bytes::from(n.to_be_bytes().to_vec())
+    }
+
+    fn seq_of(p: &Playout) -> Option<u64> {
+        match p {
+            Playout::Packet(b) => Some(u64::from_be_bytes(b[..8].try_into().unwrap())),
+            _ => None,
+        }
+    }
+
+    /// Runs a sender and the playout clock on virtual time. `arrivals[i]` is when
+    /// packet `i` (seq i, sent at i * 20 ms) arrives (None = lost). The playout pops
+    /// every `pop_every`. Returns what was played at each pop.
+    fn run(
+        jb: &mut JitterBuffer,
+        t0: Instant,
+        arrivals: &[Option<Duration>],
+        pop_every: Duration,
+        pops: usize,
+    ) -> Vec<Playout> {
+        let mut events: Vec<(Duration, usize)> = arrivals
+            .iter()
+            .enumerate()
+            .filter_map(|(i, a)| a.map(|a| (a, i)))
+            .collect();
+        events.sort();
+        let mut out = Vec::new();
+        let mut ev = events.into_iter().peekable();
+        for k in 0..pops {
+            let now = pop_every * k as u32;
+            while let Some(&(a, i)) = ev.peek() {
+                if a > now {
+                    break;
+                }
+                jb.push(t0 + a, i as u16, (i as u32) * 960, payload(i as u64));
+                ev.next();
+            }
+            out.push(jb.pop(t0 + now));
+        }
+        out
+    }
+
+    fn steady(n: usize, delay_ms: u64) -> Vec<Option<Duration>> {
+        (0..n)
+            .map(|i| Some(Duration::from_millis(i as u64 * 20 + delay_ms)))
+            .collect()
+    }
+
+    #[test]
+    fn a_steady_stream_plays_in_order_after_one_frame_of_buffering() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let out = run(&mut jb, Instant::now(), &steady(50, 1), FRAME, 60);
+        let played: Vec<u64> = out.iter().filter_map(seq_of).collect();
+        assert_eq!(played, (0..50).collect::<Vec<_>>());
+        // First sound one pop after the first packet: 20 ms of buffering.
+        assert_eq!(out.iter().position(|p| seq_of(p).is_some()), Some(1));
+        // Nothing concealed until the stream ends (then a short PLC tail fades out).
+        let last = out.iter().rposition(|p| seq_of(p).is_some()).unwrap();
+        assert!(out[..last]
+            .iter()
+            .all(|p| seq_of(p).is_some() || *p == Playout::Silence));
+        assert_eq!(jb.stats().concealed, 5);
+    }
+
+    #[test]
+    fn reordered_packets_are_played_in_sequence() {
+        let mut arr = steady(40, 5);
+        // Swap neighbours after the start: 3 before 2, 5 before 4, ...
+        for i in (2..40).step_by(2) {
+            arr.swap(i, i + 1);
+        }
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let out = run(&mut jb, Instant::now(), &arr, FRAME, 50);
+        let played: Vec<u64> = out.iter().filter_map(seq_of).collect();
+        // The estimator needs a few packets to see the reordering; from then on the
+        // cushion holds every pair.
+        assert!(played.windows(2).all(|w| w[0] < w[1]), "{played:?}");
+        assert!(
+            (12..40).all(|i| played.contains(&i)),
+            "{played:?} {:?}",
+            jb.stats()
+        );
+        assert!(jb.target_frames() >= 2);
+    }
+
+    #[test]
+    fn a_single_loss_is_recovered_from_fec_and_a_burst_is_concealed() {
+        let mut arr = steady(60, 1);
+        arr[10] = None; // single loss: FEC from packet 11
+        for a in &mut arr[30..33] {
+            *a = None; // burst of three: 30, 31 concealed, 32 from FEC of 33
+        }
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let out = run(&mut jb, Instant::now(), &arr, FRAME, 70);
+        let s = jb.stats();
+        assert_eq!(s.played, 56, "{s:?}");
+        // The first loss finds nothing buffered behind it: concealed (and the cushion
+        // grows to 2 frames). The burst's last loss is recovered from FEC.
+        assert!(s.fec >= 1, "{s:?}");
+        assert!(
+            (2..=4).contains(&jb.target_frames()),
+            "{}",
+            jb.target_frames()
+        );
+        let i32 = out.iter().position(|p| seq_of(p) == Some(33)).unwrap() - 1;
+        assert!(
+            matches!(out[i32], Playout::Fec(_)),
+            "{:?}",
+            &out[i32 - 3..=i32 + 1]
+        );
+    }
+
+    #[test]
+    fn late_packets_are_dropped_not_played_out_of_order() {
+        let mut arr = steady(30, 1);
+        arr[5] = Some(Duration::from_millis(5 * 20 + 200)); // 200 ms late
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let out = run(&mut jb, Instant::now(), &arr, FRAME, 40);
+        let played: Vec<u64> = out.iter().filter_map(seq_of).collect();
+        assert!(!played.contains(&5));
+        assert!(played.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(jb.stats().late, 1);
+    }
+
+    #[test]
+    fn jitter_raises_the_target_and_underruns_stop() {
+        // Packets arrive 0-60 ms late, pseudo-randomly.
+        let mut x: u32 = 7;
+        let arr: Vec<Option<Duration>> = (0..500)
+            .map(|i| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                let extra = u64::from((x >> 16) % 60);
+                Some(Duration::from_millis(i as u64 * 20 + extra))
+            })
+            .collect();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let out = run(&mut jb, Instant::now(), &arr, FRAME, 520);
+        let s = jb.stats();
+        assert!(jb.target_frames() >= 3, "target {}", jb.target_frames());
+        // Some underruns while it learns, then none: the last 300 frames play clean.
+        let concealed = out[200..500]
+            .iter()
+            .filter(|p| **p == Playout::Conceal)
+            .count();
+        assert!(concealed <= 3, "{concealed} concealed in the tail; {s:?}");
+        assert!(s.played >= 480, "{s:?}");
+    }
+
+    #[test]
+    fn clock_drift_either_way_keeps_the_buffer_bounded() {
+        for drift in [0.995_f64, 1.005] {
+            // The device consumes 20 ms frames at `drift` times the sender's rate.
+            let pop_every = Duration::from_secs_f64(0.020 / drift);
+            let mut jb = JitterBuffer::new(JitterConfig::default());
+            let n = 3000; // 60 s
+            let out = run(&mut jb, Instant::now(), &steady(n, 2), pop_every, n + 50);
+            let s = jb.stats();
+            assert!(
+                jb.buffered() <= 6,
+                "drift {drift}: {} held; {s:?}",
+                jb.buffered()
+            );
+            // 0.5 % of 3000 frames is 15: the correction is about that, not more.
+            let corrections = s.dropped + s.concealed;
+            assert!(
+                (5..=40).contains(&corrections),
+                "drift {drift}: {corrections} corrections; {s:?}"
+            );
+            let played: Vec<u64> = out.iter().filter_map(seq_of).collect();
+            assert!(played.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[test]
+    fn a_pause_ends_the_spurt_and_the_next_one_buffers_again() {
+        let mut arr = steady(20, 1);
+        // Second transmission 2 s later, sequence numbers continuing (as the server's
+        // rewriter sends them).
+        arr.extend((20..40).map(|i| Some(Duration::from_millis(2000 + (i - 20) * 20 + 1))));
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let out = run(&mut jb, Instant::now(), &arr, FRAME, 140);
+        let played: Vec<u64> = out.iter().filter_map(seq_of).collect();
+        assert_eq!(played, (0..40).collect::<Vec<_>>());
+        let s = jb.stats();
+        assert!(s.concealed <= 12, "{s:?}");
+        // Silence in between, not endless concealment.
+        assert!(
+            out[40..95].iter().all(|p| *p == Playout::Silence),
+            "{:?}",
+            &out[20..100]
+        );
+    }
+
+    #[test]
+    fn a_lone_hiccup_costs_a_frame_for_about_a_second_not_for_the_whole_call() {
+        let mut arr = steady(300, 1);
+        // One packet 25 ms late (a scheduling hiccup on the sender), then steady again.
+        arr[50] = Some(Duration::from_millis(50 * 20 + 26));
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let out = run(&mut jb, t0, &arr, FRAME, 310);
+        let s = jb.stats();
+        assert_eq!(
+            s.underruns, 2,
+            "the hiccup and the end of the stream: {s:?}"
+        );
+        assert_eq!(
+            jb.target_frames(),
+            1,
+            "a lone hiccup does not raise the target"
+        );
+        assert_eq!(s.dropped, 1, "the extra frame was taken back: {s:?}");
+        // Packet 250 plays one pop after it arrives again, like before the hiccup.
+        let at = |seq: u64| out.iter().position(|p| seq_of(p) == Some(seq)).unwrap();
+        assert_eq!(at(20), 21);
+        assert_eq!(at(250), 251);
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut played = Vec::new();
+        for k in 0..20u32 {
+            let seq = 65_530u16.wrapping_add(k as u16);
+            jb.push(t0 + FRAME * k, seq, k * 960, payload(u64::from(k)));
+            if let Some(s) = seq_of(&jb.pop(t0 + FRAME * k + Duration::from_millis(1))) {
+                played.push(s);
+            }
+        }
+        assert!(played.len() >= 18, "{played:?}");
+        assert_eq!(played, (0..played.len() as u64).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,181 @@
+//! Mouth-to-ear latency and CPU through a sound server (a private PulseAudio with
+//! virtual devices).
+//!
+//! Clicks are played into a combine sink that feeds both A's virtual microphone
+//! (`micfeed` -> `vmic`) and B's virtual speaker (`spk`). So the recording of
+//! `spk.monitor` holds each click twice: once directly, once after the whole path (A's
+//! capture, Opus, the network, the server, B's jitter buffer, decoder and playout).
+//! The distance between the two is the mouth-to-ear latency, on one clock.
+
+use roger_e2e::pulse::{read_mono, stop_recording, Pulse};
+use roger_e2e::{bin, Bot, Server};
+use std::time::{Duration, Instant};
+
+const CLICKS: usize = 60;
+const CLICK_EVERY_MS: usize = 300;
+
+fn write_clicks(path: &std::path::Path) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    let every = 48 * CLICK_EVERY_MS;
+    for i in 0..CLICKS * every + 48_000 {
+        let k = i % every;
+        // A 10 ms 1 -> 4 kHz chirp at the start of each period.
+        let s = if i < CLICKS * every && k < 480 {
+            let t = k as f64 / 48_000.0;
+            let phase = 2.0 * std::f64::consts::PI * (1000.0 * t + 150_000.0 * t * t);
+            16_000.0 * phase.sin()
+        } else {
+            0.0
+        };
+        w.write_sample(s as i16).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+/// Onsets (sample index) in `x`: envelope crossing 25 % of the peak after >= 40 ms quiet.
+fn onsets(x: &[i16]) -> Vec<usize> {
+    let win = 48; // 1 ms
+    let env: Vec<f64> = x
+        .chunks(win)
+        .map(|c| c.iter().map(|&s| f64::from(s).abs()).fold(0.0, f64::max))
+        .collect();
+    let peak = env.iter().copied().fold(0.0, f64::max);
+    let th = peak * 0.25;
+    let mut out = Vec::new();
+    let mut quiet = 1000;
+    for (i, &e) in env.iter().enumerate() {
+        if e >= th {
+            if quiet >= 40 {
+                out.push(i * win);
+            }
+            quiet = 0;
+        } else {
+            quiet += 1;
+        }
+    }
+    out
+}
+
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (get(11) + get(12)) / 100.0
+}
+
+fn bot(pulse: &Pulse, server: &Server, user: &str, args: &[&str]) -> Bot {
+    let mut cmd = pulse.command(bin("roger-bot"));
+    cmd.arg("--server")
+        .arg(server.url())
+        .arg("--token")
+        .arg(server.token(user, &["general"]))
+        .arg("--json")
+        .args(args);
+    Bot::spawn_command(cmd)
+}
+
+/// `roger-bench audio`.
+pub fn run() {
+    let Some(pulse) =
+        Pulse::start_with("load-module module-combine-sink sink_name=both slaves=micfeed,spk")
+    else {
+        return;
+    };
+    let server = Server::start("");
+    let seconds = (CLICKS * CLICK_EVERY_MS / 1000 + 6).to_string();
+    let listener = bot(
+        &pulse,
+        &server,
+        "bob",
+        &[
+            "listen",
+            "--channel",
+            "general",
+            "--output",
+            "spk",
+            "--seconds",
+            &seconds,
+        ],
+    );
+    listener.wait_event(Duration::from_secs(15), "joined");
+    let rec_path = pulse.path("spk.wav");
+    let recorder = pulse.record_speaker(&rec_path);
+    let talker = bot(
+        &pulse,
+        &server,
+        "alice",
+        &[
+            "talk",
+            "--channel",
+            "general",
+            "--input",
+            "vmic",
+            "--seconds",
+            &seconds,
+        ],
+    );
+    talker.wait_for(Duration::from_secs(15), "floor granted", |v| {
+        v["event"] == "floor" && v["state"] == "granted"
+    });
+    // Idle listener CPU first (joined, nobody's audio yet arriving: silence playout).
+    let clicks = pulse.path("clicks.wav");
+    write_clicks(&clicks);
+    let (a0, b0, t0) = (
+        cpu_seconds(talker.pid()),
+        cpu_seconds(listener.pid()),
+        Instant::now(),
+    );
+    let mut play = pulse
+        .command("paplay")
+        .args(["-d", "both"])
+        .arg(&clicks)
+        .spawn()
+        .expect("paplay");
+    let _ = play.wait();
+    let elapsed = t0.elapsed().as_secs_f64();
+    let (a1, b1) = (cpu_seconds(talker.pid()), cpu_seconds(listener.pid()));
+    std::thread::sleep(Duration::from_millis(500));
+    stop_recording(recorder);
+    drop(talker);
+    let (_, lines, _) = listener.wait(Duration::from_secs(30));
+    if let Some(p) = lines.iter().find(|v| v["event"] == "playout") {
+        println!("listener playout: {p}");
+    }
+
+    let x = read_mono(&rec_path);
+    let on = onsets(&x);
+    // Pair each direct click with the next onset within 250 ms: its transmitted copy.
+    let mut lat: Vec<f64> = Vec::new();
+    let mut i = 0;
+    while i + 1 < on.len() {
+        let d = on[i + 1] - on[i];
+        if d < 48 * 250 {
+            lat.push(d as f64 / 48.0);
+            i += 2;
+        } else {
+            i += 1;
+        }
+    }
+    if lat.len() < 50 {
+        println!(
+            "mouth-to-ear: only {} click pairs found in {} onsets (need 50); onsets (ms): {:?}",
+            lat.len(),
+            on.len(),
+            on.iter().map(|o| o / 48).collect::<Vec<_>>()
+        );
+    }
+    super::report("mouth-to-ear latency (vmic -> spk, PulseAudio)", "ms", lat);
+    println!(
+        "CPU while talking (capture, Opus encode, send): {:.1}% of a core; while listening \
+         (jitter buffer, decode, playout): {:.1}% of a core (release build, {elapsed:.0} s)",
+        (a1 - a0) / elapsed * 100.0,
+        (b1 - b0) / elapsed * 100.0
+    );
+}
