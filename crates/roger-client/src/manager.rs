@@ -164,6 +164,9 @@ struct Counters {
     received: AtomicU64,
     concealed: AtomicU64,
     recovered: AtomicU64,
+    /// Packet loss the encoder's FEC should protect against, in percent (from the
+    /// quality monitor; 5 until it has measured).
+    loss_percent: std::sync::atomic::AtomicU32,
 }
 
 struct Talk {
@@ -467,7 +470,10 @@ impl ConnectionManager {
             channels: Mutex::new(BTreeMap::new()),
             ssrc_channels: Mutex::new(HashMap::new()),
             talk: Mutex::new(None),
-            counters: Counters::default(),
+            counters: Counters {
+                loss_percent: std::sync::atomic::AtomicU32::new(5),
+                ..Counters::default()
+            },
             sink: Mutex::new(sink),
             stats: Mutex::new(RecoveryStats {
                 reconnect_success_rate: 1.0,
@@ -676,7 +682,8 @@ impl ConnectionManager {
             Some(t) => t.send_payload_type().await,
             None => crate::transport::OPUS_PAYLOAD_TYPE,
         };
-        let mut encoder = Encoder::new(self.shared.config.opus_bitrate, 5)?;
+        let mut loss_percent = self.shared.counters.loss_percent.load(Ordering::Relaxed);
+        let mut encoder = Encoder::new(self.shared.config.opus_bitrate, loss_percent as i32)?;
         *lock(&self.shared.talk) = Some(Talk {
             channel: channel.clone(),
             stop: Some(stop_tx),
@@ -693,6 +700,13 @@ impl ConnectionManager {
                     f = source.next_frame() => f,
                 };
                 let Some(frame) = frame else { break true };
+                let measured = shared.counters.loss_percent.load(Ordering::Relaxed);
+                if measured != loss_percent {
+                    loss_percent = measured;
+                    if let Err(e) = encoder.set_loss_percent(measured as i32) {
+                        tracing::debug!(error = %e, "cannot set the encoder's loss percentage");
+                    }
+                }
                 let payload = match encoder.encode(&frame) {
                     Ok(p) if stamp => {
                         crate::audio::stamp::embed(&p, crate::audio::stamp::now_us()).unwrap_or(p)
@@ -1548,6 +1562,11 @@ async fn sample_quality(shared: Weak<Shared>) {
         last = Some((received, lost));
         tracing::debug!(?rtt, ?loss, received, lost, "quality sample");
         let Some(s) = shared.upgrade() else { break };
+        if let Some(l) = loss {
+            // Opus spends FEC bits on this much loss: what was measured, 1-30 %.
+            let percent = ((l * 100.0).ceil() as u32).clamp(1, 30);
+            s.counters.loss_percent.store(percent, Ordering::Relaxed);
+        }
         s.input(Event::Quality { rtt, loss });
     }
 }
