@@ -651,6 +651,22 @@ struct PlayoutShared {
     device: Mutex<Option<String>>,
 }
 
+impl PlayoutShared {
+    fn new() -> PlayoutShared {
+        PlayoutShared {
+            channels: Mutex::new(HashMap::new()),
+            volumes: Mutex::new(HashMap::new()),
+            tones: Mutex::new(VecDeque::new()),
+            tone_settings: Mutex::new(ToneSettings::default()),
+            stop: AtomicBool::new(false),
+            meter: Meter::default(),
+            underruns: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            device: Mutex::new(None),
+        }
+    }
+}
+
 /// Playout counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SpeakerStats {
@@ -683,17 +699,7 @@ impl Speaker {
     /// Opens `choice` and starts playing (silence until audio arrives). Fails
     /// (`MEDIA_DEVICE_ERROR`) if the device cannot be opened now.
     pub fn open(choice: DeviceChoice, on_event: DeviceEvents) -> Result<Speaker, ErrorBody> {
-        let shared = Arc::new(PlayoutShared {
-            channels: Mutex::new(HashMap::new()),
-            volumes: Mutex::new(HashMap::new()),
-            tones: Mutex::new(VecDeque::new()),
-            tone_settings: Mutex::new(ToneSettings::default()),
-            stop: AtomicBool::new(false),
-            meter: Meter::default(),
-            underruns: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            device: Mutex::new(None),
-        });
+        let shared = Arc::new(PlayoutShared::new());
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let s = shared.clone();
         std::thread::Builder::new()
@@ -831,9 +837,11 @@ impl AudioSink for Speaker {
     }
 }
 
-/// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones.
-fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) {
+/// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones. Returns
+/// false when there was nothing to play (every jitter buffer idle, no tone).
+fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> bool {
     out.fill(0.0);
+    let mut active = false;
     let mut channels = shared.channels.lock().expect("channels lock");
     for c in channels.values_mut() {
         let Some(decoder) = c.decoder.as_mut() else {
@@ -845,6 +853,7 @@ fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) {
             Playout::Conceal => decoder.conceal(),
             Playout::Silence => continue,
         };
+        active = true;
         let Ok(pcm) = pcm else { continue };
         for (o, s) in out.iter_mut().zip(pcm.iter()) {
             *o += f32::from(*s) / 32768.0 * c.volume;
@@ -852,6 +861,7 @@ fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) {
     }
     drop(channels);
     let mut tones = shared.tones.lock().expect("tones lock");
+    active |= !tones.is_empty();
     for o in out.iter_mut() {
         match tones.pop_front() {
             Some(t) => *o += t,
@@ -866,6 +876,7 @@ fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) {
         peak = peak.max(o.abs());
     }
     shared.meter.set(sum_sq, out.len(), peak);
+    active
 }
 
 fn playout_thread(
@@ -1082,4 +1093,95 @@ where
         on_error,
         None,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audio::{level, Encoder};
+
+    /// A speaker without a device: packets in, `mix_frame` out.
+    fn speaker() -> Speaker {
+        Speaker {
+            shared: Arc::new(PlayoutShared::new()),
+        }
+    }
+
+    fn rms(x: &[f32]) -> f32 {
+        (x.iter().map(|s| s * s).sum::<f32>() / x.len() as f32).sqrt()
+    }
+
+    #[test]
+    fn channels_mix_at_their_own_volume_and_tones_play_over_them() {
+        let mut sp = speaker();
+        let (a, b): (ChannelId, ChannelId) = ("a".into(), "b".into());
+        sp.set_volume(&b, 0.0);
+        let mut enc = Encoder::new(24_000, 5).unwrap();
+        for i in 0..30u16 {
+            let frame: Vec<i16> = (0..FRAME_SAMPLES)
+                .map(|k| {
+                    let t = (usize::from(i) * FRAME_SAMPLES + k) as f32 / 48_000.0;
+                    (8000.0 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()) as i16
+                })
+                .collect();
+            let p = enc.encode(&frame).unwrap();
+            assert!(level(&frame).0 > 0.1);
+            sp.packet(&a, i, u32::from(i) * 960, &p);
+            sp.packet(&b, i, u32::from(i) * 960, &p);
+        }
+        let now = Instant::now() + Duration::from_millis(40);
+        let mut out = vec![0f32; FRAME_SAMPLES];
+        // Let the decoders settle, then: a alone (b muted), both, both with a tone.
+        for _ in 0..5 {
+            assert!(mix_frame(&sp.shared, now, &mut out));
+        }
+        mix_frame(&sp.shared, now, &mut out);
+        let one = rms(&out);
+        sp.set_volume(&b, 1.0);
+        mix_frame(&sp.shared, now, &mut out);
+        let two = rms(&out);
+        assert!(one > 0.1, "{one}");
+        assert!(
+            (1.7..2.3).contains(&(two / one)),
+            "a + b = {two}, a = {one}"
+        );
+        sp.set_tones(ToneSettings {
+            off: vec![Tone::Busy],
+            volume: 1.0,
+        });
+        sp.play_tone(Tone::Busy); // off: nothing queued
+        assert!(sp.shared.tones.lock().unwrap().is_empty());
+        sp.set_volume(&a, 0.0);
+        sp.set_volume(&b, 0.0);
+        mix_frame(&sp.shared, now, &mut out);
+        assert!(rms(&out) < 0.001, "muted: {}", rms(&out));
+        sp.play_tone(Tone::TalkPermit);
+        assert!(mix_frame(&sp.shared, now, &mut out));
+        assert!(rms(&out) > 0.05, "the tone plays over muted channels");
+        let stats = sp.stats();
+        assert_eq!(stats.jitter.played, 2 * 9, "{stats:?}");
+    }
+
+    #[test]
+    fn an_idle_speaker_mixes_silence_and_says_so() {
+        let sp = speaker();
+        let mut out = vec![1f32; FRAME_SAMPLES];
+        assert!(!mix_frame(&sp.shared, Instant::now(), &mut out));
+        assert!(out.iter().all(|s| *s == 0.0));
+        assert_eq!(sp.level(), (0.0, 0.0));
+    }
+
+    #[test]
+    fn device_choice_parses_default_and_ids() {
+        assert_eq!(
+            "default".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Default
+        );
+        assert_eq!("".parse::<DeviceChoice>().unwrap(), DeviceChoice::Default);
+        assert_eq!(
+            "pulseaudio:vmic".parse::<DeviceChoice>().unwrap(),
+            DeviceChoice::Id("pulseaudio:vmic".into())
+        );
+        assert_eq!(DeviceChoice::Default.to_string(), "default");
+    }
 }
