@@ -269,6 +269,16 @@ fn storm_run(clients: usize, drain: bool) {
         .collect();
     attempt_waits.sort_by(f64::total_cmp);
     waits.sort_by(f64::total_cmp);
+    // The slowest client's status trail, to see where its time went.
+    if let Some(slowest) = returns
+        .iter()
+        .max_by_key(|r| r["back_at_ms"].as_u64().unwrap_or(0))
+    {
+        println!(
+            "  slowest client {}: statuses (Unix ms) {}",
+            slowest["client"], slowest["statuses"]
+        );
+    }
     let pick = |q: f64| {
         waits
             .get(((waits.len().max(1) - 1) as f64 * q).round() as usize)

@@ -413,7 +413,17 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
             Some((t, "Connected" | "Degraded", _)) => {
                 let mut retries: Vec<u64> = log.iter().filter_map(|(_, _, r)| *r).collect();
                 retries.dedup();
-                back_at_ms.push(json!({ "back_at_ms": t, "retries_at_ms": retries }));
+                let trail: Vec<(u64, &str)> = log
+                    .iter()
+                    .filter(|(t, _, _)| *t >= measure_start_ms)
+                    .map(|(t, s, _)| (*t, *s))
+                    .collect();
+                back_at_ms.push(json!({
+                    "client": c.index,
+                    "back_at_ms": t,
+                    "retries_at_ms": retries,
+                    "statuses": trail,
+                }));
                 if !is_talker {
                     listeners_dropped += 1;
                     if c.counts.last_heard_ms.load(Ordering::Relaxed) > *t {
