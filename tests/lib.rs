@@ -476,6 +476,17 @@ impl RawClient {
         }
     }
 
+    /// Sends a request; false if the socket is gone (a server that closed it).
+    pub async fn try_send(&mut self, request: Request) -> bool {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = ClientMessage { id, request };
+        self.ws
+            .send(tokio_tungstenite::tungstenite::Message::text(msg.to_json()))
+            .await
+            .is_ok()
+    }
+
     /// Sends a text frame as is.
     pub async fn send_text(&mut self, text: String) {
         self.ws
