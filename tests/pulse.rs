@@ -4,7 +4,7 @@
 //! [`Pulse::play_into_mic`], record the speaker with [`Pulse::record_speaker`].
 //! Processes that should use it get [`Pulse::env`].
 
-use crate::TempDir;
+use crate::{bin, Bot, Server, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -153,6 +153,19 @@ impl Pulse {
         let mut c = Command::new(program);
         c.envs(self.env.iter().map(|(k, v)| (k, v)));
         c
+    }
+
+    /// `roger-bot --server URL --token TOKEN --json ARGS...` on this sound server, as
+    /// `user` with a token for `channels`.
+    pub fn bot(&self, server: &Server, user: &str, channels: &[&str], args: &[&str]) -> Bot {
+        let mut cmd = self.command(bin("roger-bot"));
+        cmd.arg("--server")
+            .arg(server.url())
+            .arg("--token")
+            .arg(server.token(user, channels))
+            .arg("--json")
+            .args(args);
+        Bot::spawn_command(cmd)
     }
 
     /// `pactl ARGS`; panics on failure; returns stdout.

@@ -8,7 +8,7 @@
 //! The distance between the two is the mouth-to-ear latency, on one clock.
 
 use roger_e2e::pulse::{read_mono, stop_recording, Pulse};
-use roger_e2e::{bin, Bot, Server};
+use roger_e2e::{proc_cpu_seconds, Bot, Server};
 use std::time::{Duration, Instant};
 
 const CLICKS: usize = 60;
@@ -63,22 +63,11 @@ fn onsets(x: &[i16]) -> Vec<usize> {
 }
 
 fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|r| r.1).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (get(11) + get(12)) / 100.0
+    proc_cpu_seconds(pid).unwrap_or(0.0)
 }
 
 fn bot(pulse: &Pulse, server: &Server, user: &str, args: &[&str]) -> Bot {
-    let mut cmd = pulse.command(bin("roger-bot"));
-    cmd.arg("--server")
-        .arg(server.url())
-        .arg("--token")
-        .arg(server.token(user, &["general"]))
-        .arg("--json")
-        .args(args);
-    Bot::spawn_command(cmd)
+    pulse.bot(server, user, &["general"], args)
 }
 
 /// `roger-bench audio`.

@@ -10,7 +10,7 @@
 //! (SIGTERM) and restarted 1.5 s later on the same port; how long until every client
 //! is back, how many hear the talker again, the server's peak CPU.
 
-use roger_e2e::{bin, now_ms, Bot, Server, TempDir};
+use roger_e2e::{bin, now_ms, proc_cpu_seconds, proc_rss_mib, Bot, Server, TempDir};
 use serde_json::Value;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -59,27 +59,6 @@ fn summary(bot: Bot, within: Duration) -> Value {
         .unwrap_or_else(|| panic!("no load summary (ok={ok}); stderr: {stderr}"));
     assert!(ok, "roger-bot load failed: {stderr}");
     s
-}
-
-/// CPU seconds and RSS of a process from /proc.
-fn proc_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = stat.rsplit_once(')')?.1;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-}
-
-fn proc_rss_mib(pid: u32) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib / 1024.0)
 }
 
 /// Samples a process's CPU use in 500 ms windows until `stop`; returns (mean, peak)

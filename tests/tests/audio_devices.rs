@@ -8,19 +8,12 @@
 
 use roger_e2e::audio::best_lag;
 use roger_e2e::pulse::{read_mono, stop_recording, Pulse};
-use roger_e2e::{bin, now_ms, speech_wav, Bot, Server};
+use roger_e2e::{now_ms, speech_wav, Bot, Server};
 use serde_json::Value;
 use std::time::Duration;
 
 fn bot(pulse: &Pulse, server: &Server, user: &str, args: &[&str]) -> Bot {
-    let mut cmd = pulse.command(bin("roger-bot"));
-    cmd.arg("--server")
-        .arg(server.url())
-        .arg("--token")
-        .arg(server.token(user, &["general", "echo"]))
-        .arg("--json")
-        .args(args);
-    Bot::spawn_command(cmd)
+    pulse.bot(server, user, &["general", "echo"], args)
 }
 
 fn last_audio(lines: &[Value], field: &str) -> u64 {

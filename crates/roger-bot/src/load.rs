@@ -11,14 +11,14 @@
 //! also says when each client dropped and came back (the reconnect storm benchmark kills
 //! the server during a run).
 
-use crate::output::Output;
+use crate::output::{unix_ms, Output};
 use roger_client::audio::{stamp, PcmSource, FRAME_SAMPLES, SAMPLE_RATE};
 use roger_client::protocol::{ChannelId, ErrorBody, ErrorCode};
 use roger_client::{AudioSink, ClientConfig, ConnectionManager, FloorOutcome, Status};
 use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// What `roger-bot load` was asked to do.
 #[derive(clap::Args, Debug, Clone)]
@@ -99,13 +99,6 @@ struct Client {
     /// change after the first connect.
     statuses: Arc<Mutex<Vec<StatusChange>>>,
     connect_ms: u64,
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn bad(message: impl Into<String>) -> ErrorBody {

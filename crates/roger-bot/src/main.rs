@@ -513,6 +513,18 @@ fn devices(out: &Output) -> Result<(), ErrorBody> {
     Ok(())
 }
 
+/// `--seconds` as a duration; anything but a positive number is refused.
+fn positive_seconds(seconds: f64) -> Result<Duration, ErrorBody> {
+    if seconds.is_finite() && seconds > 0.0 {
+        Ok(Duration::from_secs_f64(seconds))
+    } else {
+        Err(ErrorBody::new(
+            ErrorCode::InternalError,
+            "--seconds must be a positive number",
+        ))
+    }
+}
+
 /// Holds PTT for `seconds`, sending what `device` captures from the moment of the
 /// press (audio captured before the grant is sent once it arrives).
 async fn talk_device(
@@ -523,12 +535,7 @@ async fn talk_device(
     seconds: f64,
     events: DeviceEvents,
 ) -> Result<(), ErrorBody> {
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(ErrorBody::new(
-            ErrorCode::InternalError,
-            "--seconds must be a positive number",
-        ));
-    }
+    let hold = positive_seconds(seconds)?;
     join(session, out, &channel).await?;
     let mic = Microphone::open(device.parse().unwrap_or_default(), events)?;
     let pressed = std::time::Instant::now();
@@ -546,7 +553,7 @@ async fn talk_device(
             ))
         }
     }
-    tokio::time::sleep_until((pressed + Duration::from_secs_f64(seconds)).into()).await;
+    tokio::time::sleep_until((pressed + hold).into()).await;
     session.ptt_up().await?;
     mic.stop();
     out.line(
@@ -586,14 +593,9 @@ async fn listen(
     path: Option<PathBuf>,
     seconds: f64,
 ) -> Result<(), ErrorBody> {
-    if !(seconds.is_finite() && seconds > 0.0) {
-        return Err(ErrorBody::new(
-            ErrorCode::InternalError,
-            "--seconds must be a positive number",
-        ));
-    }
+    let listen_for = positive_seconds(seconds)?;
     join(session, out, &channel).await?;
-    tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+    tokio::time::sleep(listen_for).await;
     let pcm = sink.take(&channel);
     let Some(path) = path else {
         out.line("done", serde_json::json!({ "samples": pcm.len() }), || {

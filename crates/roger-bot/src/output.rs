@@ -25,7 +25,8 @@ pub struct Output {
     json: bool,
 }
 
-fn unix_ms() -> u64 {
+/// Now, in Unix milliseconds (every line's `t_ms`).
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -366,9 +366,13 @@ fn capture_thread(
     ready: std::sync::mpsc::Sender<Result<(), ErrorBody>>,
 ) {
     let host = host();
-    let mut ready = Some(ready);
+    let mut announce = Announcer {
+        direction: DeviceDirection::Input,
+        on_event,
+        ready: Some(ready),
+        lost_reported: false,
+    };
     let mut generation = 0u64;
-    let mut lost_reported = false;
     // Hold only a weak reference while idle, so dropping every handle ends the thread.
     let weak = Arc::downgrade(&shared);
     drop(shared);
@@ -386,8 +390,7 @@ fn capture_thread(
         let (stream, device) = match opened {
             Ok(x) => x,
             Err(e) => {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(e));
+                if announce.open_failed(e) {
                     return;
                 }
                 drop(shared);
@@ -399,15 +402,7 @@ fn capture_thread(
         let id = device_id(&device).unwrap_or_default();
         *shared.device.lock().expect("device lock") = Some(name.clone());
         tracing::info!(device = %name, %id, "capture started");
-        if let Some(r) = ready.take() {
-            let _ = r.send(Ok(()));
-        } else if lost_reported {
-            on_event(DeviceEvent::Restored {
-                direction: DeviceDirection::Input,
-                name: name.clone(),
-            });
-            lost_reported = false;
-        }
+        announce.opened(&name);
         let (stream, failure) = stream;
         drop(shared);
         // Watch: stream errors, and the device leaving the list (or the default moving).
@@ -421,10 +416,7 @@ fn capture_thread(
                 break format!("microphone {name} failed: {e}");
             }
             if !still_current(&host, DeviceDirection::Input, &choice, &id) {
-                break match choice {
-                    DeviceChoice::Default => format!("default microphone changed from {name}"),
-                    DeviceChoice::Id(_) => format!("microphone {name} is gone"),
-                };
+                break announce.gone(&choice, &name);
             }
         };
         drop(stream);
@@ -433,16 +425,108 @@ fn capture_thread(
             *shared.device.lock().expect("device lock") = None;
             *shared.ring.lock().expect("ring lock") = None;
         }
-        let default_moved = matches!(choice, DeviceChoice::Default)
-            && resolve(&host, DeviceDirection::Input, &choice).is_some();
-        if !default_moved {
-            on_event(DeviceEvent::Lost(device_error(why)));
-            lost_reported = true;
-        }
+        announce.stopped(&host, &choice, why);
     }
 }
 
 type Failure = Arc<Mutex<Option<String>>>;
+
+/// What a stream thread tells its opener and the `on_event` callback, shared by
+/// capture and playout: the first open's result, then losses and returns.
+struct Announcer {
+    direction: DeviceDirection,
+    on_event: DeviceEvents,
+    /// Until the first open: where its result goes.
+    ready: Option<std::sync::mpsc::Sender<Result<(), ErrorBody>>>,
+    lost_reported: bool,
+}
+
+impl Announcer {
+    /// An open failed. True if this was the first open (the opener gets the error and
+    /// the thread ends); later failures mean: try again after a while.
+    fn open_failed(&mut self, e: ErrorBody) -> bool {
+        match self.ready.take() {
+            Some(r) => {
+                let _ = r.send(Err(e));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// A stream runs on `name`.
+    fn opened(&mut self, name: &str) {
+        if let Some(r) = self.ready.take() {
+            let _ = r.send(Ok(()));
+        } else if self.lost_reported {
+            (self.on_event)(DeviceEvent::Restored {
+                direction: self.direction,
+                name: name.to_owned(),
+            });
+            self.lost_reported = false;
+        }
+    }
+
+    /// The stream on `name` stopped for `why`. A default that merely moved to another
+    /// device is not a loss: the next stream opens on the new default.
+    fn stopped(&mut self, host: &cpal::Host, choice: &DeviceChoice, why: String) {
+        let default_moved = matches!(choice, DeviceChoice::Default)
+            && resolve(host, self.direction, choice).is_some();
+        if !default_moved {
+            (self.on_event)(DeviceEvent::Lost(device_error(why)));
+            self.lost_reported = true;
+        }
+    }
+
+    /// Why the device opened as `name` is no longer the one `choice` names.
+    fn gone(&self, choice: &DeviceChoice, name: &str) -> String {
+        let what = match self.direction {
+            DeviceDirection::Input => "microphone",
+            DeviceDirection::Output => "speaker",
+        };
+        match choice {
+            DeviceChoice::Default => format!("default {what} changed from {name}"),
+            DeviceChoice::Id(_) => format!("{what} {name} is gone"),
+        }
+    }
+}
+
+/// A stream's failure slot and the error callback that fills it (first error wins).
+fn failure_slot() -> (Failure, impl FnMut(cpal::Error) + Send + 'static) {
+    let failure: Failure = Arc::default();
+    let slot = failure.clone();
+    let on_error = move |e: cpal::Error| {
+        // Error path, not the data path: a short lock is fine here.
+        if let Ok(mut f) = slot.lock() {
+            f.get_or_insert_with(|| e.to_string());
+        }
+    };
+    (failure, on_error)
+}
+
+/// The device's default stream configuration, and its sample format if Roger converts it.
+fn default_config(
+    device: &cpal::Device,
+    direction: DeviceDirection,
+    name: &str,
+) -> Result<(cpal::SupportedStreamConfig, Format), ErrorBody> {
+    let what = match direction {
+        DeviceDirection::Input => "microphone",
+        DeviceDirection::Output => "speaker",
+    };
+    let cfg = match direction {
+        DeviceDirection::Input => device.default_input_config(),
+        DeviceDirection::Output => device.default_output_config(),
+    }
+    .map_err(|e| device_error(format!("{what} {name}: {e}")))?;
+    let format = format_of(cfg.sample_format()).ok_or_else(|| {
+        device_error(format!(
+            "{what} {name}: sample format {:?} is not supported",
+            cfg.sample_format()
+        ))
+    })?;
+    Ok((cfg, format))
+}
 
 /// A built, playing stream and the failure slot its error callback fills.
 type OpenStream = (cpal::Stream, Failure);
@@ -453,15 +537,7 @@ fn open_capture(
     generation: u64,
 ) -> Result<OpenStream, ErrorBody> {
     let name = device_name(device);
-    let cfg = device
-        .default_input_config()
-        .map_err(|e| device_error(format!("microphone {name}: {e}")))?;
-    let format = format_of(cfg.sample_format()).ok_or_else(|| {
-        device_error(format!(
-            "microphone {name}: sample format {:?} is not supported",
-            cfg.sample_format()
-        ))
-    })?;
+    let (cfg, format) = default_config(device, DeviceDirection::Input, &name)?;
     let channels = usize::from(cfg.channels()).max(1);
     let rate = cfg.sample_rate();
     let config = cpal::StreamConfig {
@@ -478,16 +554,7 @@ fn open_capture(
         rate,
         generation,
     });
-    let failure: Failure = Arc::default();
-    let on_error = {
-        let failure = failure.clone();
-        move |e: cpal::Error| {
-            // Error path, not the data path: a short lock is fine here.
-            if let Ok(mut f) = failure.lock() {
-                f.get_or_insert_with(|| e.to_string());
-            }
-        }
-    };
+    let (failure, on_error) = failure_slot();
     let weak = Arc::downgrade(shared);
     let stream = match format {
         Format::F32 => build_input::<f32>(device, &config, channels, producer, weak, on_error),
@@ -886,8 +953,12 @@ fn playout_thread(
     ready: std::sync::mpsc::Sender<Result<(), ErrorBody>>,
 ) {
     let host = host();
-    let mut ready = Some(ready);
-    let mut lost_reported = false;
+    let mut announce = Announcer {
+        direction: DeviceDirection::Output,
+        on_event,
+        ready: Some(ready),
+        lost_reported: false,
+    };
     let weak = Arc::downgrade(&shared);
     drop(shared);
     let mut frame = vec![0f32; FRAME_SAMPLES];
@@ -902,8 +973,7 @@ fn playout_thread(
         let ((stream, failure, mut producer, rate), device) = match opened {
             Ok(x) => x,
             Err(e) => {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(e));
+                if announce.open_failed(e) {
                     return;
                 }
                 drop(shared);
@@ -915,15 +985,7 @@ fn playout_thread(
         let id = device_id(&device).unwrap_or_default();
         *shared.device.lock().expect("device lock") = Some(name.clone());
         tracing::info!(device = %name, %id, rate, "playout started");
-        if let Some(r) = ready.take() {
-            let _ = r.send(Ok(()));
-        } else if lost_reported {
-            on_event(DeviceEvent::Restored {
-                direction: DeviceDirection::Output,
-                name: name.clone(),
-            });
-            lost_reported = false;
-        }
+        announce.opened(&name);
         drop(shared);
         let mut resampler = match Resampler::new(SAMPLE_RATE, rate) {
             Ok(r) => r,
@@ -970,10 +1032,7 @@ fn playout_thread(
             if last_watch.elapsed() >= WATCH_INTERVAL {
                 last_watch = Instant::now();
                 if !still_current(&host, DeviceDirection::Output, &choice, &id) {
-                    break match choice {
-                        DeviceChoice::Default => format!("default speaker changed from {name}"),
-                        DeviceChoice::Id(_) => format!("speaker {name} is gone"),
-                    };
+                    break announce.gone(&choice, &name);
                 }
             }
             drop(shared);
@@ -991,12 +1050,7 @@ fn playout_thread(
         if let Some(shared) = weak.upgrade() {
             *shared.device.lock().expect("device lock") = None;
         }
-        let default_moved = matches!(choice, DeviceChoice::Default)
-            && resolve(&host, DeviceDirection::Output, &choice).is_some();
-        if !default_moved {
-            on_event(DeviceEvent::Lost(device_error(why)));
-            lost_reported = true;
-        }
+        announce.stopped(&host, &choice, why);
     }
 }
 
@@ -1008,15 +1062,7 @@ fn open_playout(
     shared: &Arc<PlayoutShared>,
 ) -> Result<OpenPlayout, ErrorBody> {
     let name = device_name(device);
-    let cfg = device
-        .default_output_config()
-        .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
-    let format = format_of(cfg.sample_format()).ok_or_else(|| {
-        device_error(format!(
-            "speaker {name}: sample format {:?} is not supported",
-            cfg.sample_format()
-        ))
-    })?;
+    let (cfg, format) = default_config(device, DeviceDirection::Output, &name)?;
     let channels = usize::from(cfg.channels()).max(1);
     let rate = cfg.sample_rate();
     // 10 ms device buffers: the pulse host's default buffer is about 2 s (TESTING.md);
@@ -1032,15 +1078,7 @@ fn open_playout(
         buffer_size: cpal::BufferSize::Fixed(frames),
     };
     let (producer, consumer) = rtrb::RingBuffer::<f32>::new(rate as usize / 2);
-    let failure: Failure = Arc::default();
-    let on_error = {
-        let failure = failure.clone();
-        move |e: cpal::Error| {
-            if let Ok(mut f) = failure.lock() {
-                f.get_or_insert_with(|| e.to_string());
-            }
-        }
-    };
+    let (failure, on_error) = failure_slot();
     let weak = Arc::downgrade(shared);
     let stream = match format {
         Format::F32 => build_output::<f32>(device, &config, channels, consumer, weak, on_error),
