@@ -2,17 +2,54 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: run test deps build lint unit e2e bench fixture fuzz fuzz-ci clean
+.PHONY: run test deps ui ui-test build lint unit e2e bench fixture fuzz fuzz-ci clean \
+	bindings package deb-debug icons
 
-## Build and run a local server with the echo bot (installs system packages if missing).
-run: deps
-	$(CARGO) build -p roger-server -p roger-bot
+TAURI := ui/node_modules/.bin/tauri
+
+## Build the app, start a local server with the echo bot, and launch the app signed in.
+run: deps ui
+	$(CARGO) build --workspace --bins
 	./scripts/run-dev.sh
 
 ## Everything CI runs.
-test: deps lint build
+test: deps ui ui-test lint build deb-debug
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) fuzz-ci
+
+## The web front end (ui/dist, embedded in the app at compile time).
+ui: ui/node_modules/.installed
+	cd ui && npm run build
+
+# `npm install`, not `npm ci`: with this machine's npm settings the lock file omits other
+# platforms' optional packages (esbuild, rollup, the Tauri CLI), which `npm ci` refuses.
+ui/node_modules/.installed: ui/package.json ui/package-lock.json
+	cd ui && npm install --no-audit --no-fund
+	touch $@
+
+## Front-end unit tests (vitest).
+ui-test: ui/node_modules/.installed
+	cd ui && npm test
+
+## Regenerate ui/src/bindings.ts from the Rust types (a test fails when it is stale).
+bindings:
+	UPDATE_BINDINGS=1 $(CARGO) test -p roger-desktop --test bindings
+
+## A release .deb of the app: target/release/bundle/deb/.
+package: deps ui
+	$(TAURI) build --bundles deb
+
+## A .deb of the debug build (what CI installs and launches).
+deb-debug: ui
+	# The whole workspace, as `make build` does: one feature set, so nothing rebuilds.
+	$(CARGO) build --workspace --bins
+	$(TAURI) bundle --debug --bundles deb
+
+## App icons: icons/source.svg -> icons/source.png -> the whole set.
+icons: ui/node_modules/.installed
+	rsvg-convert -w 1024 -h 1024 icons/source.svg -o icons/source.png
+	$(TAURI) icon icons/source.png -o icons
+	rm -rf icons/android icons/ios
 
 ## A short fuzz run (CI): must not find a crash. New inputs go to a temporary dir.
 fuzz-ci:
@@ -25,15 +62,15 @@ fuzz:
 deps:
 	./scripts/install-deps.sh
 
-build:
+build: ui
 	$(CARGO) build --workspace --bins
 
-lint:
+lint: ui
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## Benchmarks: prints the figures recorded in BENCHMARKS.md.
-bench: deps
+bench: deps ui
 	$(CARGO) build --release --workspace --bins
 	./target/release/roger-bench all
 

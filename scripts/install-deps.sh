@@ -13,23 +13,39 @@ PACKAGES=(
   coturn        # the TURN relay of the UDP-blocked fault test
   libasound2-dev              # cpal (audio devices) links ALSA
   pulseaudio pulseaudio-utils # virtual microphone and speaker for the device tests
+  # The desktop app (Tauri 2 on WebKitGTK) and its end-to-end tests:
+  libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev librsvg2-dev libxdo-dev
+  xvfb xdotool       # a virtual display, and key presses for the global hotkey
+  webkit2gtk-driver  # WebKitWebDriver, driven through tauri-driver
+  imagemagick        # screenshots of the virtual display
+  librsvg2-bin       # make icons: source.svg -> source.png
 )
 
 missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
-if ! command -v apt-get >/dev/null; then
-  echo "install-deps: please install: ${missing[*]}" >&2
-  exit 1
+# Node.js builds ui/ (Vite) and runs its tests; the Tauri CLI comes from npm. Any Node
+# >= 18 will do, so Debian's is installed only when there is none.
+if ! command -v npm >/dev/null; then
+  missing+=(nodejs npm)
 fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
-echo "install-deps: installing ${missing[*]}" >&2
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v apt-get >/dev/null; then
+    echo "install-deps: please install: ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "install-deps: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# tauri-driver: WebDriver for the app's end-to-end tests (about a minute to build).
+if ! command -v tauri-driver >/dev/null && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/tauri-driver" ]; then
+  echo "install-deps: cargo install tauri-driver" >&2
+  cargo install tauri-driver --version '^2' --locked --quiet
+fi

@@ -10,8 +10,9 @@ mkdir -p "$DATA"
 
 "$BIN/roger-server" --listen "127.0.0.1:$PORT" --data-dir "$DATA" > "$DATA/server.log" 2>&1 &
 SERVER=$!
-cleanup() { kill "$ECHO" "$SERVER" 2>/dev/null || true; wait 2>/dev/null || true; }
+cleanup() { kill $APP "$ECHO" "$SERVER" 2>/dev/null || true; wait 2>/dev/null || true; }
 ECHO=""
+APP=""
 trap cleanup EXIT INT TERM
 
 for _ in $(seq 100); do
@@ -28,6 +29,27 @@ token "${USER:-you}-ears" general,echo > "$DATA/token-ears"
 
 "$BIN/roger-bot" --server "$URL" --token "$ECHO_TOKEN" echo --channel echo > "$DATA/echo.log" 2>&1 &
 ECHO=$!
+
+if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$BIN/roger" ]; then
+  "$BIN/roger" --server "$URL" --token-file "$DATA/token" --channel echo > "$DATA/app.log" 2>&1 &
+  APP=$!
+  cat <<MSG
+
+Roger is running, and the app is open, signed in to the "echo" channel.
+  Hold F8 (anywhere, the window need not have focus) or the big button, say something,
+  release: the echo bot plays it back to you. Settings has a level meter and a mic test.
+  server   $URL   (log: $DATA/server.log, metrics: http://127.0.0.1:$PORT/metrics)
+  app log  $DATA/app.log (rotating files in the app's log directory too)
+
+Quitting the app (tray menu, or the window when there is no tray) stops everything;
+so does Ctrl-C here.
+MSG
+  wait "$APP"
+  exit 0
+fi
+if [ -z "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ]; then
+  echo "No display (DISPLAY/WAYLAND_DISPLAY unset): the app is not started; try xvfb-run, or use the bot below."
+fi
 
 cat <<MSG
 

@@ -11,6 +11,7 @@
 //! The binaries must be built first (`make test` does `cargo build --bins`).
 
 pub mod audio;
+pub mod desktop;
 pub mod netns;
 pub mod pulse;
 

@@ -17,6 +17,7 @@
 //!
 //! scale and storm: see [`load`]; audio (mouth-to-ear, CPU): see [`audio`].
 
+mod app;
 mod audio;
 mod load;
 
@@ -230,6 +231,9 @@ fn main() {
     }
     if what == "audio" || what == "all" {
         audio::run();
+    }
+    if what == "app" || what == "all" {
+        app::run();
     }
 }
 

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 /// The one status that drives the tray, the dot and the banner.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(tag = "status")]
 pub enum Status {
     /// Not connected and not trying (before connect, after a clean close).
@@ -96,6 +97,7 @@ impl FloorEvent {
 
 /// Which way audio flows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum AudioDirection {
     /// What this client sends.

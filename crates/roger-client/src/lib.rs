@@ -15,12 +15,15 @@
 //! - [`netwatch`]: network interface changes (if-watch), debounced.
 //! - [`audio`]: the [`AudioSource`]/[`AudioSink`] seams, WAV files, and Opus (48 kHz
 //!   mono, 20 ms, in-band FEC, concealment).
+//! - [`app`]: the desktop app's core without Tauri ([`app::App`]): settings, the PTT
+//!   button's logic, speaker and microphone, and the state the window shows.
 //! - [`event`]: [`Status`] (the one status driving dot, tray and banner) and
 //!   [`ClientEvent`].
 //!
 //! Everything a desktop shell needs is a plain async function here, so tests reach it
 //! without a window.
 
+pub mod app;
 pub mod audio;
 pub mod event;
 pub mod manager;

@@ -130,6 +130,7 @@ pub enum FloorOutcome {
 
 /// Audio counters for tools and the diagnostics view.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct AudioStats {
     /// Opus frames sent.
     pub frames_sent: u64,
@@ -143,6 +144,7 @@ pub struct AudioStats {
 
 /// Recovery figures (the same ones exported as metrics), for the diagnostics view.
 #[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct RecoveryStats {
     /// `reconnect_attempts_total`.
     pub reconnect_attempts_total: u64,

@@ -11,6 +11,7 @@ use std::fmt;
 /// Codes the server sends and codes only the client raises (signaling timeout, ICE,
 /// devices) share this enum so the UI has one table to look things up in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[non_exhaustive]
 pub enum ErrorCode {
@@ -91,6 +92,7 @@ pub enum ErrorCode {
 
 /// What a UI offers the user for an error. The UI picks its button from this, not from text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorAction {
     /// Nothing to do; informational (the client may be retrying on its own).
@@ -220,6 +222,7 @@ impl fmt::Display for ErrorCode {
 
 /// An error on the wire and in the client API: a machine code and a human message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[error("{code}: {message}")]
 pub struct ErrorBody {
     /// What the UI acts on.

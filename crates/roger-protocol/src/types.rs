@@ -14,6 +14,7 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[cfg_attr(feature = "specta", derive(specta::Type))]
         #[serde(transparent)]
         pub struct $name(pub String);
 
@@ -59,6 +60,7 @@ string_id!(
 
 /// A person in a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct Member {
     /// Stable identity (token `sub`).
     pub user: UserId,
@@ -83,6 +85,7 @@ pub enum FloorState {
 
 /// A channel a token allows, as listed in `welcome`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct ChannelInfo {
     /// The channel's name.
     pub id: ChannelId,
@@ -143,6 +146,7 @@ impl fmt::Display for Direction {
 
 /// Why the server took the floor away from its holder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum RevokeReason {
     /// The holder talked for the channel's maximum talk time.

@@ -41,6 +41,7 @@ const OUTPUT_FILL: Duration = Duration::from_millis(8);
 
 /// Input or output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceDirection {
     /// A microphone.
@@ -51,6 +52,7 @@ pub enum DeviceDirection {
 
 /// One device.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 pub struct DeviceInfo {
     /// Stable id (`host:device`), what [`DeviceChoice::Id`] takes.
     pub id: String,
@@ -64,6 +66,7 @@ pub struct DeviceInfo {
 
 /// Which device to use.
 #[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
     /// The system default, following changes.

@@ -1,0 +1,778 @@
+//! The desktop app's core, without Tauri: settings, one session with its speaker and
+//! microphone, the PTT button's logic, and what the window shows ([`AppState`]).
+//!
+//! The Tauri shell (`src-tauri`) is a thin layer over [`App`]: each command is one call
+//! here, and every [`AppEvent`] is forwarded to the webview. Tests drive [`App`] directly.
+
+pub mod settings;
+pub mod view;
+
+pub use settings::{Settings, Theme, DEFAULT_HOTKEY};
+pub use view::{AppError, AppState, Notice, PttState, View};
+
+use crate::audio::device::{
+    list_devices, DeviceEvent, DeviceEvents, DeviceInfo, Microphone, Speaker,
+};
+use crate::audio::tones::{tone_for, Tone, ToneSettings};
+use crate::event::{AudioDirection, ClientEvent, Status};
+use crate::manager::{AudioStats, ClientConfig, ConnectionManager, FloorOutcome, RecoveryStats};
+use crate::AudioSink;
+use roger_protocol::{ChannelId, ErrorAction, ErrorBody, ErrorCode};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// The channel the echo bot listens in (the microphone test talks there).
+pub const ECHO_CHANNEL: &str = "echo";
+
+/// How many recent events the diagnostics view keeps.
+const EVENT_LOG: usize = 200;
+
+/// How often the settings' level meter reports.
+const METER_INTERVAL: Duration = Duration::from_millis(50);
+
+/// What the app reports to its window.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppEvent {
+    /// Everything shown changed (sent whole: it is small; boxed, as it is the one
+    /// large variant).
+    State(Box<AppState>),
+    /// A level reading for the meters.
+    Level {
+        /// Microphone (`Tx`) or what plays (`Rx`).
+        direction: AudioDirection,
+        /// RMS, 0..1.
+        rms: f32,
+        /// Peak, 0..1.
+        peak: f32,
+    },
+    /// Something to announce once (a toast).
+    Notice(Notice),
+}
+
+/// Where [`AppEvent`]s go.
+pub type Emit = Arc<dyn Fn(AppEvent) + Send + Sync>;
+
+/// One line of the diagnostics view's event list.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct LoggedEvent {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The event as JSON.
+    pub text: String,
+}
+
+/// What the diagnostics view shows (and copies).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+pub struct Diagnostics {
+    /// The app's version.
+    pub version: String,
+    /// The status now.
+    pub status: Status,
+    /// The recovery figures (as exported to metrics).
+    pub recovery: RecoveryStats,
+    /// Audio counters.
+    pub audio: AudioStats,
+    /// Speaker underruns (the playout ran dry).
+    pub underruns: u64,
+    /// The speaker in use.
+    pub output_device: Option<String>,
+    /// Recent events, oldest first.
+    pub events: Vec<LoggedEvent>,
+}
+
+/// The desktop app's core. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config_dir: PathBuf,
+    emit: Emit,
+    settings: Mutex<Settings>,
+    view: Mutex<View>,
+    session: Mutex<Option<Session>>,
+    /// The speaker the session plays into (swapped when the user picks another).
+    speaker: Arc<Mutex<Option<Speaker>>>,
+    /// The microphone while transmitting.
+    mic: Mutex<Option<Microphone>>,
+    /// The settings' level meter.
+    meter: Mutex<Option<(Microphone, tokio::task::JoinHandle<()>)>>,
+    /// One PTT operation at a time (press and release arrive from a key and a button).
+    ptt_lock: tokio::sync::Mutex<()>,
+    log: Mutex<VecDeque<LoggedEvent>>,
+}
+
+struct Session {
+    manager: ConnectionManager,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn not_connected() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::NotAuthenticated,
+        "not connected: enter a server and a token and connect first",
+    )
+}
+
+/// Received audio goes to whichever speaker is current (or nowhere without one).
+struct SpeakerSink(Arc<Mutex<Option<Speaker>>>);
+
+impl AudioSink for SpeakerSink {
+    fn play(&mut self, _channel: &ChannelId, _rtp_timestamp: u32, _pcm: &[i16]) {}
+    fn packet(&mut self, channel: &ChannelId, sequence: u16, timestamp: u32, payload: &[u8]) {
+        if let Some(s) = lock(&self.0).as_mut() {
+            s.packet(channel, sequence, timestamp, payload);
+        }
+    }
+    fn decodes(&self) -> bool {
+        false
+    }
+}
+
+fn tone_settings(on: bool) -> ToneSettings {
+    ToneSettings {
+        off: if on { Vec::new() } else { Tone::ALL.to_vec() },
+        ..ToneSettings::default()
+    }
+}
+
+impl App {
+    /// Loads the settings from `config_dir` (a bad file is kept aside and reported in the
+    /// banner) and starts idle. Call [`App::autostart`] to connect with saved settings.
+    pub fn new(config_dir: &Path, emit: Emit) -> App {
+        let (settings, problem) = Settings::load(config_dir);
+        let mut view = View::default();
+        if let Some(p) = problem {
+            tracing::warn!(error = %p, "settings");
+            view.state_mut().error = Some(AppError {
+                action: ErrorAction::None,
+                message: "Your settings could not be read; the defaults are used.".into(),
+                ..AppError::from_body(&p)
+            });
+        }
+        App {
+            inner: Arc::new(Inner {
+                config_dir: config_dir.to_owned(),
+                emit,
+                settings: Mutex::new(settings),
+                view: Mutex::new(view),
+                session: Mutex::new(None),
+                speaker: Arc::new(Mutex::new(None)),
+                mic: Mutex::new(None),
+                meter: Mutex::new(None),
+                ptt_lock: tokio::sync::Mutex::new(()),
+                log: Mutex::new(VecDeque::new()),
+            }),
+        }
+    }
+
+    /// What the window shows now.
+    pub fn state(&self) -> AppState {
+        lock(&self.inner.view).state().clone()
+    }
+
+    /// The saved settings.
+    pub fn settings(&self) -> Settings {
+        lock(&self.inner.settings).clone()
+    }
+
+    /// Connects with the saved server and token, if there are any. Returns whether it did.
+    pub fn autostart(&self) -> bool {
+        let s = self.settings();
+        if s.server_url.is_empty() || s.token.is_empty() {
+            return false;
+        }
+        self.start_session();
+        true
+    }
+
+    /// Saves a server address and token and connects (closing any previous session).
+    /// Returns once connecting has started; the status follows in [`AppEvent::State`].
+    pub async fn sign_in(&self, server_url: String, token: String) -> Result<(), ErrorBody> {
+        let mut s = self.settings();
+        s.server_url = server_url.trim().to_owned();
+        s.token = token.trim().to_owned();
+        if s.server_url.is_empty() || s.token.is_empty() {
+            return Err(ErrorBody::new(
+                ErrorCode::TokenInvalid,
+                "enter the server address and a token",
+            ));
+        }
+        s.validate()?;
+        s.save(&self.inner.config_dir)?;
+        *lock(&self.inner.settings) = s;
+        self.disconnect().await;
+        self.start_session();
+        Ok(())
+    }
+
+    /// Closes the session (the settings stay). The status turns `Offline`.
+    pub async fn disconnect(&self) {
+        let session = lock(&self.inner.session).take();
+        if let Some(session) = session {
+            if let Some(mic) = lock(&self.inner.mic).take() {
+                mic.stop();
+            }
+            session.manager.close().await;
+            for t in session.tasks {
+                t.abort();
+            }
+        }
+        {
+            let mut view = lock(&self.inner.view);
+            let error = view.state().error.clone();
+            *view = View::default();
+            view.state_mut().error = error.filter(|e| e.action != ErrorAction::Rejoin);
+        }
+        self.emit_state();
+    }
+
+    fn start_session(&self) {
+        let settings = self.settings();
+        self.ensure_speaker(&settings);
+        let mut config = ClientConfig::new(settings.server_url.clone(), settings.token.clone());
+        config.client_name = format!("roger-desktop/{}", env!("CARGO_PKG_VERSION"));
+        let (manager, events) =
+            ConnectionManager::start(config, Box::new(SpeakerSink(self.inner.speaker.clone())));
+        {
+            let mut view = lock(&self.inner.view);
+            let st = view.state_mut();
+            st.signed_in = true;
+            st.server_url = settings.server_url.clone();
+            st.status = Status::Connecting;
+            if st
+                .error
+                .as_ref()
+                .is_some_and(|e| e.action != ErrorAction::PickDevice)
+            {
+                st.error = None;
+            }
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let pump = tokio::spawn(pump(weak.clone(), events));
+        let join = tokio::spawn(join_when_connected(weak, manager.clone(), settings.channel));
+        *lock(&self.inner.session) = Some(Session {
+            manager,
+            tasks: vec![pump, join],
+        });
+        self.emit_state();
+    }
+
+    fn manager(&self) -> Option<ConnectionManager> {
+        lock(&self.inner.session)
+            .as_ref()
+            .map(|s| s.manager.clone())
+    }
+
+    fn device_events(&self) -> DeviceEvents {
+        let weak = Arc::downgrade(&self.inner);
+        Arc::new(move |ev: DeviceEvent| {
+            let Some(inner) = weak.upgrade() else { return };
+            let app = App { inner };
+            match ev {
+                DeviceEvent::Lost(error) => match app.manager() {
+                    // Through the session, so it is logged and bannered like any error.
+                    Some(m) => m.report_device_error(error),
+                    None => {
+                        lock(&app.inner.view).state_mut().error = Some(AppError::from_body(&error));
+                        app.emit_state();
+                    }
+                },
+                DeviceEvent::Restored { name, .. } => {
+                    app.log_line(format!("device restored: {name}"));
+                    let cleared = {
+                        let mut view = lock(&app.inner.view);
+                        let st = view.state_mut();
+                        let device = st
+                            .error
+                            .as_ref()
+                            .is_some_and(|e| e.code == ErrorCode::MediaDeviceError);
+                        if device {
+                            st.error = None;
+                        }
+                        device
+                    };
+                    if cleared {
+                        app.emit_state();
+                    }
+                }
+            }
+        })
+    }
+
+    /// Opens the chosen speaker if none is open (a failure is bannered; the session
+    /// still connects and can talk).
+    fn ensure_speaker(&self, settings: &Settings) {
+        if lock(&self.inner.speaker).is_some() {
+            return;
+        }
+        match Speaker::open(settings.output.clone(), self.device_events()) {
+            Ok(s) => {
+                s.set_tones(tone_settings(settings.tones));
+                *lock(&self.inner.speaker) = Some(s);
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "no speaker");
+                lock(&self.inner.view).state_mut().error = Some(AppError::from_body(&e));
+            }
+        }
+    }
+
+    /// Joins `channel` and makes it the one PTT talks to (leaving the previous one).
+    pub async fn join(&self, channel: String) -> Result<(), ErrorBody> {
+        let manager = self.manager().ok_or_else(not_connected)?;
+        let channel = ChannelId(channel);
+        let previous = lock(&self.inner.view).state().channel.clone();
+        if previous.as_ref() == Some(&channel) {
+            return Ok(());
+        }
+        lock(&self.inner.view).state_mut().channel = Some(channel.clone());
+        match manager.join(&channel).await {
+            Ok(state) => {
+                lock(&self.inner.view).apply(&ClientEvent::Joined { channel: state });
+            }
+            Err(e) => {
+                lock(&self.inner.view).state_mut().channel = previous;
+                self.emit_state();
+                return Err(e);
+            }
+        }
+        if let Some(prev) = previous.filter(|p| p.as_str() != ECHO_CHANNEL) {
+            if let Err(e) = manager.leave(&prev).await {
+                tracing::debug!(error = %e, "leaving the previous channel");
+            }
+        }
+        {
+            let mut s = lock(&self.inner.settings);
+            s.channel = Some(channel.0.clone());
+            if let Err(e) = s.save(&self.inner.config_dir) {
+                tracing::warn!(error = %e, "cannot save the channel");
+            }
+        }
+        self.emit_state();
+        Ok(())
+    }
+
+    /// Leaves the current channel.
+    pub async fn leave(&self) -> Result<(), ErrorBody> {
+        let manager = self.manager().ok_or_else(not_connected)?;
+        let Some(channel) = lock(&self.inner.view).state().channel.clone() else {
+            return Ok(());
+        };
+        self.ptt_up().await;
+        let result = manager.leave(&channel).await;
+        {
+            let mut view = lock(&self.inner.view);
+            view.apply(&ClientEvent::Left { channel });
+        }
+        self.emit_state();
+        result
+    }
+
+    /// PTT pressed (hotkey, button or Space). The press is taken when this is called,
+    /// before the future runs, so a release that follows at once is never overtaken.
+    /// Repeats while held are ignored, and a key held past the max talk time sends
+    /// nothing more until it is released.
+    pub fn ptt_down(&self) -> impl Future<Output = Result<(), ErrorBody>> + Send + 'static {
+        let (pressed, channel) = {
+            let mut view = lock(&self.inner.view);
+            (view.press(), view.state().channel.clone())
+        };
+        if pressed {
+            self.emit_state();
+        }
+        let app = self.clone();
+        async move {
+            if !pressed {
+                return Ok(());
+            }
+            let Some(channel) = channel else {
+                let e = ErrorBody::new(ErrorCode::NotInChannel, "join a channel first");
+                app.press_failed(&e, false);
+                return Err(e);
+            };
+            app.transmit(channel).await
+        }
+    }
+
+    /// After a press: opens the microphone and asks for the floor.
+    async fn transmit(&self, channel: ChannelId) -> Result<(), ErrorBody> {
+        let _one = self.inner.ptt_lock.lock().await;
+        if !lock(&self.inner.view).held() {
+            return Ok(()); // released while an earlier operation ran
+        }
+        let Some(manager) = self.manager() else {
+            let e = not_connected();
+            self.press_failed(&e, false);
+            return Err(e);
+        };
+        let (input, events) = (self.settings().input, self.device_events());
+        // Opening a device blocks (up to 5 s when it hangs): off the async threads.
+        let opened = tokio::task::spawn_blocking(move || Microphone::open(input, events))
+            .await
+            .unwrap_or_else(|e| {
+                Err(ErrorBody::new(
+                    ErrorCode::MediaDeviceError,
+                    format!("the microphone could not be opened: {e}"),
+                ))
+            });
+        let mic = match opened {
+            Ok(m) => m,
+            Err(e) => {
+                self.press_failed(&e, true);
+                return Err(e);
+            }
+        };
+        match manager.ptt_down(&channel, Box::new(mic.source())).await {
+            Ok(FloorOutcome::Granted { expires_in }) => {
+                let held = {
+                    let mut view = lock(&self.inner.view);
+                    view.granted(unix_ms() + expires_in.as_millis() as u64);
+                    view.held()
+                };
+                if held {
+                    *lock(&self.inner.mic) = Some(mic);
+                } else {
+                    let _ = manager.ptt_up().await;
+                    mic.stop();
+                }
+            }
+            Ok(FloorOutcome::Denied { holder }) => {
+                mic.stop();
+                lock(&self.inner.view).denied(&holder);
+            }
+            Err(e) => {
+                mic.stop();
+                self.press_failed(&e, false);
+                return Err(e);
+            }
+        }
+        self.emit_state();
+        Ok(())
+    }
+
+    fn press_failed(&self, error: &ErrorBody, banner: bool) {
+        {
+            let mut view = lock(&self.inner.view);
+            view.release();
+            view.state_mut().mic_test = false;
+            if banner {
+                view.state_mut().error = Some(AppError::from_body(error));
+            }
+        }
+        if !banner {
+            (self.inner.emit)(AppEvent::Notice(Notice::TalkEnded {
+                message: format!("{} ({})", error.code.user_message(), error.message),
+            }));
+        }
+        self.emit_state();
+    }
+
+    /// PTT released: stops sending and releases the floor. Like [`App::ptt_down`], the
+    /// release is taken when this is called.
+    pub fn ptt_up(&self) -> impl Future<Output = ()> + Send + 'static {
+        let was_held = {
+            let mut view = lock(&self.inner.view);
+            let held = view.held();
+            view.release();
+            held
+        };
+        if was_held {
+            self.emit_state();
+        }
+        let app = self.clone();
+        async move { app.stop_transmitting(was_held).await }
+    }
+
+    async fn stop_transmitting(&self, was_held: bool) {
+        let _one = self.inner.ptt_lock.lock().await;
+        if lock(&self.inner.view).held() {
+            return; // pressed again meanwhile
+        }
+        if let Some(m) = self.manager() {
+            if m.talking_in().is_some() {
+                if let Err(e) = m.ptt_up().await {
+                    tracing::debug!(error = %e, "floor release");
+                }
+            }
+        }
+        if let Some(mic) = lock(&self.inner.mic).take() {
+            mic.stop();
+        }
+        let test_ended = {
+            let mut view = lock(&self.inner.view);
+            std::mem::replace(&mut view.state_mut().mic_test, false)
+        };
+        if test_ended || was_held {
+            self.emit_state();
+        }
+    }
+
+    /// The microphone test: while on, talks to the echo channel, which plays the
+    /// transmission back when it is turned off.
+    pub async fn mic_test(&self, on: bool) -> Result<(), ErrorBody> {
+        if !on {
+            self.ptt_up().await;
+            return Ok(());
+        }
+        let manager = self.manager().ok_or_else(not_connected)?;
+        let echo = ChannelId(ECHO_CHANNEL.into());
+        let allowed = manager
+            .welcome()
+            .is_some_and(|w| w.channels.iter().any(|c| c.id == echo));
+        if !allowed {
+            return Err(ErrorBody::new(
+                ErrorCode::ChannelNotAllowed,
+                "this server has no echo channel for you, so there is no microphone test",
+            ));
+        }
+        let current = lock(&self.inner.view).state().channel.clone();
+        if current.as_ref() != Some(&echo) {
+            manager.join(&echo).await?;
+        }
+        let pressed = {
+            let mut view = lock(&self.inner.view);
+            view.state_mut().mic_test = true;
+            view.press()
+        };
+        self.emit_state();
+        if !pressed {
+            return Ok(());
+        }
+        self.transmit(echo).await
+    }
+
+    /// Starts or stops the settings' level meter (microphone and speaker levels as
+    /// [`AppEvent::Level`], 20 times a second).
+    pub fn meter(&self, on: bool) -> Result<(), ErrorBody> {
+        if let Some((mic, task)) = lock(&self.inner.meter).take() {
+            task.abort();
+            mic.stop();
+        }
+        if !on {
+            return Ok(());
+        }
+        let mic = Microphone::open(self.settings().input, self.device_events())?;
+        let weak = Arc::downgrade(&self.inner);
+        let levels = mic.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METER_INTERVAL);
+            loop {
+                tick.tick().await;
+                let Some(inner) = weak.upgrade() else { return };
+                let (rms, peak) = levels.level();
+                (inner.emit)(AppEvent::Level {
+                    direction: AudioDirection::Tx,
+                    rms,
+                    peak,
+                });
+                let out = lock(&inner.speaker).as_ref().map(|s| s.level());
+                if let Some((rms, peak)) = out {
+                    (inner.emit)(AppEvent::Level {
+                        direction: AudioDirection::Rx,
+                        rms,
+                        peak,
+                    });
+                }
+            }
+        });
+        *lock(&self.inner.meter) = Some((mic, task));
+        Ok(())
+    }
+
+    /// Starts over after a failure (the banner's Rejoin): the session reconnects and
+    /// rejoins its channels; without a session, connects with the saved settings.
+    pub fn rejoin(&self) {
+        lock(&self.inner.view).state_mut().error = None;
+        match self.manager() {
+            Some(m) => m.rejoin(),
+            None => {
+                self.autostart();
+            }
+        }
+        self.emit_state();
+    }
+
+    /// Hides the banner.
+    pub fn dismiss_error(&self) {
+        lock(&self.inner.view).state_mut().error = None;
+        self.emit_state();
+    }
+
+    /// The audio devices.
+    pub fn devices(&self) -> Result<Vec<DeviceInfo>, ErrorBody> {
+        list_devices()
+    }
+
+    /// Saves new settings (checked first) and applies what changed: the speaker, tones,
+    /// the meter's microphone. A new server or token takes effect with [`App::sign_in`].
+    pub fn save_settings(&self, new: Settings) -> Result<(), ErrorBody> {
+        new.validate()?;
+        new.save(&self.inner.config_dir)?;
+        let old = std::mem::replace(&mut *lock(&self.inner.settings), new.clone());
+        if old.output != new.output {
+            let replaced = lock(&self.inner.speaker).take();
+            if let Some(s) = replaced {
+                s.stop();
+            }
+            self.ensure_speaker(&new);
+            self.emit_state();
+        } else if old.tones != new.tones {
+            if let Some(s) = lock(&self.inner.speaker).as_ref() {
+                s.set_tones(tone_settings(new.tones));
+            }
+        }
+        if old.input != new.input && lock(&self.inner.meter).is_some() {
+            self.meter(true)?;
+        }
+        Ok(())
+    }
+
+    /// Figures and recent events for the diagnostics view.
+    pub fn diagnostics(&self) -> Diagnostics {
+        let manager = self.manager();
+        let speaker = lock(&self.inner.speaker).clone();
+        Diagnostics {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            status: lock(&self.inner.view).state().status.clone(),
+            recovery: manager
+                .as_ref()
+                .map(|m| m.recovery_stats())
+                .unwrap_or_default(),
+            audio: manager.as_ref().map(|m| m.stats()).unwrap_or_default(),
+            underruns: speaker.as_ref().map(|s| s.underruns()).unwrap_or(0),
+            output_device: speaker.as_ref().and_then(|s| s.device_name()),
+            events: lock(&self.inner.log).iter().cloned().collect(),
+        }
+    }
+
+    /// Closes everything (app exit).
+    pub async fn shutdown(&self) {
+        let _ = self.meter(false);
+        self.disconnect().await;
+        if let Some(s) = lock(&self.inner.speaker).take() {
+            s.stop();
+        }
+    }
+
+    fn emit_state(&self) {
+        let state = self.state();
+        (self.inner.emit)(AppEvent::State(Box::new(state)));
+    }
+
+    fn log_line(&self, text: String) {
+        let mut log = lock(&self.inner.log);
+        if log.len() == EVENT_LOG {
+            log.pop_front();
+        }
+        log.push_back(LoggedEvent {
+            at_ms: unix_ms(),
+            text,
+        });
+    }
+
+    /// Folds a session event into the view, plays its tone, and tells the window.
+    fn on_event(&self, event: ClientEvent) {
+        if let ClientEvent::AudioLevel {
+            direction,
+            rms,
+            peak,
+            ..
+        } = event
+        {
+            (self.inner.emit)(AppEvent::Level {
+                direction,
+                rms,
+                peak,
+            });
+            return;
+        }
+        self.log_line(serde_json::to_string(&event).unwrap_or_default());
+        let relevant_tone = match &event {
+            ClientEvent::Floor { channel, .. } => {
+                let view = lock(&self.inner.view);
+                view.state().channel.as_ref() == Some(channel)
+                    || (view.state().mic_test && channel.as_str() == ECHO_CHANNEL)
+            }
+            _ => true,
+        };
+        if relevant_tone {
+            if let Some(tone) = tone_for(&event) {
+                if let Some(s) = lock(&self.inner.speaker).as_ref() {
+                    s.play_tone(tone);
+                }
+            }
+        }
+        let notice = lock(&self.inner.view).apply(&event);
+        if matches!(notice, Some(Notice::TalkEnded { .. })) {
+            // The manager already stopped sending; close the microphone.
+            if let Some(mic) = lock(&self.inner.mic).take() {
+                mic.stop();
+            }
+        }
+        if let Some(n) = notice {
+            (self.inner.emit)(AppEvent::Notice(n));
+        }
+        self.emit_state();
+    }
+}
+
+async fn pump(inner: Weak<Inner>, mut events: mpsc::UnboundedReceiver<ClientEvent>) {
+    while let Some(event) = events.recv().await {
+        let Some(inner) = inner.upgrade() else { return };
+        App { inner }.on_event(event);
+    }
+}
+
+/// Joins the saved channel (else the first one allowed) once the session is up.
+async fn join_when_connected(
+    inner: Weak<Inner>,
+    manager: ConnectionManager,
+    saved: Option<String>,
+) {
+    if manager.wait_connected().await.is_err() {
+        return;
+    }
+    let Some(inner) = inner.upgrade() else { return };
+    let app = App { inner };
+    let allowed: Vec<String> = manager
+        .welcome()
+        .map(|w| w.channels.iter().map(|c| c.id.0.clone()).collect())
+        .unwrap_or_default();
+    let channel = saved
+        .filter(|c| allowed.contains(c))
+        .or_else(|| allowed.iter().find(|c| *c != ECHO_CHANNEL).cloned())
+        .or_else(|| allowed.first().cloned());
+    if let Some(channel) = channel {
+        if let Err(e) = app.join(channel.clone()).await {
+            tracing::warn!(%channel, error = %e, "could not join the saved channel");
+        }
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config_dir", &self.inner.config_dir)
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,225 @@
+//! The desktop app's settings: one JSON file in the app's config directory.
+//!
+//! Saved atomically (write a temporary file, then rename). A file that cannot be read is
+//! kept beside the new one (`settings.json.bad`) rather than overwritten, and the error
+//! says so: a bad file loses nothing.
+
+use crate::audio::device::DeviceChoice;
+use roger_protocol::{ErrorBody, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The default push-to-talk key (a key nothing else uses by default).
+pub const DEFAULT_HOTKEY: &str = "F8";
+
+/// Light, dark, or what the system says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum Theme {
+    /// Follow the system.
+    #[default]
+    System,
+    /// Light.
+    Light,
+    /// Dark.
+    Dark,
+}
+
+/// What the user chose; everything has a default so older files keep loading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(default)]
+pub struct Settings {
+    /// `ws://` or `wss://` address of the server.
+    pub server_url: String,
+    /// The sign-in token.
+    pub token: String,
+    /// The channel to join after connecting.
+    pub channel: Option<String>,
+    /// The global push-to-talk shortcut (`F8`, `Ctrl+Shift+Space`).
+    pub hotkey: String,
+    /// The microphone.
+    pub input: DeviceChoice,
+    /// The speaker.
+    pub output: DeviceChoice,
+    /// Radio tones (talk permit, busy, end of transmission).
+    pub tones: bool,
+    /// The window's theme.
+    pub theme: Theme,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            server_url: String::new(),
+            token: String::new(),
+            channel: None,
+            hotkey: DEFAULT_HOTKEY.to_owned(),
+            input: DeviceChoice::Default,
+            output: DeviceChoice::Default,
+            tones: true,
+            theme: Theme::System,
+        }
+    }
+}
+
+impl Settings {
+    /// The file in `dir`.
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("settings.json")
+    }
+
+    /// Loads the settings from `dir`; a missing file gives the defaults. A file that does
+    /// not parse is moved to `settings.json.bad` and reported; the defaults are used.
+    pub fn load(dir: &Path) -> (Settings, Option<ErrorBody>) {
+        let path = Self::path(dir);
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return (Settings::default(), None)
+            }
+            Err(e) => {
+                return (
+                    Settings::default(),
+                    Some(settings_error(format!(
+                        "cannot read {}: {e}",
+                        path.display()
+                    ))),
+                )
+            }
+        };
+        match serde_json::from_str(&text) {
+            Ok(s) => (s, None),
+            Err(e) => {
+                let bad = path.with_extension("json.bad");
+                let kept = std::fs::rename(&path, &bad).is_ok();
+                let message = if kept {
+                    format!(
+                        "{} is not valid ({e}); it was kept as {} and the defaults are used",
+                        path.display(),
+                        bad.display()
+                    )
+                } else {
+                    format!(
+                        "{} is not valid ({e}); the defaults are used",
+                        path.display()
+                    )
+                };
+                (Settings::default(), Some(settings_error(message)))
+            }
+        }
+    }
+
+    /// Checks what a user typed; the message says what is wrong.
+    pub fn validate(&self) -> Result<(), ErrorBody> {
+        if !self.server_url.is_empty() {
+            let url = url::Url::parse(&self.server_url).map_err(|e| {
+                settings_error(format!("the server address {:?}: {e}", self.server_url))
+            })?;
+            if !matches!(url.scheme(), "ws" | "wss") {
+                return Err(settings_error(format!(
+                    "the server address must start with ws:// or wss://, not {}://",
+                    url.scheme()
+                )));
+            }
+        }
+        if self.hotkey.trim().is_empty() {
+            return Err(settings_error("the push-to-talk key cannot be empty"));
+        }
+        Ok(())
+    }
+
+    /// Saves to `dir` (created if needed) atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), ErrorBody> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| settings_error(format!("cannot create {}: {e}", dir.display())))?;
+        let path = Self::path(dir);
+        let tmp = path.with_extension("json.tmp");
+        let text = serde_json::to_string_pretty(self)
+            .map_err(|e| settings_error(format!("cannot encode the settings: {e}")))?;
+        std::fs::write(&tmp, text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .map_err(|e| settings_error(format!("cannot write {}: {e}", path.display())))
+    }
+}
+
+fn settings_error(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::InternalError, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir(tag: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("roger-settings-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        d
+    }
+
+    #[test]
+    fn missing_file_is_the_defaults_and_a_saved_file_loads_back() {
+        let d = dir("roundtrip");
+        let (s, err) = Settings::load(&d);
+        assert_eq!(s, Settings::default());
+        assert!(err.is_none());
+        let s = Settings {
+            server_url: "ws://127.0.0.1:7070/ws".into(),
+            token: "t".into(),
+            channel: Some("general".into()),
+            hotkey: "Ctrl+Shift+Space".into(),
+            input: DeviceChoice::Id("pulse:vmic".into()),
+            output: DeviceChoice::Default,
+            tones: false,
+            theme: Theme::Dark,
+        };
+        s.save(&d).unwrap();
+        assert_eq!(Settings::load(&d), (s, None));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn a_corrupt_file_is_kept_aside_and_reported() {
+        let d = dir("corrupt");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(Settings::path(&d), "{ not json").unwrap();
+        let (s, err) = Settings::load(&d);
+        assert_eq!(s, Settings::default());
+        let err = err.expect("reported");
+        assert!(err.message.contains("settings.json.bad"), "{}", err.message);
+        assert_eq!(
+            std::fs::read_to_string(d.join("settings.json.bad")).unwrap(),
+            "{ not json"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_older_file_with_fewer_fields_loads_with_defaults() {
+        let d = dir("older");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(Settings::path(&d), r#"{"server_url":"ws://h/ws"}"#).unwrap();
+        let (s, err) = Settings::load(&d);
+        assert!(err.is_none());
+        assert_eq!(s.server_url, "ws://h/ws");
+        assert_eq!(s.hotkey, DEFAULT_HOTKEY);
+        assert!(s.tones);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn bad_addresses_and_empty_hotkeys_are_refused_with_a_reason() {
+        let mut s = Settings {
+            server_url: "http://example/ws".into(),
+            ..Settings::default()
+        };
+        assert!(s.validate().unwrap_err().message.contains("ws://"));
+        s.server_url = "not a url".into();
+        assert!(s.validate().is_err());
+        s.server_url = "wss://roger.example/ws".into();
+        assert!(s.validate().is_ok());
+        s.hotkey = " ".into();
+        assert!(s.validate().is_err());
+    }
+}

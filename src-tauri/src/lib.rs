@@ -1,0 +1,558 @@
+//! Roger's desktop shell. Thin on purpose: every command is one call into
+//! [`roger_client::app::App`], every core event is forwarded to the webview, and what is
+//! left here is what only a desktop has (global hotkey, tray, window, log files).
+//!
+//! The TypeScript bindings in `ui/src/bindings.ts` are generated from these types by
+//! tauri-specta ([`specta_builder`]); `tests/bindings.rs` fails when they drift.
+
+use roger_client::app::{App, AppEvent, AppState, Diagnostics, Notice, Settings, DEFAULT_HOTKEY};
+use roger_client::audio::device::DeviceInfo;
+use roger_client::event::AudioDirection;
+use roger_client::Status;
+use roger_protocol::ErrorBody;
+use serde::Serialize;
+use specta::Type;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use tauri::menu::{Menu, MenuItem};
+use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
+use tauri::{AppHandle, Manager, State, WindowEvent};
+use tauri_plugin_global_shortcut::{GlobalShortcutExt, ShortcutState};
+use tauri_specta::{collect_commands, collect_events, Event};
+
+/// Everything the window shows changed.
+#[derive(Debug, Clone, Serialize, Type, Event)]
+pub struct StateChanged(pub AppState);
+
+/// A level reading (microphone `tx`, speaker `rx`), for the meters.
+#[derive(Debug, Clone, Serialize, Type, Event)]
+pub struct LevelChanged {
+    /// Which meter.
+    pub direction: AudioDirection,
+    /// RMS, 0..1.
+    pub rms: f32,
+    /// Peak, 0..1.
+    pub peak: f32,
+}
+
+/// Something to show once (a toast).
+#[derive(Debug, Clone, Serialize, Type, Event)]
+pub struct NoticeShown(pub Notice);
+
+/// The push-to-talk shortcut and whether the system gave it to us.
+#[derive(Debug, Clone, Serialize, Type)]
+pub struct HotkeyInfo {
+    /// The shortcut (`F8`).
+    pub key: String,
+    /// Registered system-wide.
+    pub registered: bool,
+    /// Why not, if not.
+    pub error: Option<String>,
+}
+
+/// A tray icon exists, so closing the window hides it instead of quitting.
+static TRAY_OK: AtomicBool = AtomicBool::new(false);
+
+/// The hotkey registered now (what `settings.hotkey` was when it was last applied).
+struct Hotkey(Mutex<HotkeyInfo>);
+
+/// The state shown.
+#[tauri::command]
+#[specta::specta]
+fn get_state(app: State<'_, App>) -> AppState {
+    app.state()
+}
+
+/// The saved settings.
+#[tauri::command]
+#[specta::specta]
+fn get_settings(app: State<'_, App>) -> Settings {
+    app.settings()
+}
+
+/// Saves settings; a new hotkey is registered first, and nothing is saved if it cannot be.
+#[tauri::command]
+#[specta::specta]
+fn save_settings(
+    handle: AppHandle,
+    app: State<'_, App>,
+    settings: Settings,
+) -> Result<(), ErrorBody> {
+    settings.validate()?;
+    apply_hotkey(&handle, &settings.hotkey)?;
+    app.save_settings(settings)
+}
+
+/// The push-to-talk shortcut in use.
+#[tauri::command]
+#[specta::specta]
+fn get_hotkey(hotkey: State<'_, Hotkey>) -> HotkeyInfo {
+    hotkey
+        .0
+        .lock()
+        .map(|h| h.clone())
+        .unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// Saves the server and token and connects.
+#[tauri::command]
+#[specta::specta]
+async fn sign_in(app: State<'_, App>, server_url: String, token: String) -> Result<(), ErrorBody> {
+    app.sign_in(server_url, token).await
+}
+
+/// Disconnects (settings stay).
+#[tauri::command]
+#[specta::specta]
+async fn disconnect(app: State<'_, App>) -> Result<(), ErrorBody> {
+    app.disconnect().await;
+    Ok(())
+}
+
+/// Joins a channel (PTT talks there).
+#[tauri::command]
+#[specta::specta]
+async fn join_channel(app: State<'_, App>, channel: String) -> Result<(), ErrorBody> {
+    app.join(channel).await
+}
+
+/// Leaves the current channel.
+#[tauri::command]
+#[specta::specta]
+async fn leave_channel(app: State<'_, App>) -> Result<(), ErrorBody> {
+    app.leave().await
+}
+
+/// PTT pressed (button, Space).
+#[tauri::command]
+#[specta::specta]
+async fn ptt_down(app: State<'_, App>) -> Result<(), ErrorBody> {
+    app.ptt_down().await
+}
+
+/// PTT released.
+#[tauri::command]
+#[specta::specta]
+async fn ptt_up(app: State<'_, App>) -> Result<(), ErrorBody> {
+    app.ptt_up().await;
+    Ok(())
+}
+
+/// The banner's Rejoin.
+#[tauri::command]
+#[specta::specta]
+fn rejoin(app: State<'_, App>) {
+    app.rejoin();
+}
+
+/// Hides the banner.
+#[tauri::command]
+#[specta::specta]
+fn dismiss_error(app: State<'_, App>) {
+    app.dismiss_error();
+}
+
+/// Microphones and speakers.
+#[tauri::command]
+#[specta::specta]
+async fn list_devices(app: State<'_, App>) -> Result<Vec<DeviceInfo>, ErrorBody> {
+    app.devices()
+}
+
+/// Turns the settings' level meter on or off.
+#[tauri::command]
+#[specta::specta]
+async fn set_meter(app: State<'_, App>, on: bool) -> Result<(), ErrorBody> {
+    app.meter(on)
+}
+
+/// Microphone test: on talks to the echo channel, off plays it back.
+#[tauri::command]
+#[specta::specta]
+async fn mic_test(app: State<'_, App>, on: bool) -> Result<(), ErrorBody> {
+    app.mic_test(on).await
+}
+
+/// Recovery figures and recent events.
+#[tauri::command]
+#[specta::specta]
+fn diagnostics(app: State<'_, App>) -> Diagnostics {
+    app.diagnostics()
+}
+
+/// The bindings builder: commands and events, shared by the app and the drift test.
+pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
+    tauri_specta::Builder::<tauri::Wry>::new()
+        .commands(collect_commands![
+            get_state,
+            get_settings,
+            save_settings,
+            get_hotkey,
+            sign_in,
+            disconnect,
+            join_channel,
+            leave_channel,
+            ptt_down,
+            ptt_up,
+            rejoin,
+            dismiss_error,
+            list_devices,
+            set_meter,
+            mic_test,
+            diagnostics,
+        ])
+        .events(collect_events![StateChanged, LevelChanged, NoticeShown])
+        // Unix-millisecond timestamps and counters: exact in a JS number up to 2^53.
+        .dangerously_cast_bigints_to_number()
+}
+
+/// The TypeScript exporter settings used for `ui/src/bindings.ts`.
+pub fn typescript() -> specta_typescript::Typescript {
+    specta_typescript::Typescript::default().header(
+        "// Generated by tauri-specta from src-tauri (make bindings). Do not edit.\n// @ts-nocheck",
+    )
+}
+
+/// Launch options (`make run` starts the app already configured).
+#[derive(Debug, clap::Parser)]
+#[command(name = "roger", version, about = "Roger push-to-talk")]
+struct Cli {
+    /// Server address (`ws://host:port/ws`); saved to the settings.
+    #[arg(long)]
+    server: Option<String>,
+    /// A file holding the sign-in token; saved to the settings.
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    /// The channel to join; saved to the settings.
+    #[arg(long)]
+    channel: Option<String>,
+    /// Start hidden in the tray.
+    #[arg(long)]
+    minimized: bool,
+}
+
+/// The status dot's colour, as the tray shows it.
+fn dot_rgb(status: &Status) -> [u8; 3] {
+    match status {
+        Status::Connected => [0x2e, 0xa0, 0x43],
+        Status::Connecting | Status::Reconnecting { .. } | Status::Degraded { .. } => {
+            [0xe3, 0x9b, 0x0b]
+        }
+        Status::Failed { .. } => [0xd0, 0x31, 0x2d],
+        Status::Offline => [0x8a, 0x8f, 0x98],
+    }
+}
+
+/// The dot's colour by name (as the window's `data-color` says it).
+fn dot_name(status: &Status) -> &'static str {
+    match status {
+        Status::Connected => "green",
+        Status::Connecting | Status::Reconnecting { .. } | Status::Degraded { .. } => "amber",
+        Status::Failed { .. } => "red",
+        Status::Offline => "grey",
+    }
+}
+
+/// A 32x32 filled circle in `rgb` (the tray icon), drawn here so every status colour
+/// exists without image files.
+fn dot_icon(rgb: [u8; 3]) -> tauri::image::Image<'static> {
+    const N: u32 = 32;
+    let mut rgba = Vec::with_capacity((N * N * 4) as usize);
+    let c = (N as f32 - 1.0) / 2.0;
+    for y in 0..N {
+        for x in 0..N {
+            let d = ((x as f32 - c).powi(2) + (y as f32 - c).powi(2)).sqrt();
+            let alpha = (14.5 - d).clamp(0.0, 1.0);
+            rgba.extend_from_slice(&[rgb[0], rgb[1], rgb[2], (alpha * 255.0) as u8]);
+        }
+    }
+    tauri::image::Image::new_owned(rgba, N, N)
+}
+
+fn status_tooltip(status: &Status) -> String {
+    let s = match status {
+        Status::Offline => "offline".to_owned(),
+        Status::Connecting => "connecting".to_owned(),
+        Status::Connected => "connected".to_owned(),
+        Status::Degraded { reason } => format!("degraded ({reason})"),
+        Status::Reconnecting { attempt, max, .. } => format!("reconnecting ({attempt}/{max})"),
+        Status::Failed { code } => format!("failed ({code})"),
+    };
+    format!("Roger: {s}")
+}
+
+fn show_window(app: &AppHandle) {
+    if let Some(w) = app.get_webview_window("main") {
+        let _ = w.unminimize();
+        let _ = w.show();
+        let _ = w.set_focus();
+    }
+}
+
+/// Registers `key` as the push-to-talk shortcut (replacing the previous one).
+fn apply_hotkey(handle: &AppHandle, key: &str) -> Result<(), ErrorBody> {
+    let shortcuts = handle.global_shortcut();
+    let state = handle.state::<Hotkey>();
+    let previous = state.0.lock().map(|h| h.clone()).ok();
+    if previous
+        .as_ref()
+        .is_some_and(|p| p.key == key && p.registered)
+    {
+        return Ok(());
+    }
+    let _ = shortcuts.unregister_all();
+    let result = shortcuts.register(key).map_err(|e| {
+        ErrorBody::new(
+            roger_protocol::ErrorCode::InternalError,
+            format!("the push-to-talk key {key:?} cannot be used: {e}"),
+        )
+    });
+    let info = match &result {
+        Ok(()) => HotkeyInfo {
+            key: key.to_owned(),
+            registered: true,
+            error: None,
+        },
+        Err(e) => {
+            // Keep the old one working.
+            if let Some(p) = previous.as_ref().filter(|p| p.registered) {
+                let _ = shortcuts.register(p.key.as_str());
+                tracing::warn!(error = %e.message, "hotkey refused; keeping {}", p.key);
+                return result;
+            }
+            HotkeyInfo {
+                key: key.to_owned(),
+                registered: false,
+                error: Some(e.message.clone()),
+            }
+        }
+    };
+    tracing::info!(key, registered = info.registered, "push-to-talk hotkey");
+    if let Ok(mut h) = state.0.lock() {
+        *h = info;
+    }
+    result
+}
+
+fn init_logging(dir: &std::path::Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {
+    use tracing_subscriber::prelude::*;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "info,webrtc=warn,webrtc_ice=warn,pulseaudio=off".into());
+    let file = std::fs::create_dir_all(dir).ok().and_then(|()| {
+        tracing_appender::rolling::Builder::new()
+            .rotation(tracing_appender::rolling::Rotation::DAILY)
+            .filename_prefix("roger")
+            .filename_suffix("log")
+            .max_log_files(7)
+            .build(dir)
+            .ok()
+    });
+    let (writer, guard) = match file {
+        Some(f) => {
+            let (w, g) = tracing_appender::non_blocking(f);
+            (Some(w), Some(g))
+        }
+        None => (None, None),
+    };
+    let file_layer = writer.map(|w| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(w)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(file_layer)
+        .try_init();
+    guard
+}
+
+/// Runs the app.
+pub fn run() -> anyhow::Result<()> {
+    use clap::Parser;
+    let cli = Cli::parse();
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("WEBKIT_DISABLE_DMABUF_RENDERER").is_none() {
+        // WebKitGTK's DMA-BUF renderer costs ~70 MiB more here and fails on some GPUs.
+        std::env::set_var("WEBKIT_DISABLE_DMABUF_RENDERER", "1");
+    }
+    let builder = specta_builder();
+    let tray_slot: std::sync::Arc<Mutex<Option<TrayIcon>>> = Default::default();
+    let tray_for_setup = tray_slot.clone();
+    tauri::Builder::default()
+        .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
+            show_window(app);
+        }))
+        .plugin(
+            tauri_plugin_global_shortcut::Builder::new()
+                .with_handler(|app, _shortcut, event| {
+                    let core = app.state::<App>().inner().clone();
+                    match event.state() {
+                        ShortcutState::Pressed => {
+                            let press = core.ptt_down();
+                            tauri::async_runtime::spawn(async move {
+                                if let Err(e) = press.await {
+                                    tracing::info!(error = %e, "PTT");
+                                }
+                            });
+                        }
+                        ShortcutState::Released => {
+                            tauri::async_runtime::spawn(core.ptt_up());
+                        }
+                    }
+                })
+                .build(),
+        )
+        .invoke_handler(builder.invoke_handler())
+        .on_window_event(|window, event| {
+            // Close to the tray (when there is one): the hotkey keeps working.
+            if let WindowEvent::CloseRequested { api, .. } = event {
+                if window.label() == "main" && TRAY_OK.load(Ordering::Relaxed) {
+                    api.prevent_close();
+                    let _ = window.hide();
+                }
+            }
+        })
+        .setup(move |app| {
+            builder.mount_events(app);
+            let handle = app.handle().clone();
+            let log_dir = app.path().app_log_dir()?;
+            let guard = init_logging(&log_dir);
+            app.manage(Mutex::new(guard));
+            let config_dir = app.path().app_config_dir()?;
+            tracing::info!(config = %config_dir.display(), logs = %log_dir.display(), "Roger starting");
+
+            let emit_handle = handle.clone();
+            let tray = tray_for_setup.clone();
+            let last_rgb: Mutex<Option<[u8; 3]>> = Mutex::new(None);
+            let core = App::new(
+                &config_dir,
+                std::sync::Arc::new(move |event| match event {
+                    AppEvent::State(state) => {
+                        let rgb = dot_rgb(&state.status);
+                        let changed = last_rgb
+                            .lock()
+                            .map(|mut l| l.replace(rgb) != Some(rgb))
+                            .unwrap_or(false);
+                        if changed {
+                            tracing::info!(
+                                status = state.status.name(),
+                                "status dot {}",
+                                dot_name(&state.status)
+                            );
+                            if let Some(t) = tray.lock().ok().and_then(|t| t.clone()) {
+                                let _ = t.set_icon(Some(dot_icon(rgb)));
+                                let _ = t.set_tooltip(Some(status_tooltip(&state.status)));
+                            }
+                        }
+                        let _ = StateChanged(*state).emit(&emit_handle);
+                    }
+                    AppEvent::Level {
+                        direction,
+                        rms,
+                        peak,
+                    } => {
+                        let _ = LevelChanged {
+                            direction,
+                            rms,
+                            peak,
+                        }
+                        .emit(&emit_handle);
+                    }
+                    AppEvent::Notice(n) => {
+                        let _ = NoticeShown(n).emit(&emit_handle);
+                    }
+                }),
+            );
+            // Launch options become settings (so the next launch needs none).
+            let mut settings = core.settings();
+            if let Some(server) = cli.server.clone() {
+                settings.server_url = server;
+            }
+            if let Some(path) = &cli.token_file {
+                match std::fs::read_to_string(path) {
+                    Ok(t) => settings.token = t.trim().to_owned(),
+                    Err(e) => tracing::error!("cannot read --token-file {}: {e}", path.display()),
+                }
+            }
+            if let Some(channel) = cli.channel.clone() {
+                settings.channel = Some(channel);
+            }
+            if settings != core.settings() {
+                if let Err(e) = core.save_settings(settings.clone()) {
+                    tracing::error!(error = %e, "launch options not saved");
+                }
+            }
+            app.manage(core.clone());
+            app.manage(Hotkey(Mutex::new(HotkeyInfo {
+                key: settings.hotkey.clone(),
+                registered: false,
+                error: None,
+            })));
+            let key = if settings.hotkey.is_empty() {
+                DEFAULT_HOTKEY.to_owned()
+            } else {
+                settings.hotkey.clone()
+            };
+            if let Err(e) = apply_hotkey(&handle, &key) {
+                tracing::error!(error = %e.message, "no global push-to-talk key");
+            }
+
+            let show = MenuItem::with_id(app, "show", "Show Roger", true, None::<&str>)?;
+            let rejoin = MenuItem::with_id(app, "rejoin", "Rejoin", true, None::<&str>)?;
+            let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
+            let menu = Menu::with_items(app, &[&show, &rejoin, &quit])?;
+            let tray = TrayIconBuilder::with_id("status")
+                .icon(dot_icon(dot_rgb(&Status::Offline)))
+                .tooltip(status_tooltip(&Status::Offline))
+                .menu(&menu)
+                .show_menu_on_left_click(false)
+                .on_menu_event(|app, event| match event.id.as_ref() {
+                    "show" => show_window(app),
+                    "rejoin" => app.state::<App>().rejoin(),
+                    "quit" => {
+                        let core = app.state::<App>().inner().clone();
+                        let app = app.clone();
+                        tauri::async_runtime::spawn(async move {
+                            core.shutdown().await;
+                            app.exit(0);
+                        });
+                    }
+                    _ => {}
+                })
+                .on_tray_icon_event(|tray, event| {
+                    if let TrayIconEvent::Click {
+                        button: MouseButton::Left,
+                        button_state: MouseButtonState::Up,
+                        ..
+                    } = event
+                    {
+                        show_window(tray.app_handle());
+                    }
+                })
+                .build(app);
+            match tray {
+                Ok(t) => {
+                    TRAY_OK.store(true, Ordering::Relaxed);
+                    if let Ok(mut slot) = tray_slot.lock() {
+                        *slot = Some(t);
+                    }
+                }
+                // No tray on this desktop: the window stays the way back.
+                Err(e) => tracing::warn!(error = %e, "no tray icon"),
+            }
+            if cli.minimized {
+                if let Some(w) = app.get_webview_window("main") {
+                    let _ = w.hide();
+                }
+            }
+            let core_start = core.clone();
+            tauri::async_runtime::spawn(async move {
+                core_start.autostart();
+            });
+            Ok(())
+        })
+        .run(tauri::generate_context!())
+        .map_err(|e| anyhow::anyhow!("the app failed: {e}"))
+}

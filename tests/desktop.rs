@@ -1,0 +1,359 @@
+//! The real desktop app under a virtual display (TESTING.md): Xvfb, tauri-driver with
+//! WebKitWebDriver, and a WebDriver session (fantoccini) on the app's window.
+//!
+//! [`Desktop::start`] returns `None` with a printed reason when a piece is missing
+//! locally; under `CI=true` it panics instead (CI installs everything).
+
+use crate::{bin, free_port, TempDir};
+use fantoccini::{Client, Locator};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Skips (prints why) or, under `CI=true`, panics.
+pub fn skip_or_panic(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
+/// The `tauri-driver` binary: on PATH or in cargo's bin dir.
+pub fn tauri_driver() -> Option<PathBuf> {
+    if have("tauri-driver") {
+        return Some(PathBuf::from("tauri-driver"));
+    }
+    let home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))?;
+    let p = home.join("bin/tauri-driver");
+    p.exists().then_some(p)
+}
+
+/// A virtual X display.
+pub struct Display {
+    child: Child,
+    /// `:N`.
+    pub name: String,
+}
+
+impl Display {
+    /// Starts Xvfb on a free display number.
+    pub fn start() -> Display {
+        for _ in 0..20 {
+            let n = 100 + (std::process::id() as u16 % 300) + (free_port() % 200);
+            if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                continue;
+            }
+            let name = format!(":{n}");
+            let mut child = Command::new("Xvfb")
+                .args([
+                    name.as_str(),
+                    "-screen",
+                    "0",
+                    "1280x800x24",
+                    "-nolisten",
+                    "tcp",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn Xvfb");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
+                    return Display { child, name };
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // Not up (another display took the number?): try the next one.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("Xvfb did not start");
+    }
+
+    /// `xdotool ARGS` on this display.
+    pub fn xdotool(&self, args: &[&str]) {
+        let ok = Command::new("xdotool")
+            .args(args)
+            .env("DISPLAY", &self.name)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "xdotool {args:?} failed");
+    }
+
+    /// A screenshot of the whole screen (ImageMagick `import`).
+    pub fn screenshot(&self, out: &Path) {
+        let _ = Command::new("import")
+            .args(["-window", "root"])
+            .arg(out)
+            .env("DISPLAY", &self.name)
+            .status();
+    }
+}
+
+impl Drop for Display {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Where tests put screenshots: `target/screenshots/`.
+pub fn screenshot_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    std::fs::create_dir_all(&d).expect("screenshot dir");
+    d
+}
+
+/// The app under WebDriver: the display, tauri-driver, the session.
+pub struct Desktop {
+    /// The virtual display.
+    pub display: Display,
+    driver: Child,
+    /// The WebDriver session on the app's window.
+    pub client: Client,
+    /// The app's XDG config/data homes.
+    pub home: TempDir,
+}
+
+impl Desktop {
+    /// The app binary (`target/<profile>/roger`).
+    pub fn app_binary() -> PathBuf {
+        bin("roger")
+    }
+
+    /// Starts the app with `settings` (JSON of `roger_client::app::Settings`) already
+    /// saved, and `env` (e.g. the private PulseAudio). `None` (skipped) when a piece is
+    /// missing outside CI.
+    pub async fn start(settings: serde_json::Value, env: &[(String, String)]) -> Option<Desktop> {
+        for p in ["Xvfb", "xdotool", "WebKitWebDriver", "import"] {
+            if !have(p) {
+                skip_or_panic(&format!(
+                    "{p} is not installed (scripts/install-deps.sh installs it)"
+                ));
+                return None;
+            }
+        }
+        let Some(driver_bin) = tauri_driver() else {
+            skip_or_panic("tauri-driver is not installed (scripts/install-deps.sh installs it)");
+            return None;
+        };
+        let home = TempDir::new("desktop");
+        let config = home.join("config/dev.roger.desktop");
+        std::fs::create_dir_all(&config).expect("config dir");
+        std::fs::write(
+            config.join("settings.json"),
+            serde_json::to_string_pretty(&settings).expect("settings"),
+        )
+        .expect("settings.json");
+        let display = Display::start();
+        let port = free_port();
+        let native = free_port();
+        let driver = Command::new(driver_bin)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--native-port",
+                &native.to_string(),
+            ])
+            .env("DISPLAY", &display.name)
+            .env("XDG_CONFIG_HOME", home.join("config"))
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_CACHE_HOME", home.join("cache"))
+            .env("RUST_LOG", "info,webrtc=warn,pulseaudio=off")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stdout(std::fs::File::create(home.join("driver.log")).expect("log"))
+            .stderr(std::fs::File::create(home.join("app.log")).expect("log"))
+            .spawn()
+            .expect("spawn tauri-driver");
+        let url = format!("http://127.0.0.1:{port}");
+        // fantoccini's rustls finds two crypto providers in this build: pick ring, as the
+        // rest of Roger does.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "tauri:options".into(),
+            json!({ "application": Self::app_binary() }),
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let client = loop {
+            match fantoccini::ClientBuilder::rustls()
+                .expect("rustls")
+                .capabilities(caps.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(c) => break c,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => panic!("no WebDriver session: {e}"),
+            }
+        };
+        Some(Desktop {
+            display,
+            driver,
+            client,
+            home,
+        })
+    }
+
+    /// The app's log so far (stderr of the app, through the driver).
+    pub fn app_log(&self) -> String {
+        std::fs::read_to_string(self.home.join("app.log")).unwrap_or_default()
+    }
+
+    /// The `data-testid` element's attribute.
+    pub async fn attr(&self, testid: &str, name: &str) -> Option<String> {
+        let el = self
+            .client
+            .find(Locator::Css(&format!("[data-testid='{testid}']")))
+            .await
+            .ok()?;
+        el.attr(name).await.ok().flatten()
+    }
+
+    /// The `data-testid` element's text ("" when absent).
+    pub async fn text(&self, testid: &str) -> String {
+        match self
+            .client
+            .find(Locator::Css(&format!("[data-testid='{testid}']")))
+            .await
+        {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Clicks the `data-testid` element.
+    pub async fn click(&self, testid: &str) {
+        let el = self
+            .client
+            .find(Locator::Css(&format!("[data-testid='{testid}']")))
+            .await
+            .unwrap_or_else(|e| panic!("no {testid}: {e}"));
+        el.click()
+            .await
+            .unwrap_or_else(|e| panic!("click {testid}: {e}"));
+    }
+
+    /// Waits until `check` holds (polling every 100 ms), or panics with `what`, the app's
+    /// log tail and a screenshot.
+    pub async fn wait_until<F, Fut>(&self, within: Duration, what: &str, check: F)
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + within;
+        loop {
+            let t = Instant::now();
+            let ok = check().await;
+            if t.elapsed() > Duration::from_secs(1) {
+                eprintln!("slow check for {what}: {:?}", t.elapsed());
+            }
+            if ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                let shot = screenshot_dir().join("failure.png");
+                self.display.screenshot(&shot);
+                let log = self.app_log();
+                let tail: String = log
+                    .lines()
+                    .rev()
+                    .take(40)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!(
+                    "timed out waiting for {what} (dot {:?}, text {:?}); screenshot {}; app log tail:\n{tail}",
+                    self.attr("status-dot", "data-color").await,
+                    self.text("status-text").await,
+                    shot.display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a screenshot of the app's window as `name`.png. Taken from the X server
+    /// (`import`): WebKitWebDriver's screenshot waits for the page's next repaint, which
+    /// an idle page may not do for minutes.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let path = screenshot_dir().join(format!("{name}.png"));
+        // The window's area of the screen (reading the window itself fails under Xvfb);
+        // of the windows named Roger, the largest (the others are 16x16 helpers).
+        let ids = Command::new("xdotool")
+            .args(["search", "--name", "^Roger$"])
+            .env("DISPLAY", &self.display.name)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let geometry = ids
+            .lines()
+            .filter_map(|id| {
+                let out = Command::new("xdotool")
+                    .args(["getwindowgeometry", "--shell", id])
+                    .env("DISPLAY", &self.display.name)
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let get = |k: &str| -> Option<u32> {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{k}=")))?
+                        .parse()
+                        .ok()
+                };
+                Some((get("WIDTH")?, get("HEIGHT")?, get("X")?, get("Y")?))
+            })
+            .max_by_key(|(w, h, _, _)| w * h)
+            .map(|(w, h, x, y)| format!("{w}x{h}+{x}+{y}"));
+        let mut cmd = Command::new("import");
+        cmd.args(["-window", "root"]);
+        if let Some(g) = geometry {
+            cmd.args(["-crop", &g, "+repage"]);
+        }
+        let _ = cmd.arg(&path).env("DISPLAY", &self.display.name).status();
+        path
+    }
+
+    /// Ends the session; dropping stops the driver.
+    pub async fn stop(self) {
+        let _ = self.client.clone().close().await;
+    }
+}
+
+impl Drop for Desktop {
+    fn drop(&mut self) {
+        // SIGTERM, not SIGKILL: a killed driver leaves WebKitWebDriver (and the app)
+        // holding its port and our pipes.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.driver.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.driver.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+        // Keep the app's log beside the screenshots (the home dir goes away).
+        let _ = std::fs::copy(self.home.join("app.log"), screenshot_dir().join("app.log"));
+    }
+}
