@@ -17,8 +17,12 @@ test: deps ui ui-test lint build deb-debug
 	$(CARGO) test --workspace --no-fail-fast
 	$(MAKE) fuzz-ci
 
-## The web front end (ui/dist, embedded in the app at compile time).
-ui: ui/node_modules/.installed
+## The web front end (ui/dist, embedded in the app at compile time). A file target, so
+## an unchanged front end does not make the app crate recompile.
+UI_SOURCES := $(shell find ui/src ui/index.html ui/vite.config.ts ui/tsconfig.json ui/package.json -type f 2>/dev/null)
+ui: ui/dist/index.html
+
+ui/dist/index.html: ui/node_modules/.installed $(UI_SOURCES)
 	cd ui && npm run build
 
 # `npm install`, not `npm ci`: with this machine's npm settings the lock file omits other
@@ -32,7 +36,7 @@ ui-test: ui/node_modules/.installed
 	cd ui && npm test
 
 ## Regenerate ui/src/bindings.ts from the Rust types (a test fails when it is stale).
-bindings:
+bindings: ui
 	UPDATE_BINDINGS=1 $(CARGO) test -p roger-desktop --test bindings
 
 ## A release .deb of the app: target/release/bundle/deb/.

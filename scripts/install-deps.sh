@@ -30,6 +30,12 @@ done
 if ! command -v npm >/dev/null; then
   missing+=(nodejs npm)
 fi
+node_too_old() {
+  command -v node >/dev/null || return 1
+  local major
+  major=$(node -p 'process.versions.node.split(".")[0]')
+  [ "$major" -lt 20 ]
+}
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
@@ -42,6 +48,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Vite 7 needs Node 20.19+ (Debian 12's nodejs is 18).
+if node_too_old; then
+  echo "install-deps: Node $(node --version) is too old for the front end's build (Vite 7 needs 20.19+); install Node 20 or newer" >&2
+  exit 1
 fi
 
 # tauri-driver: WebDriver for the app's end-to-end tests (about a minute to build).

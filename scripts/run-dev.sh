@@ -31,7 +31,9 @@ token "${USER:-you}-ears" general,echo > "$DATA/token-ears"
 ECHO=$!
 
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$BIN/roger" ]; then
-  "$BIN/roger" --server "$URL" --token-file "$DATA/token" --channel echo > "$DATA/app.log" 2>&1 &
+  # Its own config dir: the dev server and token stay out of your real Roger settings.
+  XDG_CONFIG_HOME="$PWD/$DATA/config" \
+    "$BIN/roger" --server "$URL" --token-file "$DATA/token" --channel echo > "$DATA/app.log" 2>&1 &
   APP=$!
   cat <<MSG
 

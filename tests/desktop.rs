@@ -101,6 +101,48 @@ impl Display {
             .env("DISPLAY", &self.name)
             .status();
     }
+    /// A screenshot of the app's window (the largest window named "Roger"), taken from
+    /// the X server (`import`, cropped): reading the window itself fails under Xvfb, and
+    /// WebKitWebDriver's screenshot waits for the page's next repaint, which an idle
+    /// page may not do for minutes. Returns whether a window was found (else the whole
+    /// screen is saved).
+    pub fn screenshot_window(&self, path: &Path) -> bool {
+        // The window's area of the screen (reading the window itself fails under Xvfb);
+        // of the windows named Roger, the largest (the others are 16x16 helpers).
+        let ids = Command::new("xdotool")
+            .args(["search", "--name", "^Roger$"])
+            .env("DISPLAY", &self.name)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        let geometry = ids
+            .lines()
+            .filter_map(|id| {
+                let out = Command::new("xdotool")
+                    .args(["getwindowgeometry", "--shell", id])
+                    .env("DISPLAY", &self.name)
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                let get = |k: &str| -> Option<u32> {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{k}=")))?
+                        .parse()
+                        .ok()
+                };
+                Some((get("WIDTH")?, get("HEIGHT")?, get("X")?, get("Y")?))
+            })
+            .max_by_key(|(w, h, _, _)| w * h)
+            .map(|(w, h, x, y)| format!("{w}x{h}+{x}+{y}"));
+        let found = geometry.is_some();
+        let mut cmd = Command::new("import");
+        cmd.args(["-window", "root"]);
+        if let Some(g) = geometry {
+            cmd.args(["-crop", &g, "+repage"]);
+        }
+        let _ = cmd.arg(path).env("DISPLAY", &self.name).status();
+        found
+    }
 }
 
 impl Drop for Display {
@@ -173,6 +215,9 @@ impl Desktop {
             .env("XDG_DATA_HOME", home.join("data"))
             .env("XDG_CACHE_HOME", home.join("cache"))
             .env("RUST_LOG", "info,webrtc=warn,pulseaudio=off")
+            // No session bus: a Roger already running on this desktop would otherwise
+            // take the launch over (single instance).
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::fs::File::create(home.join("driver.log")).expect("log"))
             .stderr(std::fs::File::create(home.join("app.log")).expect("log"))
@@ -290,44 +335,11 @@ impl Desktop {
         }
     }
 
-    /// Saves a screenshot of the app's window as `name`.png. Taken from the X server
-    /// (`import`): WebKitWebDriver's screenshot waits for the page's next repaint, which
-    /// an idle page may not do for minutes.
+    /// Saves a screenshot of the app's window as `name`.png (see
+    /// [`Display::screenshot_window`]).
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let path = screenshot_dir().join(format!("{name}.png"));
-        // The window's area of the screen (reading the window itself fails under Xvfb);
-        // of the windows named Roger, the largest (the others are 16x16 helpers).
-        let ids = Command::new("xdotool")
-            .args(["search", "--name", "^Roger$"])
-            .env("DISPLAY", &self.display.name)
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-            .unwrap_or_default();
-        let geometry = ids
-            .lines()
-            .filter_map(|id| {
-                let out = Command::new("xdotool")
-                    .args(["getwindowgeometry", "--shell", id])
-                    .env("DISPLAY", &self.display.name)
-                    .output()
-                    .ok()?;
-                let text = String::from_utf8_lossy(&out.stdout).into_owned();
-                let get = |k: &str| -> Option<u32> {
-                    text.lines()
-                        .find_map(|l| l.strip_prefix(&format!("{k}=")))?
-                        .parse()
-                        .ok()
-                };
-                Some((get("WIDTH")?, get("HEIGHT")?, get("X")?, get("Y")?))
-            })
-            .max_by_key(|(w, h, _, _)| w * h)
-            .map(|(w, h, x, y)| format!("{w}x{h}+{x}+{y}"));
-        let mut cmd = Command::new("import");
-        cmd.args(["-window", "root"]);
-        if let Some(g) = geometry {
-            cmd.args(["-crop", &g, "+repage"]);
-        }
-        let _ = cmd.arg(&path).env("DISPLAY", &self.display.name).status();
+        self.display.screenshot_window(&path);
         path
     }
 

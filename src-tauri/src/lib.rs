@@ -72,9 +72,10 @@ fn get_settings(app: State<'_, App>) -> Settings {
 }
 
 /// Saves settings; a new hotkey is registered first, and nothing is saved if it cannot be.
+/// (async: reopening a speaker blocks, and may start tasks, so not on the main thread.)
 #[tauri::command]
 #[specta::specta]
-fn save_settings(
+async fn save_settings(
     handle: AppHandle,
     app: State<'_, App>,
     settings: Settings,
@@ -124,26 +125,33 @@ async fn leave_channel(app: State<'_, App>) -> Result<(), ErrorBody> {
     app.leave().await
 }
 
-/// PTT pressed (button, Space).
+/// PTT pressed (button, Space). Not async on purpose: plain commands run in order on
+/// the main thread, so the press is taken before a release sent after it (async commands
+/// are separate tasks and could swap). Failures reach the window as notices.
 #[tauri::command]
 #[specta::specta]
-async fn ptt_down(app: State<'_, App>) -> Result<(), ErrorBody> {
-    app.ptt_down().await
+fn ptt_down(app: State<'_, App>) {
+    let press = app.ptt_down();
+    tauri::async_runtime::spawn(async move {
+        if let Err(e) = press.await {
+            tracing::info!(error = %e, "PTT");
+        }
+    });
 }
 
-/// PTT released.
+/// PTT released (see [`ptt_down`] for why it is not async).
 #[tauri::command]
 #[specta::specta]
-async fn ptt_up(app: State<'_, App>) -> Result<(), ErrorBody> {
-    app.ptt_up().await;
-    Ok(())
+fn ptt_up(app: State<'_, App>) {
+    tauri::async_runtime::spawn(app.ptt_up());
 }
 
-/// The banner's Rejoin.
+/// The banner's Rejoin (async: it may start a new session's tasks).
 #[tauri::command]
 #[specta::specta]
-fn rejoin(app: State<'_, App>) {
+async fn rejoin(app: State<'_, App>) -> Result<(), ErrorBody> {
     app.rejoin();
+    Ok(())
 }
 
 /// Hides the banner.
@@ -167,11 +175,17 @@ async fn set_meter(app: State<'_, App>, on: bool) -> Result<(), ErrorBody> {
     app.meter(on)
 }
 
-/// Microphone test: on talks to the echo channel, off plays it back.
+/// Microphone test: on talks to the echo channel, off plays it back. Ordered like
+/// [`ptt_down`]; failures reach the window as notices.
 #[tauri::command]
 #[specta::specta]
-async fn mic_test(app: State<'_, App>, on: bool) -> Result<(), ErrorBody> {
-    app.mic_test(on).await
+fn mic_test(app: State<'_, App>, on: bool) {
+    let test = app.mic_test(on);
+    tauri::async_runtime::spawn(async move {
+        if let Err(e) = test.await {
+            tracing::info!(error = %e, "microphone test");
+        }
+    });
 }
 
 /// Recovery figures and recent events.
@@ -510,7 +524,11 @@ pub fn run() -> anyhow::Result<()> {
                 .show_menu_on_left_click(false)
                 .on_menu_event(|app, event| match event.id.as_ref() {
                     "show" => show_window(app),
-                    "rejoin" => app.state::<App>().rejoin(),
+                    "rejoin" => {
+                        // Menu events come on the main thread; a rejoin may start tasks.
+                        let core = app.state::<App>().inner().clone();
+                        tauri::async_runtime::spawn(async move { core.rejoin() });
+                    }
                     "quit" => {
                         let core = app.state::<App>().inner().clone();
                         let app = app.clone();
@@ -553,6 +571,16 @@ pub fn run() -> anyhow::Result<()> {
             });
             Ok(())
         })
-        .run(tauri::generate_context!())
-        .map_err(|e| anyhow::anyhow!("the app failed: {e}"))
+        .build(tauri::generate_context!())
+        .map_err(|e| anyhow::anyhow!("the app failed to start: {e}"))?
+        .run(|handle, event| {
+            // However the app ends (tray Quit, last window closed without a tray, a
+            // signal through the event loop): say goodbye and release the floor.
+            if let tauri::RunEvent::Exit = event {
+                if let Some(core) = handle.try_state::<App>() {
+                    tauri::async_runtime::block_on(core.inner().clone().shutdown());
+                }
+            }
+        });
+    Ok(())
 }

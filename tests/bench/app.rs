@@ -88,6 +88,7 @@ fn launch(server: &Server, pulse: &Pulse, display: &Display, token: &str) -> (In
         .env("XDG_DATA_HOME", home.join("data"))
         .env("XDG_CACHE_HOME", home.join("cache"))
         .env("RUST_LOG", "info,webrtc=warn,pulseaudio=off")
+        .env_remove("DBUS_SESSION_BUS_ADDRESS")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -52,7 +52,7 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
         std::env::set_var(k, v);
     }
     let server = Server::start(
-        "[floor]\nmax_talk_ms = 2000\n\
+        "[floor]\nmax_talk_ms = 4000\n\
          [[channels]]\nid = \"general\"\n[[channels]]\nid = \"echo\"\n[[channels]]\nid = \"ops\"\n",
     );
     let dir = TempDir::new("app-core");
@@ -64,14 +64,18 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
     app.sign_in(server.url(), "not-a-token".into())
         .await
         .expect("sign-in starts");
-    until(Duration::from_secs(15), "TOKEN_INVALID banner", || {
-        app.state()
-            .error
-            .as_ref()
-            .is_some_and(|e| e.code == ErrorCode::TokenInvalid && e.action == ErrorAction::SignIn)
-    })
+    until(
+        Duration::from_secs(15),
+        "Failed with a TOKEN_INVALID banner",
+        || {
+            let s = app.state();
+            matches!(s.status, Status::Failed { .. })
+                && s.error.as_ref().is_some_and(|e| {
+                    e.code == ErrorCode::TokenInvalid && e.action == ErrorAction::SignIn
+                })
+        },
+    )
     .await;
-    assert!(matches!(app.state().status, Status::Failed { .. }));
     let bad_url = app
         .sign_in("http://example.invalid/ws".into(), "t".into())
         .await
@@ -144,7 +148,7 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
 
     // Held past the max talk time: the server ends it and the button says so.
     app.ptt_down().await.unwrap();
-    until(Duration::from_secs(6), "time up", || {
+    until(Duration::from_secs(9), "time up", || {
         app.state().ptt == PttState::TimeUp
     })
     .await;

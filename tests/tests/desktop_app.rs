@@ -95,12 +95,12 @@ async fn the_desktop_app_talks_recovers_and_rejoins() {
     .await;
 
     // A stuck key: the server's max talk time ends it and the button says so.
+    let pressed = Instant::now();
     app.display.xdotool(&["keydown", "F8"]);
     app.wait_until(Duration::from_secs(5), "talking again", || async {
         app.attr("ptt", "data-state").await.as_deref() == Some("talking")
     })
     .await;
-    let pressed = Instant::now();
     app.wait_until(
         Duration::from_millis(MAX_TALK_MS + 5000),
         "time is up while the key is down",
@@ -171,13 +171,17 @@ async fn the_desktop_app_talks_recovers_and_rejoins() {
         dot(&app).await == "green" && app.text("banner-code").await.is_empty()
     })
     .await;
-    app.wait_until(Duration::from_secs(10), "back in general", || async {
+    bob.wait_for(Duration::from_secs(10), "alice back in general", |v| {
+        v["event"] == "member_joined" && v["name"] == "alice"
+    });
+    app.wait_until(Duration::from_secs(10), "bob listed again", || async {
         app.text("members").await.contains("bob")
     })
     .await;
     app.screenshot("app-6-rejoined").await;
 
-    // The hotkey is global: with the window hidden (closed to the tray), it still talks.
+    // The hotkey is global: with the window unmapped (as when hidden in the tray), it
+    // still talks.
     app.display
         .xdotool(&["search", "--name", "^Roger$", "windowunmap", "%@"]);
     app.display.xdotool(&["keydown", "F8"]);

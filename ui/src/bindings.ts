@@ -11,7 +11,10 @@ export const commands = {
 	getState: () => __TAURI_INVOKE<AppState_Serialize>("get_state"),
 	/**  The saved settings. */
 	getSettings: () => __TAURI_INVOKE<Settings_Serialize>("get_settings"),
-	/**  Saves settings; a new hotkey is registered first, and nothing is saved if it cannot be. */
+	/**
+	 *  Saves settings; a new hotkey is registered first, and nothing is saved if it cannot be.
+	 *  (async: reopening a speaker blocks, and may start tasks, so not on the main thread.)
+	 */
 	saveSettings: (settings: Settings_Deserialize) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("save_settings", { settings })),
 	/**  The push-to-talk shortcut in use. */
 	getHotkey: () => __TAURI_INVOKE<HotkeyInfo_Serialize>("get_hotkey"),
@@ -23,20 +26,27 @@ export const commands = {
 	joinChannel: (channel: string) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("join_channel", { channel })),
 	/**  Leaves the current channel. */
 	leaveChannel: () => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("leave_channel")),
-	/**  PTT pressed (button, Space). */
-	pttDown: () => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("ptt_down")),
-	/**  PTT released. */
-	pttUp: () => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("ptt_up")),
-	/**  The banner's Rejoin. */
-	rejoin: () => __TAURI_INVOKE<void>("rejoin"),
+	/**
+	 *  PTT pressed (button, Space). Not async on purpose: plain commands run in order on
+	 *  the main thread, so the press is taken before a release sent after it (async commands
+	 *  are separate tasks and could swap). Failures reach the window as notices.
+	 */
+	pttDown: () => __TAURI_INVOKE<void>("ptt_down"),
+	/**  PTT released (see [`ptt_down`] for why it is not async). */
+	pttUp: () => __TAURI_INVOKE<void>("ptt_up"),
+	/**  The banner's Rejoin (async: it may start a new session's tasks). */
+	rejoin: () => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("rejoin")),
 	/**  Hides the banner. */
 	dismissError: () => __TAURI_INVOKE<void>("dismiss_error"),
 	/**  Microphones and speakers. */
 	listDevices: () => typedError<DeviceInfo[], ErrorBody_Serialize>(__TAURI_INVOKE("list_devices")),
 	/**  Turns the settings' level meter on or off. */
 	setMeter: (on: boolean) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("set_meter", { on })),
-	/**  Microphone test: on talks to the echo channel, off plays it back. */
-	micTest: (on: boolean) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("mic_test", { on })),
+	/**
+	 *  Microphone test: on talks to the echo channel, off plays it back. Ordered like
+	 *  [`ptt_down`]; failures reach the window as notices.
+	 */
+	micTest: (on: boolean) => __TAURI_INVOKE<void>("mic_test", { on }),
 	/**  Recovery figures and recent events. */
 	diagnostics: () => __TAURI_INVOKE<Diagnostics_Serialize>("diagnostics"),
 };

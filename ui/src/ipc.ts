@@ -107,7 +107,7 @@ export const api = {
   leaveChannel: () => fallible<null>(() => commands.leaveChannel()),
   pttDown: () => fallible<null>(() => commands.pttDown()),
   pttUp: () => fallible<null>(() => commands.pttUp()),
-  rejoin: () => plain<null>(() => commands.rejoin()),
+  rejoin: () => fallible<null>(() => commands.rejoin()),
   dismissError: () => plain<null>(() => commands.dismissError()),
   listDevices: () => fallible<DeviceInfo[]>(() => commands.listDevices()),
   setMeter: (on: boolean) => fallible<null>(() => commands.setMeter(on)),

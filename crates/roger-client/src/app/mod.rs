@@ -236,6 +236,10 @@ impl App {
             for t in session.tasks {
                 t.abort();
             }
+            // A grant that landed during the close stored a microphone: close it too.
+            if let Some(mic) = lock(&self.inner.mic).take() {
+                mic.stop();
+            }
         }
         {
             let mut view = lock(&self.inner.view);
@@ -345,6 +349,10 @@ impl App {
         if previous.as_ref() == Some(&channel) {
             return Ok(());
         }
+        // Switching while talking: end that transmission first.
+        if lock(&self.inner.view).held() {
+            self.ptt_up().await;
+        }
         lock(&self.inner.view).state_mut().channel = Some(channel.clone());
         match manager.join(&channel).await {
             Ok(state) => {
@@ -420,6 +428,10 @@ impl App {
         if !lock(&self.inner.view).held() {
             return Ok(()); // released while an earlier operation ran
         }
+        if lock(&self.inner.mic).is_some() {
+            // Press, release, press before the first press ran: that one transmits.
+            return Ok(());
+        }
         let Some(manager) = self.manager() else {
             let e = not_connected();
             self.press_failed(&e, false);
@@ -442,6 +454,10 @@ impl App {
                 return Err(e);
             }
         };
+        if !lock(&self.inner.view).held() {
+            mic.stop(); // a tap shorter than the microphone's start: no floor request
+            return Ok(());
+        }
         match manager.ptt_down(&channel, Box::new(mic.source())).await {
             Ok(FloorOutcome::Granted { expires_in }) => {
                 let held = {
@@ -528,37 +544,59 @@ impl App {
     }
 
     /// The microphone test: while on, talks to the echo channel, which plays the
-    /// transmission back when it is turned off.
-    pub async fn mic_test(&self, on: bool) -> Result<(), ErrorBody> {
-        if !on {
-            self.ptt_up().await;
-            return Ok(());
-        }
-        let manager = self.manager().ok_or_else(not_connected)?;
-        let echo = ChannelId(ECHO_CHANNEL.into());
-        let allowed = manager
-            .welcome()
-            .is_some_and(|w| w.channels.iter().any(|c| c.id == echo));
-        if !allowed {
-            return Err(ErrorBody::new(
-                ErrorCode::ChannelNotAllowed,
-                "this server has no echo channel for you, so there is no microphone test",
-            ));
-        }
-        let current = lock(&self.inner.view).state().channel.clone();
-        if current.as_ref() != Some(&echo) {
-            manager.join(&echo).await?;
-        }
-        let pressed = {
+    /// transmission back when it is turned off. Like [`App::ptt_down`], the press (or
+    /// release) is taken when this is called.
+    pub fn mic_test(
+        &self,
+        on: bool,
+    ) -> impl Future<Output = Result<(), ErrorBody>> + Send + 'static {
+        let release = (!on).then(|| self.ptt_up());
+        let pressed = on && {
             let mut view = lock(&self.inner.view);
-            view.state_mut().mic_test = true;
-            view.press()
+            let pressed = view.press();
+            if pressed {
+                view.state_mut().mic_test = true;
+            }
+            pressed
         };
-        self.emit_state();
-        if !pressed {
-            return Ok(());
+        if pressed {
+            self.emit_state();
         }
-        self.transmit(echo).await
+        let app = self.clone();
+        async move {
+            if let Some(release) = release {
+                release.await;
+                return Ok(());
+            }
+            if !pressed {
+                return Ok(());
+            }
+            let Some(manager) = app.manager() else {
+                let e = not_connected();
+                app.press_failed(&e, false);
+                return Err(e);
+            };
+            let echo = ChannelId(ECHO_CHANNEL.into());
+            let allowed = manager
+                .welcome()
+                .is_some_and(|w| w.channels.iter().any(|c| c.id == echo));
+            if !allowed {
+                let e = ErrorBody::new(
+                    ErrorCode::ChannelNotAllowed,
+                    "this server has no echo channel for you, so there is no microphone test",
+                );
+                app.press_failed(&e, false);
+                return Err(e);
+            }
+            let current = lock(&app.inner.view).state().channel.clone();
+            if current.as_ref() != Some(&echo) {
+                if let Err(e) = manager.join(&echo).await {
+                    app.press_failed(&e, false);
+                    return Err(e);
+                }
+            }
+            app.transmit(echo).await
+        }
     }
 
     /// Starts or stops the settings' level meter (microphone and speaker levels as
@@ -603,6 +641,7 @@ impl App {
     /// rejoins its channels; without a session, connects with the saved settings.
     pub fn rejoin(&self) {
         lock(&self.inner.view).state_mut().error = None;
+        self.ensure_speaker(&self.settings());
         match self.manager() {
             Some(m) => m.rejoin(),
             None => {
@@ -634,6 +673,11 @@ impl App {
             if let Some(s) = replaced {
                 s.stop();
             }
+            self.ensure_speaker(&new);
+            self.emit_state();
+        } else if lock(&self.inner.speaker).is_none() {
+            // The speaker failed to open before: saving (the banner's "pick a device")
+            // tries again.
             self.ensure_speaker(&new);
             self.emit_state();
         } else if old.tones != new.tones {
@@ -722,9 +766,18 @@ impl App {
                 }
             }
         }
-        let notice = lock(&self.inner.view).apply(&event);
-        if matches!(notice, Some(Notice::TalkEnded { .. })) {
-            // The manager already stopped sending; close the microphone.
+        let (notice, transmitting) = {
+            let mut view = lock(&self.inner.view);
+            let notice = view.apply(&event);
+            let ptt = &view.state().ptt;
+            (
+                notice,
+                matches!(ptt, PttState::Talking { .. } | PttState::Requesting),
+            )
+        };
+        if !transmitting {
+            // Revoked, taken over after a reconnect, or failed: the manager stopped
+            // sending; close the microphone.
             if let Some(mic) = lock(&self.inner.mic).take() {
                 mic.stop();
             }
@@ -749,11 +802,24 @@ async fn join_when_connected(
     manager: ConnectionManager,
     saved: Option<String>,
 ) {
-    if manager.wait_connected().await.is_err() {
-        return;
+    // A first connection that fails (server down at launch) is retried by Rejoin: keep
+    // waiting across Failed until the session is up.
+    while manager.wait_connected().await.is_err() {
+        let mut status = manager.status();
+        loop {
+            if status.changed().await.is_err() {
+                return;
+            }
+            if !matches!(*status.borrow_and_update(), Status::Failed { .. }) {
+                break;
+            }
+        }
     }
     let Some(inner) = inner.upgrade() else { return };
     let app = App { inner };
+    if lock(&app.inner.view).state().channel.is_some() {
+        return; // the user picked one meanwhile
+    }
     let allowed: Vec<String> = manager
         .welcome()
         .map(|w| w.channels.iter().map(|c| c.id.0.clone()).collect())

@@ -138,10 +138,25 @@ impl Settings {
         let tmp = path.with_extension("json.tmp");
         let text = serde_json::to_string_pretty(self)
             .map_err(|e| settings_error(format!("cannot encode the settings: {e}")))?;
-        std::fs::write(&tmp, text)
+        write_private(&tmp, text.as_bytes())
             .and_then(|()| std::fs::rename(&tmp, &path))
             .map_err(|e| settings_error(format!("cannot write {}: {e}", path.display())))
     }
+}
+
+/// Writes a file only its owner can read (it holds the sign-in token).
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut f = options.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 fn settings_error(message: impl Into<String>) -> ErrorBody {
@@ -176,6 +191,15 @@ mod tests {
         };
         s.save(&d).unwrap();
         assert_eq!(Settings::load(&d), (s, None));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(Settings::path(&d))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
+        }
         let _ = std::fs::remove_dir_all(&d);
     }
 

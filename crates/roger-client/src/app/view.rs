@@ -209,15 +209,19 @@ impl View {
                 self.state.status = status.clone();
                 match status {
                     Status::Failed { code } => {
-                        let detail = self
-                            .last_error
-                            .take()
-                            .filter(|e| e.code == *code)
-                            .unwrap_or_else(|| ErrorBody::new(*code, code.user_message()));
-                        self.state.error = Some(AppError::from_body(&detail));
-                        if self.state.talker.is_some() || self.held {
-                            self.state.talker = None;
+                        // A banner for this code (with the server's reason) stays.
+                        if self.state.error.as_ref().map(|e| e.code) != Some(*code) {
+                            let detail = self
+                                .last_error
+                                .take()
+                                .filter(|e| e.code == *code)
+                                .unwrap_or_else(|| ErrorBody::new(*code, code.user_message()));
+                            self.state.error = Some(AppError::from_body(&detail));
                         }
+                        // Out of every channel now: nobody is known to be there or talking
+                        // until a rejoin says so.
+                        self.state.talker = None;
+                        self.state.members.clear();
                         self.state.ptt = if self.held {
                             PttState::TimeUp
                         } else {
@@ -316,8 +320,15 @@ impl View {
             FloorEvent::Denied { holder } | FloorEvent::Taken { by: holder } => {
                 if ours {
                     self.state.talker = Some(holder.clone());
+                    let me = self.state.user.as_ref().map(|u| &u.user) == Some(&holder.user);
                     if !self.held {
                         self.state.ptt = self.idle_ptt();
+                    } else if !me && matches!(self.state.ptt, PttState::Talking { .. }) {
+                        // Talking, and the floor went to someone else (it could not be
+                        // re-acquired after a reconnect): not on the air any more.
+                        self.state.ptt = PttState::Busy {
+                            holder: holder.name.clone(),
+                        };
                     }
                 }
                 None
@@ -328,8 +339,9 @@ impl View {
                     if !self.held {
                         self.state.ptt = PttState::Idle;
                     } else if matches!(self.state.ptt, PttState::Busy { .. }) {
-                        // Still held after a denial: the button says idle until the
-                        // next press (PTT is not re-requested behind the user's back).
+                        // Still held after a denial and the floor is free now: PTT is not
+                        // re-requested behind the user's back; the button says busy with
+                        // nobody named ("release and press again") until the release.
                         self.state.ptt = PttState::Busy {
                             holder: String::new(),
                         };
@@ -449,6 +461,43 @@ mod tests {
         v.release();
         assert_eq!(v.state().ptt, PttState::Idle);
         assert!(v.press());
+    }
+
+    #[test]
+    fn losing_the_floor_to_someone_else_while_talking_is_busy() {
+        let mut v = View::default();
+        joined(&mut v, &["me", "bob"]);
+        v.press();
+        v.granted(5);
+        v.apply(&floor(FloorEvent::Granted { expires_in_ms: 5 }));
+        v.apply(&floor(FloorEvent::Taken { by: member("bob") }));
+        assert_eq!(
+            v.state().ptt,
+            PttState::Busy {
+                holder: "BOB".into()
+            }
+        );
+    }
+
+    #[test]
+    fn failed_forgets_members_and_keeps_a_specific_banner() {
+        let mut v = View::default();
+        joined(&mut v, &["me", "bob"]);
+        v.apply(&ClientEvent::Error {
+            error: ErrorBody::new(ErrorCode::TokenExpired, "exp 12:00"),
+        });
+        v.apply(&ClientEvent::Status {
+            status: Status::Failed {
+                code: ErrorCode::TokenExpired,
+            },
+        });
+        assert_eq!(v.state().error.as_ref().unwrap().detail, "exp 12:00");
+        assert!(v.state().members.is_empty());
+        assert_eq!(
+            v.state().channel,
+            Some(ChannelId("ops".into())),
+            "kept for rejoin"
+        );
     }
 
     #[test]
