@@ -4,28 +4,49 @@
 //! [`Desktop::start`] returns `None` with a printed reason when a piece is missing
 //! locally; under `CI=true` it panics instead (CI installs everything).
 
-use crate::{bin, free_port, TempDir};
+use crate::{bin, free_port, have, skip_or_panic, TempDir};
 use fantoccini::{Client, Locator};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
+/// A home for one run of the app: XDG config/data/cache dirs, with its settings saved
+/// (when given) where the app reads them.
+pub struct AppHome(pub TempDir);
 
-/// Skips (prints why) or, under `CI=true`, panics.
-pub fn skip_or_panic(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{why}");
+impl AppHome {
+    /// A fresh home; `settings` (JSON of `roger_client::app::Settings`) saved if given.
+    pub fn new(tag: &str, settings: Option<&serde_json::Value>) -> AppHome {
+        let home = TempDir::new(tag);
+        if let Some(settings) = settings {
+            let config = home.join("config/dev.roger.desktop");
+            std::fs::create_dir_all(&config).expect("config dir");
+            std::fs::write(
+                config.join("settings.json"),
+                serde_json::to_string_pretty(settings).expect("settings"),
+            )
+            .expect("settings.json");
+        }
+        AppHome(home)
     }
-    eprintln!("SKIPPED: {why}");
+
+    /// A path inside.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Points `cmd` (the app, or the driver that starts it) at this home and `display`.
+    pub fn apply<'c>(&self, cmd: &'c mut Command, display: &Display) -> &'c mut Command {
+        cmd.env("DISPLAY", &display.name)
+            .env("XDG_CONFIG_HOME", self.join("config"))
+            .env("XDG_DATA_HOME", self.join("data"))
+            .env("XDG_CACHE_HOME", self.join("cache"))
+            .env("RUST_LOG", "info,webrtc=warn,pulseaudio=off")
+            // No session bus: a Roger already running on this desktop would otherwise
+            // take the launch over (single instance).
+            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+    }
 }
 
 /// The `tauri-driver` binary: on PATH or in cargo's bin dir.
@@ -167,7 +188,7 @@ pub struct Desktop {
     /// The WebDriver session on the app's window.
     pub client: Client,
     /// The app's XDG config/data homes.
-    pub home: TempDir,
+    pub home: AppHome,
 }
 
 impl Desktop {
@@ -192,32 +213,19 @@ impl Desktop {
             skip_or_panic("tauri-driver is not installed (scripts/install-deps.sh installs it)");
             return None;
         };
-        let home = TempDir::new("desktop");
-        let config = home.join("config/dev.roger.desktop");
-        std::fs::create_dir_all(&config).expect("config dir");
-        std::fs::write(
-            config.join("settings.json"),
-            serde_json::to_string_pretty(&settings).expect("settings"),
-        )
-        .expect("settings.json");
+        let home = AppHome::new("desktop", Some(&settings));
         let display = Display::start();
         let port = free_port();
         let native = free_port();
-        let driver = Command::new(driver_bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--native-port",
-                &native.to_string(),
-            ])
-            .env("DISPLAY", &display.name)
-            .env("XDG_CONFIG_HOME", home.join("config"))
-            .env("XDG_DATA_HOME", home.join("data"))
-            .env("XDG_CACHE_HOME", home.join("cache"))
-            .env("RUST_LOG", "info,webrtc=warn,pulseaudio=off")
-            // No session bus: a Roger already running on this desktop would otherwise
-            // take the launch over (single instance).
-            .env_remove("DBUS_SESSION_BUS_ADDRESS")
+        let mut driver = Command::new(driver_bin);
+        driver.args([
+            "--port",
+            &port.to_string(),
+            "--native-port",
+            &native.to_string(),
+        ]);
+        let driver = home
+            .apply(&mut driver, &display)
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(std::fs::File::create(home.join("driver.log")).expect("log"))
             .stderr(std::fs::File::create(home.join("app.log")).expect("log"))

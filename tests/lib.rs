@@ -48,6 +48,25 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Whether `program` is on PATH.
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A test that cannot run here skips with a printed reason, except under `CI=true`,
+/// where it panics (CI installs everything).
+pub fn skip_or_panic(why: &str) {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{why}");
+    }
+    eprintln!("SKIPPED: {why}");
+}
+
 /// The speech fixture (3 s, 48 kHz mono).
 pub fn speech_wav() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/speech.wav")

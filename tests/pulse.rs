@@ -4,7 +4,7 @@
 //! [`Pulse::play_into_mic`], record the speaker with [`Pulse::record_speaker`].
 //! Processes that should use it get [`Pulse::env`].
 
-use crate::{bin, Bot, Server, TempDir};
+use crate::{bin, have, skip_or_panic, Bot, Server, TempDir};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,15 +17,6 @@ pub struct Pulse {
     env: Vec<(String, String)>,
 }
 
-fn have(program: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {program}"))
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
 impl Pulse {
     /// Starts one, or returns `None` with a printed reason when PulseAudio is not
     /// installed (never under `CI=true`: there it panics).
@@ -36,12 +27,9 @@ impl Pulse {
     /// Like [`Pulse::start`], with more module-script lines (e.g. a combine sink).
     pub fn start_with(extra_modules: &str) -> Option<Pulse> {
         if !(have("pulseaudio") && have("pactl") && have("paplay")) {
-            let why =
-                "pulseaudio/pactl/paplay not installed (scripts/install-deps.sh installs them)";
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("{why}");
-            }
-            eprintln!("SKIPPED: {why}");
+            skip_or_panic(
+                "pulseaudio/pactl/paplay not installed (scripts/install-deps.sh installs them)",
+            );
             return None;
         }
         let dir = TempDir::new("pulse");

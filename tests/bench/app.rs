@@ -6,9 +6,9 @@
 //! the window renders from (the window itself may still be loading its page then; the
 //! page reads the state when it is ready).
 
-use roger_e2e::desktop::{skip_or_panic, Display};
+use roger_e2e::desktop::{AppHome, Display};
 use roger_e2e::pulse::Pulse;
-use roger_e2e::{bin, Server, TempDir};
+use roger_e2e::{bin, have, skip_or_panic, Server};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -69,26 +69,18 @@ fn tree_pss_mib(pid: u32) -> (f64, Vec<(String, f64)>) {
 struct Launched {
     child: Child,
     green: mpsc::Receiver<Instant>,
-    _home: TempDir,
+    _home: AppHome,
 }
 
 fn launch(server: &Server, pulse: &Pulse, display: &Display, token: &str) -> (Instant, Launched) {
-    let home = TempDir::new("bench-app");
-    let config = home.join("config/dev.roger.desktop");
-    std::fs::create_dir_all(&config).expect("config dir");
     let settings = json!({
         "server_url": server.url(), "token": token, "channel": "general", "hotkey": "F8",
     });
-    std::fs::write(config.join("settings.json"), settings.to_string()).expect("settings");
+    let home = AppHome::new("bench-app", Some(&settings));
     let started = Instant::now();
-    let mut child = pulse
-        .command(bin("roger"))
-        .env("DISPLAY", &display.name)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env("RUST_LOG", "info,webrtc=warn,pulseaudio=off")
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+    let mut cmd = pulse.command(bin("roger"));
+    let mut child = home
+        .apply(&mut cmd, display)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -126,13 +118,7 @@ fn stop(mut l: Launched) {
 
 pub fn run() {
     for p in ["Xvfb", "xdotool"] {
-        if Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {p}"))
-            .stdout(Stdio::null())
-            .status()
-            .map_or(true, |s| !s.success())
-        {
+        if !have(p) {
             skip_or_panic(&format!("{p} is not installed"));
             return;
         }

@@ -2,8 +2,8 @@
 //! apt, and the installed `/usr/bin/roger` opens its window and renders (screenshot in
 //! target/screenshots/deb-installed.png).
 
-use roger_e2e::desktop::{screenshot_dir, skip_or_panic, Display};
-use roger_e2e::TempDir;
+use roger_e2e::desktop::{screenshot_dir, AppHome, Display};
+use roger_e2e::{have, skip_or_panic};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,13 +48,7 @@ fn the_deb_installs_and_the_app_renders() {
         return;
     }
     for p in ["Xvfb", "xdotool", "import", "identify", "apt-get"] {
-        let ok = Command::new("sh")
-            .arg("-c")
-            .arg(format!("command -v {p}"))
-            .stdout(Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
+        if !have(p) {
             skip_or_panic(&format!("{p} is not installed"));
             return;
         }
@@ -82,13 +76,10 @@ fn the_deb_installs_and_the_app_renders() {
     );
 
     let display = Display::start();
-    let home = TempDir::new("deb-app");
-    let mut app = Command::new("/usr/bin/roger")
-        .env("DISPLAY", &display.name)
-        .env("XDG_CONFIG_HOME", home.join("config"))
-        .env("XDG_DATA_HOME", home.join("data"))
-        .env("XDG_CACHE_HOME", home.join("cache"))
-        .env_remove("DBUS_SESSION_BUS_ADDRESS")
+    let home = AppHome::new("deb-app", None);
+    let mut cmd = Command::new("/usr/bin/roger");
+    let mut app = home
+        .apply(&mut cmd, &display)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(home.join("app.log")).expect("log"))
         .spawn()

@@ -15,14 +15,16 @@ use crate::audio::device::{
 };
 use crate::audio::tones::{tone_for, Tone, ToneSettings};
 use crate::event::{AudioDirection, ClientEvent, Status};
-use crate::manager::{AudioStats, ClientConfig, ConnectionManager, FloorOutcome, RecoveryStats};
+use crate::manager::{
+    lock, unix_ms, AudioStats, ClientConfig, ConnectionManager, FloorOutcome, RecoveryStats,
+};
 use crate::AudioSink;
 use roger_protocol::{ChannelId, ErrorAction, ErrorBody, ErrorCode};
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -113,17 +115,6 @@ struct Inner {
 struct Session {
     manager: ConnectionManager,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 fn not_connected() -> ErrorBody {
