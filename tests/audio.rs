@@ -50,6 +50,65 @@ pub fn best_lag(reference: &[i16], recorded: &[i16], max_lag: usize) -> (usize, 
         .fold((0, f64::MIN), |a, b| if b.1 > a.1 { b } else { a })
 }
 
+/// How a recording made through real devices matches its source, piece by piece.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pieces {
+    /// Pieces of the reference with sound in them (silent ones say nothing).
+    pub voiced: usize,
+    /// Of those, how many were found in the recording at `min_corr` or better.
+    pub matched: usize,
+    /// How often the position of a piece moved from where the one before it was found.
+    pub slips: usize,
+    /// The last matched piece's position minus the first's expected one, in samples.
+    pub drift: i64,
+}
+
+/// Follows `reference` through `recorded` from `lag` (as found by [`best_lag`]) in
+/// 100 ms pieces, each searched for within 50 ms of where the piece before it was
+/// found. A sound server that under- or overruns on a loaded machine shifts the rest of
+/// a recording by a few ms; one whole-signal correlation then drops for every sample
+/// after the glitch, though nothing was lost. Here the glitch costs the pieces it
+/// touched and is counted as a slip.
+pub fn match_pieces(reference: &[i16], recorded: &[i16], lag: usize, min_corr: f64) -> Pieces {
+    const PIECE: usize = 4_800;
+    const SLACK: usize = 2_400;
+    let loudness = |x: &[i16]| {
+        (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+    };
+    let overall = loudness(reference);
+    let mut out = Pieces {
+        voiced: 0,
+        matched: 0,
+        slips: 0,
+        drift: 0,
+    };
+    // Where the recording is ahead of the reference (samples), as last found.
+    let mut offset = lag as i64;
+    for (i, piece) in reference.chunks_exact(PIECE).enumerate() {
+        if loudness(piece) < 0.3 * overall {
+            continue;
+        }
+        out.voiced += 1;
+        let expected = (i * PIECE) as i64 + offset;
+        let from = (expected - SLACK as i64).max(0) as usize;
+        let to = (expected as usize + PIECE + SLACK).min(recorded.len());
+        if to <= from + PIECE {
+            continue;
+        }
+        let (at, corr) = best_lag(piece, &recorded[from..to], to - from - PIECE);
+        if corr >= min_corr {
+            out.matched += 1;
+            let found = (from + at) as i64 - (i * PIECE) as i64;
+            if (found - offset).abs() > 48 {
+                out.slips += 1;
+            }
+            offset = found;
+            out.drift = offset - lag as i64;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +129,33 @@ mod tests {
         assert!(c > 0.999);
         let silence = vec![0i16; 30_000];
         assert!(best_lag(&reference, &silence, 4800).1 < 0.1);
+    }
+
+    #[test]
+    fn a_slip_costs_the_pieces_it_touched_not_the_whole_recording() {
+        let mut x: u32 = 777;
+        let reference: Vec<i16> = (0..48_000)
+            .map(|_| {
+                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                ((x >> 16) as i16) / 4
+            })
+            .collect();
+        // 1000 samples late, then 480 samples of silence inserted halfway (an underrun).
+        let mut recorded = vec![0i16; 1_000];
+        recorded.extend_from_slice(&reference[..24_000]);
+        recorded.extend(std::iter::repeat_n(0i16, 480));
+        recorded.extend_from_slice(&reference[24_000..]);
+        recorded.extend(std::iter::repeat_n(0i16, 4_800));
+        let (lag, whole) = best_lag(&reference, &recorded, 4_800);
+        assert_eq!(lag, 1_000);
+        assert!(whole < 0.8, "one correlation over all of it: {whole}");
+        let p = match_pieces(&reference, &recorded, lag, 0.9);
+        assert_eq!(p.voiced, 10);
+        assert!(p.matched >= 9, "{p:?}");
+        assert_eq!(p.slips, 1, "{p:?}");
+        assert_eq!(p.drift, 480, "{p:?}");
+        // Silence where the sound should be matches nothing.
+        let lost = vec![0i16; recorded.len()];
+        assert_eq!(match_pieces(&reference, &lost, lag, 0.9).matched, 0);
     }
 }

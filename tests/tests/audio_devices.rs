@@ -6,7 +6,7 @@
 //! Needs PulseAudio (installed by scripts/install-deps.sh); skips with a printed reason
 //! when it is missing, except under CI=true.
 
-use roger_e2e::audio::best_lag;
+use roger_e2e::audio::{best_lag, match_pieces};
 use roger_e2e::pulse::{read_mono, stop_recording, Pulse};
 use roger_e2e::{now_ms, speech_wav, Bot, Server};
 use serde_json::Value;
@@ -90,19 +90,38 @@ fn speech_into_one_microphone_comes_out_of_the_other_speaker() {
     assert!(ok, "talker failed: {stderr}");
     std::thread::sleep(Duration::from_millis(700));
     stop_recording(recorder);
-    let (ok, _, stderr) = listener.wait(Duration::from_secs(15));
+    let (ok, heard, stderr) = listener.wait(Duration::from_secs(15));
     assert!(ok, "listener failed: {stderr}");
 
     let reference = roger_e2e::audio::read(&speech_wav());
     let recorded = read_mono(&spk);
     assert!(recorded.len() > 48_000 * 3, "speaker recording too short");
     let (lag, corr) = best_lag(&reference, &recorded, recorded.len() - reference.len());
+    let pieces = match_pieces(&reference, &recorded, lag, 0.8);
+    let playout = heard.iter().find(|v| v["event"] == "playout");
     println!(
-        "speaker recording matches the speech at {:.3} s with correlation {corr:.3}; talker sent {} frames",
+        "speaker recording starts matching the speech at {:.3} s (correlation {corr:.3} over \
+         all of it); {pieces:?}; talker sent {} frames, listener received {}; playout {playout:?}",
         lag as f64 / 48_000.0,
-        last_audio(&lines, "frames_sent")
+        last_audio(&lines, "frames_sent"),
+        last_audio(&heard, "frames_received"),
     );
-    assert!(corr >= 0.9, "correlation {corr:.3} at lag {lag}");
+    // Through real devices on a loaded machine the sound server may run a stream dry
+    // for a few ms (pulse logs "Implicit underrun"), which shifts the rest of the
+    // recording: a whole-signal correlation then fails though nothing was lost. So the
+    // speech is followed piece by piece; a good run matches 20 of its 22 voiced pieces
+    // (Opus alters some), a run with a slip or two 18-20, lost or garbled audio none.
+    assert!(
+        pieces.voiced >= 20,
+        "the speech fixture has sound: {pieces:?}"
+    );
+    assert!(
+        pieces.matched * 4 >= pieces.voiced * 3,
+        "only {} of {} voiced 100 ms pieces of the speech found in the speaker's output \
+         ({pieces:?}; correlation over all of it {corr:.3} at lag {lag})",
+        pieces.matched,
+        pieces.voiced
+    );
 }
 
 #[test]
