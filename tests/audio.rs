@@ -89,7 +89,7 @@ pub fn match_pieces(reference: &[i16], recorded: &[i16], lag: usize, min_corr: f
             continue;
         }
         out.voiced += 1;
-        let expected = (i * PIECE) as i64 + offset;
+        let expected = ((i * PIECE) as i64 + offset).max(0);
         let from = (expected - SLACK as i64).max(0) as usize;
         let to = (expected as usize + PIECE + SLACK).min(recorded.len());
         if to <= from + PIECE {
