@@ -456,8 +456,14 @@ pub fn run() -> anyhow::Result<()> {
                                 dot_name(&state.status)
                             );
                             if let Some(t) = tray.lock().ok().and_then(|t| t.clone()) {
-                                let _ = t.set_icon(Some(dot_icon(rgb)));
-                                let _ = t.set_tooltip(Some(status_tooltip(&state.status)));
+                                // Queued, not waited for: the tray's setters block until
+                                // the main thread has run them, and this is the thread
+                                // that sends every state to the window.
+                                let tooltip = status_tooltip(&state.status);
+                                let _ = emit_handle.run_on_main_thread(move || {
+                                    let _ = t.set_icon(Some(dot_icon(rgb)));
+                                    let _ = t.set_tooltip(Some(tooltip));
+                                });
                             }
                         }
                         let _ = StateChanged(*state).emit(&emit_handle);

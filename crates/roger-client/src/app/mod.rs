@@ -98,6 +98,8 @@ pub struct App {
 struct Inner {
     config_dir: PathBuf,
     emit: Emit,
+    /// Wakes the state emitter (see [`App::emit_state`]).
+    state_changed: std::sync::mpsc::Sender<()>,
     settings: Mutex<Settings>,
     view: Mutex<View>,
     session: Mutex<Option<Session>>,
@@ -115,6 +117,17 @@ struct Inner {
 struct Session {
     manager: ConnectionManager,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// The state emitter's loop: on each wake-up (several at once count as one), sends the
+/// state as it is now. Ends with the app.
+fn state_emitter(inner: &Weak<Inner>, changes: &std::sync::mpsc::Receiver<()>) {
+    while changes.recv().is_ok() {
+        while changes.try_recv().is_ok() {}
+        let Some(inner) = inner.upgrade() else { return };
+        let state = lock(&inner.view).state().clone();
+        (inner.emit)(AppEvent::State(Box::new(state)));
+    }
 }
 
 fn not_connected() -> ErrorBody {
@@ -160,10 +173,12 @@ impl App {
                 ..AppError::from_body(&p)
             });
         }
-        App {
+        let (state_changed, changes) = std::sync::mpsc::channel();
+        let app = App {
             inner: Arc::new(Inner {
                 config_dir: config_dir.to_owned(),
                 emit,
+                state_changed,
                 settings: Mutex::new(settings),
                 view: Mutex::new(view),
                 session: Mutex::new(None),
@@ -173,7 +188,16 @@ impl App {
                 ptt_lock: tokio::sync::Mutex::new(()),
                 log: Mutex::new(VecDeque::new()),
             }),
+        };
+        let weak = Arc::downgrade(&app.inner);
+        let spawned = std::thread::Builder::new()
+            .name("roger-app-state".into())
+            .spawn(move || state_emitter(&weak, &changes));
+        if let Err(e) = spawned {
+            // Without the thread the window would never hear of a change.
+            tracing::error!(error = %e, "could not start the state emitter");
         }
+        app
     }
 
     /// What the window shows now.
@@ -709,9 +733,12 @@ impl App {
         }
     }
 
+    /// Tells the window that the state changed. One thread sends every snapshot, each
+    /// taken after the change that woke it: were each caller to snapshot and send,
+    /// two threads could deliver theirs in either order and the window would keep an
+    /// old one (seen in CI: "requesting" arriving after "talking", the button stuck).
     fn emit_state(&self) {
-        let state = self.state();
-        (self.inner.emit)(AppEvent::State(Box::new(state)));
+        let _ = self.inner.state_changed.send(());
     }
 
     fn log_line(&self, text: String) {
@@ -831,5 +858,48 @@ impl std::fmt::Debug for App {
         f.debug_struct("App")
             .field("config_dir", &self.inner.config_dir)
             .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    /// The window keeps the last state it is sent, so that must be the newest, also when
+    /// whoever sends an older snapshot is held up: here the callback dawdles over
+    /// "requesting" while another thread is granted the floor and says so.
+    #[test]
+    fn the_last_state_sent_is_the_newest_even_when_sending_one_is_slow() {
+        let sent: Arc<Mutex<Vec<PttState>>> = Arc::default();
+        let record = sent.clone();
+        let app = App::new(
+            &std::env::temp_dir().join("roger-app-state-order-never-written"),
+            Arc::new(move |e| {
+                if let AppEvent::State(s) = e {
+                    if s.ptt == PttState::Requesting {
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    lock(&record).push(s.ptt);
+                }
+            }),
+        );
+        assert!(lock(&app.inner.view).press());
+        let presser = {
+            let app = app.clone();
+            std::thread::spawn(move || app.emit_state())
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        lock(&app.inner.view).granted(u64::MAX);
+        app.emit_state();
+        presser.join().expect("presser");
+        let talking = PttState::Talking { until_ms: u64::MAX };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while lock(&sent).last() != Some(&talking) {
+            assert!(Instant::now() < deadline, "sent: {:?}", lock(&sent));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        assert_eq!(lock(&sent).last(), Some(&talking), "{:?}", lock(&sent));
     }
 }
