@@ -74,6 +74,21 @@ async fn a_dead_websocket_resumes_and_the_talkers_audio_never_stops() {
         "{statuses:#?}"
     );
     assert!(server.metric("roger_sessions_resumed_total") >= 1.0);
+    // The resume told Alice's app the channel as it is now: hers, with her talking.
+    let rejoined = alice.events.lock().unwrap().iter().any(|(at, ev)| {
+        *at > cut_at
+            && matches!(
+                ev,
+                roger_client::ClientEvent::Joined { channel }
+                    if channel.id == general
+                        && matches!(&channel.floor, roger_protocol::FloorState::Taken { holder, .. }
+                            if holder.name == "alice")
+            )
+    });
+    assert!(
+        rejoined,
+        "no Joined with the channel's state after the resume"
+    );
     // The floor was Alice's throughout: nobody saw it go idle before she finished.
     let idle_early = bob.events.lock().unwrap().iter().any(|(at, ev)| {
         *at < done - Duration::from_millis(300)

@@ -1025,6 +1025,11 @@ async fn connect_signaling(shared: Arc<Shared>, gen: u64, resume: bool, next: [u
                         server_transports: r.transports,
                     });
                     shared.flush_outbox(&sig);
+                    // The channels as they are now: what changed while the socket was
+                    // down (a talker who stopped, members who left) was not notified.
+                    for channel in r.channels {
+                        shared.emit(ClientEvent::Joined { channel });
+                    }
                     Ok(())
                 }
                 Ok(other) => {
@@ -1111,6 +1116,7 @@ async fn fresh_media(shared: &Arc<Shared>, sig: &Signaling, next: [u64; 2]) {
                 tracing::warn!(channel = %ch, error = %e, "could not rejoin a channel");
                 lock(&shared.channels).remove(&ch);
                 shared.emit(ClientEvent::Error { error: e });
+                shared.emit(ClientEvent::Left { channel: ch });
             }
         }
     }
