@@ -113,15 +113,20 @@ pub fn match_pieces(reference: &[i16], recorded: &[i16], lag: usize, min_corr: f
 mod tests {
     use super::*;
 
-    #[test]
-    fn finds_a_known_delay_in_noise_like_audio() {
-        let mut x: u32 = 12345;
-        let reference: Vec<i16> = (0..20_000)
+    /// `n` samples of noise-like audio (an LCG), a quarter of full scale.
+    fn noise(seed: u32, n: usize) -> Vec<i16> {
+        let mut x = seed;
+        (0..n)
             .map(|_| {
                 x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
                 ((x >> 16) as i16) / 4
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn finds_a_known_delay_in_noise_like_audio() {
+        let reference = noise(12345, 20_000);
         let mut recorded = vec![0i16; 1234];
         recorded.extend_from_slice(&reference);
         let (lag, c) = best_lag(&reference, &recorded, 4800);
@@ -133,13 +138,7 @@ mod tests {
 
     #[test]
     fn a_slip_costs_the_pieces_it_touched_not_the_whole_recording() {
-        let mut x: u32 = 777;
-        let reference: Vec<i16> = (0..48_000)
-            .map(|_| {
-                x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-                ((x >> 16) as i16) / 4
-            })
-            .collect();
+        let reference = noise(777, 48_000);
         // 1000 samples late, then 480 samples of silence inserted halfway (an underrun).
         let mut recorded = vec![0i16; 1_000];
         recorded.extend_from_slice(&reference[..24_000]);
