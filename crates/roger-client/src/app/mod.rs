@@ -586,32 +586,33 @@ impl App {
             if !pressed {
                 return Ok(());
             }
-            let Some(manager) = app.manager() else {
-                let e = not_connected();
-                app.press_failed(&e, false);
-                return Err(e);
-            };
             let echo = ChannelId(ECHO_CHANNEL.into());
-            let allowed = manager
-                .welcome()
-                .is_some_and(|w| w.channels.iter().any(|c| c.id == echo));
-            if !allowed {
-                let e = ErrorBody::new(
-                    ErrorCode::ChannelNotAllowed,
-                    "this server has no echo channel for you, so there is no microphone test",
-                );
+            if let Err(e) = app.join_echo(&echo).await {
                 app.press_failed(&e, false);
                 return Err(e);
-            }
-            let current = lock(&app.inner.view).state().channel.clone();
-            if current.as_ref() != Some(&echo) {
-                if let Err(e) = manager.join(&echo).await {
-                    app.press_failed(&e, false);
-                    return Err(e);
-                }
             }
             app.transmit(echo).await
         }
+    }
+
+    /// Joins the echo channel for the microphone test (refused if the server has none
+    /// for this user).
+    async fn join_echo(&self, echo: &ChannelId) -> Result<(), ErrorBody> {
+        let manager = self.manager().ok_or_else(not_connected)?;
+        let allowed = manager
+            .welcome()
+            .is_some_and(|w| w.channels.iter().any(|c| &c.id == echo));
+        if !allowed {
+            return Err(ErrorBody::new(
+                ErrorCode::ChannelNotAllowed,
+                "this server has no echo channel for you, so there is no microphone test",
+            ));
+        }
+        let current = lock(&self.inner.view).state().channel.clone();
+        if current.as_ref() != Some(echo) {
+            manager.join(echo).await?;
+        }
+        Ok(())
     }
 
     /// Starts or stops the settings' level meter (microphone and speaker levels as
