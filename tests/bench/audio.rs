@@ -6,6 +6,7 @@
 //! `spk.monitor` holds each click twice: once directly, once after the whole path (A's
 //! capture, Opus, the network, the server, B's jitter buffer, decoder and playout).
 //! The distance between the two is the mouth-to-ear latency, on one clock.
+//! `ROGER_BENCH_SERIES=1` also prints each click's latency in order.
 
 use roger_e2e::pulse::{read_mono, stop_recording, Pulse};
 use roger_e2e::{proc_cpu_seconds, Bot, Server};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 
 const CLICKS: usize = 60;
 const CLICK_EVERY_MS: usize = 300;
+const SETTLE_MS: usize = 5000;
 
 fn write_clicks(path: &std::path::Path) {
     let spec = hound::WavSpec {
@@ -23,6 +25,11 @@ fn write_clicks(path: &std::path::Path) {
     };
     let mut w = hound::WavWriter::create(path, spec).expect("wav");
     let every = 48 * CLICK_EVERY_MS;
+    // Silence first: the combine sink (the measuring instrument, not the path) settles
+    // its slaves' latencies over the first seconds after it starts.
+    for _ in 0..48 * SETTLE_MS {
+        w.write_sample(0i16).expect("sample");
+    }
     for i in 0..CLICKS * every + 48_000 {
         let k = i % every;
         // A 10 ms 1 -> 4 kHz chirp at the start of each period.
@@ -78,7 +85,7 @@ pub fn run() {
         return;
     };
     let server = Server::start("");
-    let seconds = (CLICKS * CLICK_EVERY_MS / 1000 + 6).to_string();
+    let seconds = ((CLICKS * CLICK_EVERY_MS + SETTLE_MS) / 1000 + 6).to_string();
     let listener = bot(
         &pulse,
         &server,
@@ -158,6 +165,12 @@ pub fn run() {
             lat.len(),
             on.len(),
             on.iter().map(|o| o / 48).collect::<Vec<_>>()
+        );
+    }
+    if std::env::var_os("ROGER_BENCH_SERIES").is_some() {
+        println!(
+            "series (ms): {:?}",
+            lat.iter().map(|l| l.round() as i64).collect::<Vec<_>>()
         );
     }
     super::report("mouth-to-ear latency (vmic -> spk, PulseAudio)", "ms", lat);

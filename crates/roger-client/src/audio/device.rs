@@ -38,6 +38,9 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// 5 ms device callback plus margin for the thread's wake-up. Every millisecond here is
 /// a millisecond of mouth-to-ear latency.
 const OUTPUT_FILL: Duration = Duration::from_millis(8);
+/// No audible frame mixed for this long: everything queued for the device is silence,
+/// and the next talk spurt may line the playout up with its arrival.
+const IDLE_AFTER: Duration = Duration::from_millis(100);
 
 /// Input or output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -719,6 +722,8 @@ struct PlayoutShared {
     underruns: AtomicU64,
     frames: AtomicU64,
     device: Mutex<Option<String>>,
+    /// The playout thread, woken when a talk spurt is due to start.
+    thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl PlayoutShared {
@@ -733,6 +738,7 @@ impl PlayoutShared {
             underruns: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             device: Mutex::new(None),
+            thread: std::sync::OnceLock::new(),
         }
     }
 }
@@ -900,11 +906,67 @@ impl AudioSink for Speaker {
             timestamp,
             bytes::Bytes::copy_from_slice(payload),
         );
+        // The first packet of a spurt: the playout thread may be asleep for up to a
+        // frame; wake it, so an idle speaker starts the spurt now (see `align_start`).
+        if c.jitter.spurt_start(now) == Some(true) {
+            drop(channels);
+            if let Some(t) = self.shared.thread.get() {
+                t.unpark();
+            }
+        }
     }
 
     fn decodes(&self) -> bool {
         false
     }
+}
+
+/// How an idle speaker starts a talk spurt: what to do with the silence queued for the
+/// device (`queued` samples in the ring, `pending` in the resampler) so that the
+/// spurt's first frame, mixed now, is queued behind just enough for the next frame to
+/// be due `margin` after its packet is expected.
+///
+/// Without this the first frame waits for the playout clock's next 20 ms tick, 0-20 ms
+/// after its packet arrived (a random phase that then holds for the whole spurt), and
+/// then behind the ring's `fill`.
+///
+/// The next frame is mixed when the ring falls below `fill`, which it does only at a
+/// device callback, `chunk` samples at a time: behind `fill + x` queued samples that is
+/// after `20 ms + x` rounded down to whole callbacks, so `x` is `margin` rounded up to
+/// whole callbacks (at least one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Align {
+    /// Drop this many queued samples (the oldest): they are silence.
+    Skip(usize),
+    /// Queue this many samples of silence first.
+    Pad(usize),
+}
+
+fn align_start(queued: usize, pending: usize, fill: usize, margin: usize, chunk: usize) -> Align {
+    let chunk = chunk.max(1);
+    let cushion = fill + margin.div_ceil(chunk).max(1) * chunk;
+    let have = queued + pending;
+    if have > cushion {
+        Align::Skip((have - cushion).min(queued))
+    } else {
+        Align::Pad(cushion - have)
+    }
+}
+
+/// Talk spurts about to start at `now`: the largest start margin among those due (`None`
+/// if none is), and whether one is buffering but not yet due.
+fn due_spurts(shared: &PlayoutShared, now: Instant) -> (Option<Duration>, bool) {
+    let channels = shared.channels.lock().expect("channels lock");
+    let mut due: Option<Duration> = None;
+    let mut waiting = false;
+    for c in channels.values() {
+        match c.jitter.spurt_start(now) {
+            Some(true) => due = Some(due.unwrap_or_default().max(c.jitter.start_margin())),
+            Some(false) => waiting = true,
+            None => {}
+        }
+    }
+    (due, waiting)
 }
 
 /// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones. Returns
@@ -962,6 +1024,7 @@ fn playout_thread(
         ready: Some(ready),
         lost_reported: false,
     };
+    let _ = shared.thread.set(std::thread::current());
     let weak = Arc::downgrade(&shared);
     drop(shared);
     let mut frame = vec![0f32; FRAME_SAMPLES];
@@ -973,7 +1036,7 @@ fn playout_thread(
         let opened = resolve(&host, DeviceDirection::Output, &choice)
             .ok_or_else(|| device_error(format!("speaker {choice} not found")))
             .and_then(|d| open_playout(&host, &d, &shared).map(|s| (s, d)));
-        let ((stream, failure, mut producer, rate), device) = match opened {
+        let ((stream, failure, mut producer, cursor, rate), device) = match opened {
             Ok(x) => x,
             Err(e) => {
                 if announce.open_failed(e) {
@@ -999,33 +1062,54 @@ fn playout_thread(
         };
         let fill = (rate as usize) * OUTPUT_FILL.as_millis() as usize / 1000;
         let mut last_watch = Instant::now();
+        // Samples committed to the ring since this stream opened (the callback counts
+        // what it reads the same way; `skip_to` is a position on that count).
+        let mut written: u64 = 0;
+        let mut last_audible: Option<Instant> = None;
         let why = loop {
             let Some(shared) = weak.upgrade() else { return };
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
-            // Keep the ring topped up to `fill`, a 20 ms frame at a time: the device's
-            // consumption paces the jitter buffers.
+            let now = Instant::now();
             let queued = producer.buffer().capacity() - producer.slots();
-            if queued + resampler.available() < fill {
-                mix_frame(&shared, Instant::now(), &mut frame);
+            let idle = last_audible.is_none_or(|t| now.saturating_duration_since(t) >= IDLE_AFTER);
+            let (due, waiting) = due_spurts(&shared, now);
+            // An idle speaker lines a starting spurt up with its arrival (`align_start`).
+            let start = match due {
+                Some(margin) if idle => {
+                    let margin = (rate as usize) * margin.as_micros() as usize / 1_000_000;
+                    let chunk = cursor.chunk.load(Ordering::Relaxed) as usize;
+                    match align_start(queued, resampler.available(), fill, margin, chunk) {
+                        Align::Skip(n) => {
+                            let to = written - queued as u64 + n as u64;
+                            cursor.skip_to.store(to, Ordering::Release);
+                        }
+                        Align::Pad(n) => {
+                            let n = n.min(producer.slots());
+                            if let Ok(w) = producer.write_chunk_uninit(n) {
+                                written += w.fill_from_iter(std::iter::repeat(0.0)) as u64;
+                            }
+                        }
+                    }
+                    true
+                }
+                _ => false,
+            };
+            // Otherwise keep the ring topped up to `fill`, a 20 ms frame at a time: the
+            // device's consumption paces the jitter buffers.
+            if start || queued + resampler.available() < fill {
+                if mix_frame(&shared, now, &mut frame) {
+                    last_audible = Some(now);
+                }
                 shared.frames.fetch_add(1, Ordering::Relaxed);
                 resampler.push(&frame);
             }
             let n = resampler.available().min(producer.slots());
             if n > 0 {
                 if let Some(samples) = resampler.take(n) {
-                    if let Ok(mut chunk) = producer.write_chunk_uninit(n) {
-                        let (a, b) = chunk.as_mut_slices();
-                        let (sa, sb) = samples.split_at(a.len());
-                        for (d, s) in a.iter_mut().zip(sa) {
-                            d.write(*s);
-                        }
-                        for (d, s) in b.iter_mut().zip(sb) {
-                            d.write(*s);
-                        }
-                        // SAFETY: every slot of both slices was written just above.
-                        unsafe { chunk.commit_all() };
+                    if let Ok(w) = producer.write_chunk_uninit(n) {
+                        written += w.fill_from_iter(samples.iter().copied()) as u64;
                     }
                 }
             }
@@ -1040,12 +1124,17 @@ fn playout_thread(
             }
             drop(shared);
             // Sleep until the device has used up the surplus (less a millisecond),
-            // instead of polling.
+            // instead of polling; a packet that starts a spurt wakes the thread early.
+            // A spurt that is buffering but not yet due is checked every 2 ms.
+            // (Exactly `fill` queued is no reason to spin: the next mix waits for the
+            // next device callback either way.)
             let queued = producer.buffer().capacity() - producer.slots();
-            let surplus = (queued + resampler.available()).saturating_sub(fill);
-            if surplus > 0 {
+            let have = queued + resampler.available();
+            if have >= fill {
+                let surplus = have - fill;
                 let ms = (surplus as u64 * 1000 / u64::from(rate)).saturating_sub(1);
-                std::thread::sleep(Duration::from_millis(ms.clamp(1, 20)));
+                let ms = if waiting { ms.min(2) } else { ms };
+                std::thread::park_timeout(Duration::from_millis(ms.clamp(1, 20)));
             }
         };
         drop(stream);
@@ -1057,7 +1146,24 @@ fn playout_thread(
     }
 }
 
-type OpenPlayout = (cpal::Stream, Failure, rtrb::Producer<f32>, u32);
+type OpenPlayout = (
+    cpal::Stream,
+    Failure,
+    rtrb::Producer<f32>,
+    Arc<OutputCursor>,
+    u32,
+);
+
+/// Shared by the output callback and the playout thread.
+#[derive(Debug, Default)]
+struct OutputCursor {
+    /// Ring position (samples read since the stream opened) below which queued samples
+    /// are dropped unplayed: silence cut by `align_start`.
+    skip_to: AtomicU64,
+    /// Samples the latest device callback took (the first ones can be larger: the
+    /// device's buffer being filled).
+    chunk: AtomicU32,
+}
 
 fn open_playout(
     host: &cpal::Host,
@@ -1082,39 +1188,67 @@ fn open_playout(
     };
     let (producer, consumer) = rtrb::RingBuffer::<f32>::new(rate as usize / 2);
     let (failure, on_error) = failure_slot();
-    let weak = Arc::downgrade(shared);
+    let out = Output {
+        channels,
+        consumer,
+        cursor: Arc::default(),
+        shared: Arc::downgrade(shared),
+    };
+    let cursor = out.cursor.clone();
     let stream = match format {
-        Format::F32 => build_output::<f32>(device, &config, channels, consumer, weak, on_error),
-        Format::I16 => build_output::<i16>(device, &config, channels, consumer, weak, on_error),
-        Format::I32 => build_output::<i32>(device, &config, channels, consumer, weak, on_error),
-        Format::U16 => build_output::<u16>(device, &config, channels, consumer, weak, on_error),
+        Format::F32 => build_output::<f32>(device, &config, out, on_error),
+        Format::I16 => build_output::<i16>(device, &config, out, on_error),
+        Format::I32 => build_output::<i32>(device, &config, out, on_error),
+        Format::U16 => build_output::<u16>(device, &config, out, on_error),
     }
     .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
     stream
         .play()
         .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
-    Ok((stream, failure, producer, rate))
+    Ok((stream, failure, producer, cursor, rate))
+}
+
+/// What the output callback owns.
+struct Output {
+    /// Device channels (each gets the mono signal).
+    channels: usize,
+    consumer: rtrb::Consumer<f32>,
+    cursor: Arc<OutputCursor>,
+    shared: std::sync::Weak<PlayoutShared>,
 }
 
 fn build_output<T>(
     device: &cpal::Device,
     config: &cpal::StreamConfig,
-    channels: usize,
-    mut consumer: rtrb::Consumer<f32>,
-    shared: std::sync::Weak<PlayoutShared>,
+    mut out: Output,
     on_error: impl FnMut(cpal::Error) + Send + 'static,
 ) -> Result<cpal::Stream, cpal::Error>
 where
     T: cpal::SizedSample + cpal::FromSample<f32>,
 {
+    let mut read: u64 = 0;
     device.build_output_stream::<T, _, _>(
         *config,
         move |data: &mut [T], _| {
             // Real-time path: no locks, no allocation.
+            let c = &out.cursor;
+            c.chunk
+                .store((data.len() / out.channels) as u32, Ordering::Relaxed);
+            let skip = c.skip_to.load(Ordering::Acquire).saturating_sub(read);
+            if skip > 0 {
+                let n = (skip as usize).min(out.consumer.slots());
+                if let Ok(chunk) = out.consumer.read_chunk(n) {
+                    chunk.commit_all();
+                    read += n as u64;
+                }
+            }
             let mut short = false;
-            for frame in data.chunks_mut(channels) {
-                let s = match consumer.pop() {
-                    Ok(s) => s,
+            for frame in data.chunks_mut(out.channels) {
+                let s = match out.consumer.pop() {
+                    Ok(s) => {
+                        read += 1;
+                        s
+                    }
                     Err(_) => {
                         short = true;
                         0.0
@@ -1126,7 +1260,7 @@ where
                 }
             }
             if short {
-                if let Some(shared) = shared.upgrade() {
+                if let Some(shared) = out.shared.upgrade() {
                     shared.underruns.fetch_add(1, Ordering::Relaxed);
                 }
             }
@@ -1210,6 +1344,23 @@ mod tests {
         assert!(!mix_frame(&sp.shared, Instant::now(), &mut out));
         assert!(out.iter().all(|s| *s == 0.0));
         assert_eq!(sp.level(), (0.0, 0.0));
+    }
+
+    #[test]
+    fn an_idle_speaker_starts_a_spurt_behind_fill_and_the_margin_in_whole_callbacks() {
+        // 48 kHz: fill 8 ms = 384 samples, 5 ms callbacks = 240.
+        let (fill, chunk) = (384, 240);
+        // 3 ms of margin rounds up to one callback: the frame goes behind 624 samples.
+        assert_eq!(align_start(1200, 0, fill, 144, chunk), Align::Skip(576));
+        assert_eq!(align_start(100, 0, fill, 144, chunk), Align::Pad(524));
+        // What the resampler holds counts, but only the ring can be cut.
+        assert_eq!(align_start(600, 500, fill, 144, chunk), Align::Skip(476));
+        assert_eq!(align_start(100, 900, fill, 144, chunk), Align::Skip(100));
+        // 11 ms rounds up to three callbacks; no margin still leaves one.
+        assert_eq!(align_start(0, 0, fill, 528, chunk), Align::Pad(fill + 720));
+        assert_eq!(align_start(0, 0, fill, 0, chunk), Align::Pad(fill + 240));
+        // Before the first callback says its size, samples are the unit.
+        assert_eq!(align_start(0, 0, fill, 144, 0), Align::Pad(fill + 144));
     }
 
     #[test]

@@ -9,6 +9,11 @@
 //! - **Target delay**: one frame plus a margin from the measured interarrival jitter
 //!   (RFC 3550 estimator, in frames), between `min_frames` and `max_frames`. An underrun
 //!   raises it by a frame at once; it falls back slowly while the path is calm.
+//! - **Start margin**: how long a packet should wait, at least, beyond the target: the
+//!   recent peak change in transit time (a peak-hold that halves every 5 s; the RFC 3550
+//!   mean hides the one late packet in a second). A speaker that is idle when a spurt
+//!   starts lines its playout up with the first packet plus this margin
+//!   ([`JitterBuffer::spurt_start`]); latency control keeps it afterwards.
 //! - **Loss**: a missing packet whose successor is here is recovered from the
 //!   successor's in-band FEC; otherwise concealed. After `max_conceal` concealed frames
 //!   in a row with nothing buffered, the spurt has ended: back to buffering.
@@ -24,6 +29,11 @@ use std::time::{Duration, Instant};
 /// Samples per frame at 48 kHz (RTP timestamp units per frame).
 const FRAME_TS: f64 = 960.0;
 const FRAME: Duration = Duration::from_millis(20);
+/// What the peak transit change is assumed to be before any packet says (10 ms, in RTP
+/// timestamp units): the first spurt of a call starts with a cautious margin.
+const INITIAL_PEAK: f64 = 480.0;
+/// Per packet: halves the peak over 250 packets (5 s of speech).
+const PEAK_DECAY: f64 = 0.997_231;
 
 /// What to play for the next 20 ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +114,10 @@ pub struct JitterBuffer {
     buffering_since: Option<Instant>,
     /// RFC 3550 interarrival jitter, in RTP timestamp units.
     jitter: f64,
+    /// The largest recent change in transit time, in RTP timestamp units: it jumps to
+    /// each new peak and halves over about 5 s of packets. The mean above hides the one
+    /// packet in a second that comes a few ms late; this does not.
+    peak: f64,
     last_transit: Option<(Instant, u32)>,
     target: u32,
     concealed_run: u32,
@@ -129,6 +143,7 @@ impl JitterBuffer {
             highest: None,
             buffering_since: None,
             jitter: 0.0,
+            peak: INITIAL_PEAK,
             last_transit: None,
             concealed_run: 0,
             min_wait: None,
@@ -187,6 +202,7 @@ impl JitterBuffer {
             // A pause between transmissions is not jitter.
             if d < 48_000.0 {
                 self.jitter += (d - self.jitter) / 16.0;
+                self.peak = d.max(self.peak * PEAK_DECAY);
             }
         }
         self.last_transit = Some((now, timestamp));
@@ -220,6 +236,35 @@ impl JitterBuffer {
         (1 + extra).clamp(self.config.min_frames.max(1), self.config.max_frames)
     }
 
+    /// Start once the first packet has waited the target delay beyond the frame it fills
+    /// itself (the next pop is up to 20 ms away), or once more than the target's worth is
+    /// here.
+    fn start_due(&self, since: Instant, now: Instant) -> bool {
+        let target = self.target.max(self.wanted());
+        let waited = now.saturating_duration_since(since) + FRAME >= FRAME * target;
+        waited || self.packets.len() as u32 > target
+    }
+
+    /// A talk spurt waiting to start: `None` when there is none (playing, or nothing
+    /// buffered), else whether a [`pop`](Self::pop) at `now` would start it.
+    pub fn spurt_start(&self, now: Instant) -> Option<bool> {
+        match (self.state, self.buffering_since) {
+            (State::Buffering, Some(since)) if !self.packets.is_empty() => {
+                Some(self.start_due(since, now))
+            }
+            _ => None,
+        }
+    }
+
+    /// How long a packet should wait before it is due, at least: when the playout lines
+    /// its clock up with a spurt's first packet (an idle speaker), the next ones are due
+    /// this much after they are expected. The recent peak transit change, plus 1 ms; at
+    /// most a frame.
+    pub fn start_margin(&self) -> Duration {
+        let peak = Duration::from_secs_f64(self.peak / 48_000.0);
+        (peak + Duration::from_millis(1)).min(FRAME)
+    }
+
     /// The next 20 ms at `now`.
     pub fn pop(&mut self, now: Instant) -> Playout {
         match self.state {
@@ -228,12 +273,7 @@ impl JitterBuffer {
                     return Playout::Silence;
                 };
                 self.target = self.target.max(self.wanted());
-                // Start once the first packet has waited the target delay beyond the
-                // frame it fills itself (the next pop is up to 20 ms away), or once more
-                // than the target's worth is here.
-                let waited = now.saturating_duration_since(since) + FRAME >= FRAME * self.target;
-                let enough = self.packets.len() as u32 > self.target;
-                if !(waited || enough) {
+                if !self.start_due(since, now) {
                     return Playout::Silence;
                 }
                 let Some((&first, _)) = self.packets.first_key_value() else {
@@ -326,14 +366,15 @@ impl JitterBuffer {
             self.stretch_pending = true;
             return;
         }
-        // Latency control: if every packet played in the last second waited at least
-        // half a frame longer than the target asks, drop one frame (a burst's backlog, a
-        // fast sender clock, or cushion left over from a hiccup).
+        // Latency control: if every packet played in the last second waited a whole
+        // frame longer than the target asks, plus the start margin, drop one frame (a
+        // burst's backlog, a fast sender clock, or cushion left over from a hiccup): the
+        // packets after it still wait at least the margin.
         let window = *self.window_start.get_or_insert(now);
         if now.saturating_duration_since(window) >= Duration::from_secs(1) {
             let spare = self
                 .min_wait
-                .is_some_and(|w| w >= FRAME * self.target + FRAME / 2);
+                .is_some_and(|w| w >= FRAME * self.target + self.start_margin());
             if spare && self.packets.len() > 1 {
                 if let Some((&k, _)) = self.packets.first_key_value() {
                     self.packets.remove(&k);
@@ -558,7 +599,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_hiccup_costs_a_frame_for_about_a_second_not_for_the_whole_call() {
+    fn a_lone_hiccup_costs_a_frame_for_seconds_not_for_the_whole_call() {
         let mut arr = steady(300, 1);
         // One packet 25 ms late (a scheduling hiccup on the sender), then steady again.
         arr[50] = Some(Duration::from_millis(50 * 20 + 26));
@@ -576,10 +617,66 @@ mod tests {
             "a lone hiccup does not raise the target"
         );
         assert_eq!(s.dropped, 1, "the extra frame was taken back: {s:?}");
-        // Packet 250 plays one pop after it arrives again, like before the hiccup.
+        // Packet 250 plays one pop after it arrives again, like before the hiccup: the
+        // frame is kept while the 25 ms late packet is recent (the start margin, which
+        // halves every 5 s, says packets come that late), about 3 s here.
         let at = |seq: u64| out.iter().position(|p| seq_of(p) == Some(seq)).unwrap();
         assert_eq!(at(20), 21);
         assert_eq!(at(250), 251);
+    }
+
+    #[test]
+    fn a_spurt_is_due_at_once_with_one_frame_of_target_and_after_it_with_two() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        assert_eq!(jb.spurt_start(t0), None, "nothing buffered");
+        jb.push(t0, 0, 0, payload(0));
+        assert_eq!(jb.spurt_start(t0), Some(true));
+        assert_eq!(seq_of(&jb.pop(t0)), Some(0));
+        assert_eq!(jb.spurt_start(t0), None, "playing");
+
+        let mut jb = JitterBuffer::new(JitterConfig {
+            min_frames: 2,
+            ..JitterConfig::default()
+        });
+        jb.push(t0, 0, 0, payload(0));
+        assert_eq!(jb.spurt_start(t0 + Duration::from_millis(19)), Some(false));
+        assert_eq!(jb.pop(t0 + Duration::from_millis(19)), Playout::Silence);
+        assert_eq!(jb.spurt_start(t0 + FRAME), Some(true));
+        assert_eq!(seq_of(&jb.pop(t0 + FRAME)), Some(0));
+    }
+
+    #[test]
+    fn the_start_margin_is_cautious_at_first_and_follows_the_latest_late_packet() {
+        let t0 = Instant::now();
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        // Nothing known yet: 10 ms, plus the 1 ms for the playout's own wake-up.
+        assert_eq!(jb.start_margin(), Duration::from_millis(11));
+        // 30 s of packets exactly on time: the peak halves every 5 s.
+        let mut k = 0u32;
+        let mut send = |jb: &mut JitterBuffer, late_ms: u64| {
+            let at = t0 + FRAME * k + Duration::from_millis(late_ms);
+            jb.push(at, k as u16, k * 960, payload(u64::from(k)));
+            k += 1;
+        };
+        for _ in 0..1500 {
+            send(&mut jb, 0);
+        }
+        let calm = jb.start_margin();
+        assert!(
+            calm > Duration::from_millis(1) && calm < Duration::from_micros(1500),
+            "{calm:?}"
+        );
+        // One packet 7 ms late sets the margin for the next spurt at once.
+        send(&mut jb, 7);
+        let m = jb.start_margin();
+        assert!(
+            m >= Duration::from_millis(8) && m < Duration::from_millis(9),
+            "{m:?}"
+        );
+        // A long path hiccup is capped at a frame.
+        send(&mut jb, 200);
+        assert_eq!(jb.start_margin(), FRAME);
     }
 
     #[test]
