@@ -34,10 +34,12 @@ use std::time::{Duration, Instant};
 pub const PRE_GRANT_LIMIT: Duration = Duration::from_secs(2);
 /// How often a stream's device presence is checked.
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
-/// Output ring level below which the playout thread mixes the next 20 ms frame: one
-/// 5 ms device callback plus margin for the thread's wake-up. Every millisecond here is
-/// a millisecond of mouth-to-ear latency.
-const OUTPUT_FILL: Duration = Duration::from_millis(8);
+/// Output ring level below which the playout thread mixes the next 20 ms frame, at
+/// least: one device callback's worth (the level only falls at a callback, so the thread
+/// has until the next one, a callback period, to add the frame). The latest callback's
+/// size is used when it is larger. Every millisecond here is a millisecond of
+/// mouth-to-ear latency.
+const OUTPUT_FILL: Duration = Duration::from_millis(5);
 /// No audible frame mixed for this long: everything queued for the device is silence,
 /// and the next talk spurt may line the playout up with its arrival.
 const IDLE_AFTER: Duration = Duration::from_millis(100);
@@ -1060,7 +1062,7 @@ fn playout_thread(
                 return;
             }
         };
-        let fill = (rate as usize) * OUTPUT_FILL.as_millis() as usize / 1000;
+        let min_fill = (rate as usize) * OUTPUT_FILL.as_millis() as usize / 1000;
         let mut last_watch = Instant::now();
         // Samples committed to the ring since this stream opened (the callback counts
         // what it reads the same way; `skip_to` is a position on that count).
@@ -1072,6 +1074,8 @@ fn playout_thread(
                 return;
             }
             let now = Instant::now();
+            let chunk = cursor.chunk.load(Ordering::Relaxed) as usize;
+            let fill = min_fill.max(chunk);
             let queued = producer.buffer().capacity() - producer.slots();
             let idle = last_audible.is_none_or(|t| now.saturating_duration_since(t) >= IDLE_AFTER);
             let (due, waiting) = due_spurts(&shared, now);
@@ -1079,7 +1083,6 @@ fn playout_thread(
             let start = match due {
                 Some(margin) if idle => {
                     let margin = (rate as usize) * margin.as_micros() as usize / 1_000_000;
-                    let chunk = cursor.chunk.load(Ordering::Relaxed) as usize;
                     match align_start(queued, resampler.available(), fill, margin, chunk) {
                         Align::Skip(n) => {
                             let to = written - queued as u64 + n as u64;
