@@ -10,7 +10,9 @@
 //!   the grant arrives; a denied floor drops it with the source.
 //! - [`Speaker`]: the listener's [`AudioSink`]: a jitter buffer and an Opus decoder
 //!   (PLC, FEC) per channel, mixing, per-channel volume, tones, resampling to the device
-//!   rate, and a lock-free ring the cpal callback reads.
+//!   rate, and a lock-free ring the cpal callback reads. A spurt that starts on an idle
+//!   speaker plays as its first packet arrives (plus a margin), not on the next 20 ms
+//!   tick of the playout clock (`align_start`).
 //! - Both watch their device: a stream error, or the device gone from the device list
 //!   (PulseAudio moves a stream whose device vanished to another and says nothing), is
 //!   reported as `MEDIA_DEVICE_ERROR` with the device's name through the `on_event`
