@@ -1,7 +1,7 @@
 //! `kill -9` the server and start it again on the same port: every client is back on
 //! its own, rejoined, and audio flows both ways.
 
-use roger_client::Status;
+use roger_client::{ClientEvent, Status};
 use roger_e2e::{client_config, Server, TestClient};
 use roger_protocol::ChannelId;
 use std::time::{Duration, Instant};
@@ -70,6 +70,89 @@ async fn every_client_comes_back_two_way_after_the_server_is_killed_and_restarte
         assert!(!stats.time_to_recover_ms.is_empty());
     }
     assert_eq!(server.metric("roger_sessions"), 2.0);
+    alice.mgr.close().await;
+    bob.mgr.close().await;
+}
+
+/// A channel that is gone when the server comes back (its config changed across the
+/// restart) is reported: an error naming it and `Left`, so a UI stops showing it as
+/// joined; the channels that are still there come back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_channel_gone_after_a_restart_is_left_and_the_others_come_back() {
+    let channels = |ids: &[&str]| {
+        ids.iter()
+            .map(|id| format!("[[channels]]\nid = \"{id}\"\n"))
+            .collect::<String>()
+    };
+    let mut server = Server::start(&channels(&["general", "ops"]));
+    let (general, ops) = (ChannelId::from("general"), ChannelId::from("ops"));
+    let alice = TestClient::connect(client_config(
+        &server.url(),
+        &server.token("alice", &["general", "ops"]),
+    ))
+    .await;
+    let bob = TestClient::connect(client_config(
+        &server.url(),
+        &server.token("bob", &["general"]),
+    ))
+    .await;
+    alice.mgr.join(&general).await.unwrap();
+    alice.mgr.join(&ops).await.unwrap();
+    bob.mgr.join(&general).await.unwrap();
+
+    server.kill9();
+    let toml = format!(
+        "jwt_secret = \"{}\"\n{}",
+        roger_e2e::TEST_SECRET,
+        channels(&["general"])
+    );
+    std::fs::write(server.dir.join("roger.toml"), toml).expect("rewrite the config");
+    let killed = Instant::now();
+    server.restart();
+    alice
+        .wait_status(Duration::from_secs(20), "Connected", |s| {
+            matches!(s, Status::Connected)
+        })
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let left_ops = |c: &TestClient| {
+        c.events.lock().expect("events").iter().any(|(at, e)| {
+            *at > killed && matches!(e, ClientEvent::Left { channel } if *channel == ops)
+        })
+    };
+    while !left_ops(&alice) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let events: Vec<String> = alice
+        .events
+        .lock()
+        .expect("events")
+        .iter()
+        .filter(|(at, _)| *at > killed)
+        .map(|(_, e)| format!("{e:?}"))
+        .collect();
+    assert!(
+        left_ops(&alice),
+        "no Left for ops after the restart: {events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("Error") && e.contains("ChannelNotFound")),
+        "no error for ops: {events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.starts_with("Left") && e.contains("general")),
+        "general was left: {events:#?}"
+    );
+    // general still carries audio both ways.
+    bob.wait_status(Duration::from_secs(20), "Connected", |s| {
+        matches!(s, Status::Connected)
+    })
+    .await;
+    two_way(&alice, &bob).await;
     alice.mgr.close().await;
     bob.mgr.close().await;
 }
