@@ -162,9 +162,7 @@ impl Server {
         media_bind: &str,
         extra_toml: &str,
     ) -> Server {
-        let config = dir.join("roger.toml");
-        let toml = format!("jwt_secret = \"{TEST_SECRET}\"\n{extra_toml}\n");
-        std::fs::write(&config, toml).expect("write config");
+        write_config(&dir, extra_toml);
         let mut server = Server {
             child: None,
             addr,
@@ -670,6 +668,11 @@ impl roger_client::AudioSink for HeardSink {
 }
 
 impl TestClient {
+    /// Connects to `server` as `user`, allowed `channels`, and waits for `Connected`.
+    pub async fn connect_as(server: &Server, user: &str, channels: &[&str]) -> TestClient {
+        Self::connect(client_config(&server.url(), &server.token(user, channels))).await
+    }
+
     /// Connects with `config` and waits for `Connected`.
     pub async fn connect(config: roger_client::ClientConfig) -> TestClient {
         let heard: Arc<Mutex<Vec<(Instant, u32)>>> = Arc::default();
@@ -721,6 +724,33 @@ impl TestClient {
                     self.statuses.lock().expect("statuses")
                 ),
             }
+        }
+    }
+
+    /// Waits for an event after `after` that satisfies `pred` (panics after `within`,
+    /// listing the events since `after`).
+    pub async fn wait_event(
+        &self,
+        within: Duration,
+        after: Instant,
+        what: &str,
+        pred: impl Fn(&roger_client::ClientEvent) -> bool,
+    ) {
+        let deadline = Instant::now() + within;
+        loop {
+            let timed_out = Instant::now() >= deadline;
+            {
+                let events = self.events.lock().expect("events");
+                let since = || events.iter().filter(|(at, _)| *at > after).map(|(_, e)| e);
+                if since().any(&pred) {
+                    return;
+                }
+                if timed_out {
+                    let seen: Vec<_> = since().collect();
+                    panic!("no {what} within {within:?}; events since: {seen:#?}");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -787,7 +817,18 @@ pub fn client_config(url: &str, token: &str) -> roger_client::ClientConfig {
     c
 }
 
+/// The server's config in `dir`: the test secret plus `extra_toml`.
+fn write_config(dir: &TempDir, extra_toml: &str) {
+    let toml = format!("jwt_secret = \"{TEST_SECRET}\"\n{extra_toml}\n");
+    std::fs::write(dir.join("roger.toml"), toml).expect("write config");
+}
+
 impl Server {
+    /// Replaces the config's extra part with `extra_toml`, for the next (re)start.
+    pub fn rewrite_config(&self, extra_toml: &str) {
+        write_config(&self.dir, extra_toml);
+    }
+
     /// Kills the process with SIGKILL (no drain) and waits for it.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -9,11 +9,7 @@ use std::time::{Duration, Instant};
 async fn twenty_rapid_leave_rejoin_cycles_all_end_two_way_with_no_ghosts() {
     let server = Server::start("");
     let general = ChannelId::from("general");
-    let bob = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("bob", &["general"]),
-    ))
-    .await;
+    let bob = TestClient::connect_as(&server, "bob", &["general"]).await;
     bob.mgr.join(&general).await.unwrap();
     let token = server.token("alice", &["general"]);
     for cycle in 1..=20 {

@@ -2,7 +2,7 @@
 //! server's suggested delay, not a backoff) when it returns.
 
 use roger_client::Status;
-use roger_e2e::{client_config, Server, TestClient};
+use roger_e2e::{Server, TestClient};
 use roger_protocol::ChannelId;
 use std::time::{Duration, Instant};
 
@@ -10,16 +10,8 @@ use std::time::{Duration, Instant};
 async fn clients_reconnect_promptly_when_a_drained_server_returns() {
     let mut server = Server::start("");
     let general = ChannelId::from("general");
-    let alice = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("alice", &["general"]),
-    ))
-    .await;
-    let bob = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("bob", &["general"]),
-    ))
-    .await;
+    let alice = TestClient::connect_as(&server, "alice", &["general"]).await;
+    let bob = TestClient::connect_as(&server, "bob", &["general"]).await;
     alice.mgr.join(&general).await.unwrap();
     bob.mgr.join(&general).await.unwrap();
 

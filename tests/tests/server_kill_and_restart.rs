@@ -2,8 +2,8 @@
 //! its own, rejoined, and audio flows both ways.
 
 use roger_client::{ClientEvent, Status};
-use roger_e2e::{client_config, Server, TestClient};
-use roger_protocol::ChannelId;
+use roger_e2e::{Server, TestClient};
+use roger_protocol::{ChannelId, ErrorCode};
 use std::time::{Duration, Instant};
 
 async fn two_way(alice: &TestClient, bob: &TestClient) {
@@ -23,16 +23,8 @@ async fn two_way(alice: &TestClient, bob: &TestClient) {
 async fn every_client_comes_back_two_way_after_the_server_is_killed_and_restarted() {
     let mut server = Server::start("");
     let general = ChannelId::from("general");
-    let alice = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("alice", &["general"]),
-    ))
-    .await;
-    let bob = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("bob", &["general"]),
-    ))
-    .await;
+    let alice = TestClient::connect_as(&server, "alice", &["general"]).await;
+    let bob = TestClient::connect_as(&server, "bob", &["general"]).await;
     alice.mgr.join(&general).await.unwrap();
     bob.mgr.join(&general).await.unwrap();
     two_way(&alice, &bob).await;
@@ -86,27 +78,14 @@ async fn a_channel_gone_after_a_restart_is_left_and_the_others_come_back() {
     };
     let mut server = Server::start(&channels(&["general", "ops"]));
     let (general, ops) = (ChannelId::from("general"), ChannelId::from("ops"));
-    let alice = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("alice", &["general", "ops"]),
-    ))
-    .await;
-    let bob = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("bob", &["general"]),
-    ))
-    .await;
+    let alice = TestClient::connect_as(&server, "alice", &["general", "ops"]).await;
+    let bob = TestClient::connect_as(&server, "bob", &["general"]).await;
     alice.mgr.join(&general).await.unwrap();
     alice.mgr.join(&ops).await.unwrap();
     bob.mgr.join(&general).await.unwrap();
 
     server.kill9();
-    let toml = format!(
-        "jwt_secret = \"{}\"\n{}",
-        roger_e2e::TEST_SECRET,
-        channels(&["general"])
-    );
-    std::fs::write(server.dir.join("roger.toml"), toml).expect("rewrite the config");
+    server.rewrite_config(&channels(&["general"]));
     let killed = Instant::now();
     server.restart();
     alice
@@ -114,39 +93,23 @@ async fn a_channel_gone_after_a_restart_is_left_and_the_others_come_back() {
             matches!(s, Status::Connected)
         })
         .await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let left_ops = |c: &TestClient| {
-        c.events.lock().expect("events").iter().any(|(at, e)| {
-            *at > killed && matches!(e, ClientEvent::Left { channel } if *channel == ops)
+    alice
+        .wait_event(
+            Duration::from_secs(5),
+            killed,
+            "Left for ops",
+            |e| matches!(e, ClientEvent::Left { channel } if *channel == ops),
+        )
+        .await;
+    alice
+        .wait_event(Duration::from_secs(5), killed, "ChannelNotFound", |e| {
+            matches!(e, ClientEvent::Error { error } if error.code == ErrorCode::ChannelNotFound)
         })
-    };
-    while !left_ops(&alice) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let events: Vec<String> = alice
-        .events
-        .lock()
-        .expect("events")
-        .iter()
-        .filter(|(at, _)| *at > killed)
-        .map(|(_, e)| format!("{e:?}"))
-        .collect();
-    assert!(
-        left_ops(&alice),
-        "no Left for ops after the restart: {events:#?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|e| e.contains("Error") && e.contains("ChannelNotFound")),
-        "no error for ops: {events:#?}"
-    );
-    assert!(
-        !events
-            .iter()
-            .any(|e| e.starts_with("Left") && e.contains("general")),
-        "general was left: {events:#?}"
-    );
+        .await;
+    let left_general = alice.events.lock().expect("events").iter().any(|(at, e)| {
+        *at > killed && matches!(e, ClientEvent::Left { channel } if *channel == general)
+    });
+    assert!(!left_general, "general was left");
     // general still carries audio both ways.
     bob.wait_status(Duration::from_secs(20), "Connected", |s| {
         matches!(s, Status::Connected)

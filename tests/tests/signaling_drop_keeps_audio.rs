@@ -11,11 +11,7 @@ async fn a_dead_websocket_resumes_and_the_talkers_audio_never_stops() {
     let server = Server::start("");
     let proxy = TcpProxy::start(server.addr);
     let general = ChannelId::from("general");
-    let bob = TestClient::connect(client_config(
-        &server.url(),
-        &server.token("bob", &["general"]),
-    ))
-    .await;
+    let bob = TestClient::connect_as(&server, "bob", &["general"]).await;
     bob.mgr.join(&general).await.unwrap();
     // Alice's signaling goes through the proxy; her media goes straight to the server.
     let alice = TestClient::connect(client_config(
