@@ -18,9 +18,11 @@
 //!   successor's in-band FEC; otherwise concealed. After `max_conceal` concealed frames
 //!   in a row with nothing buffered, the spurt has ended: back to buffering.
 //! - **Late packets** (behind the playout point) are dropped and counted.
-//! - **Clock drift**: the sender's clock and the device's differ slightly. A buffer that
-//!   stays above the target by two frames for a second drops one frame (the sender is
-//!   fast); one that runs dry conceals (the sender is slow) and raises the target.
+//! - **Clock drift and backlogs**: the sender's clock and the device's differ slightly,
+//!   and a burst or a device that stalls leaves packets waiting longer than they need.
+//!   When every packet in a second waited a frame (or more) beyond the target and the
+//!   start margin, that many frames are dropped at once; a buffer that runs dry conceals
+//!   (the sender is slow) and raises the target.
 
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -367,23 +369,28 @@ impl JitterBuffer {
             return;
         }
         // Latency control: if every packet played in the last second waited a whole
-        // frame longer than the target asks, plus the start margin, drop one frame (a
-        // burst's backlog, a fast sender clock, or cushion left over from a hiccup): the
-        // packets after it still wait at least the margin.
+        // frame longer than the target asks, plus the start margin, drop a frame (a
+        // burst's backlog, a fast sender clock, cushion left over from a hiccup, or a
+        // device that stopped taking audio for a while): the packets after it still wait
+        // at least the margin. As many frames as every packet could spare go at once, so
+        // a backlog of several frames is gone within a second or two, not one a second.
         let window = *self.window_start.get_or_insert(now);
         if now.saturating_duration_since(window) >= Duration::from_secs(1) {
-            let spare = self
-                .min_wait
-                .is_some_and(|w| w >= FRAME * self.target + self.start_margin());
-            if spare && self.packets.len() > 1 {
-                if let Some((&k, _)) = self.packets.first_key_value() {
-                    self.packets.remove(&k);
+            let spare = self.min_wait.map_or(0, |w| {
+                let beyond = w.saturating_sub(self.start_margin()).as_secs_f64();
+                ((beyond / FRAME.as_secs_f64()).floor() as u32 + 1).saturating_sub(self.target)
+            });
+            let mut next = next;
+            for _ in 0..spare {
+                if self.packets.len() <= 1 {
+                    break;
+                }
+                if let Some((k, _)) = self.packets.pop_first() {
                     self.stats.dropped += 1;
-                    self.state = State::Playing {
-                        next: next.max(k + 1),
-                    };
+                    next = next.max(k + 1);
                 }
             }
+            self.state = State::Playing { next };
             self.window_start = Some(now);
             self.min_wait = None;
         }
@@ -623,6 +630,59 @@ mod tests {
         let at = |seq: u64| out.iter().position(|p| seq_of(p) == Some(seq)).unwrap();
         assert_eq!(at(20), 21);
         assert_eq!(at(250), 251);
+    }
+
+    #[test]
+    fn a_device_that_stalls_for_two_frames_has_both_taken_back_at_once() {
+        // Packets arrive steadily; the output device takes nothing for 40 ms at 2 s (a
+        // stall in the sound server), then goes on: the packets that came meanwhile wait
+        // two frames longer than before, for every packet after.
+        let arr = steady(320, 1);
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut ev = arr.iter().enumerate().peekable();
+        let mut out = Vec::new();
+        for k in 0..300u32 {
+            let now = if k < 100 {
+                FRAME * k
+            } else {
+                FRAME * k + Duration::from_millis(40)
+            };
+            while let Some(&(i, a)) = ev.peek() {
+                if a.unwrap() > now {
+                    break;
+                }
+                jb.push(
+                    t0 + a.unwrap(),
+                    i as u16,
+                    (i as u32) * 960,
+                    payload(i as u64),
+                );
+                ev.next();
+            }
+            out.push((k, jb.pop(t0 + now)));
+        }
+        let s = jb.stats();
+        assert_eq!(s.dropped, 2, "{s:?}");
+        assert_eq!((s.concealed, s.underruns), (0, 0), "{s:?}");
+        // How long each packet waited: 19 ms before the stall (the first pop after it
+        // arrives), 59 ms after it, and 19 ms again once both frames are gone, in one
+        // step (no packet waits 39 ms) and within two windows of a second.
+        // (None: the packet was dropped.)
+        let wait_ms = |seq: usize| {
+            let (k, _) = out.iter().find(|(_, p)| seq_of(p) == Some(seq as u64))?;
+            let popped = if *k < 100 { 20 * k } else { 20 * k + 40 };
+            Some(i64::from(popped) - (seq as i64 * 20 + 1))
+        };
+        assert_eq!(wait_ms(50), Some(19));
+        assert_eq!(wait_ms(110), Some(59));
+        let waits: Vec<i64> = (100..290).filter_map(wait_ms).collect();
+        assert!(!waits.contains(&39), "one step: {waits:?}");
+        let back = (100..290).find(|&q| wait_ms(q) == Some(19));
+        assert!(
+            back.is_some_and(|q| q <= 200),
+            "back at packet {back:?}: {waits:?}"
+        );
     }
 
     #[test]
