@@ -1070,6 +1070,9 @@ fn playout_thread(
         // what it reads the same way; `skip_to` is a position on that count).
         let mut written: u64 = 0;
         let mut last_audible: Option<Instant> = None;
+        // Samples to drop before the next ones reach the ring (`OutputCursor::owed`).
+        let mut owed: usize = 0;
+        let frame_out = (rate / 50) as usize;
         let why = loop {
             let Some(shared) = weak.upgrade() else { return };
             if shared.stop.load(Ordering::SeqCst) {
@@ -1084,6 +1087,9 @@ fn playout_thread(
             // An idle speaker lines a starting spurt up with its arrival (`align_start`).
             let start = match due {
                 Some(margin) if idle => {
+                    // The start lines the ring up afresh: nothing is owed.
+                    owed = 0;
+                    cursor.owed.store(0, Ordering::Relaxed);
                     let margin = (rate as usize) * margin.as_micros() as usize / 1_000_000;
                     match align_start(queued, resampler.available(), fill, margin, chunk) {
                         Align::Skip(n) => {
@@ -1110,6 +1116,7 @@ fn playout_thread(
                 shared.frames.fetch_add(1, Ordering::Relaxed);
                 resampler.push(&frame);
             }
+            owed = settle_owed(owed, &cursor.owed, frame_out, &mut resampler);
             let n = resampler.available().min(producer.slots());
             if n > 0 {
                 if let Some(samples) = resampler.take(n) {
@@ -1151,6 +1158,18 @@ fn playout_thread(
     }
 }
 
+/// Drops what the device played as silence while the ring was short (`owed` carried
+/// from earlier passes plus what the callback added since), at most `cap` in all, from
+/// the samples ready to enter the ring; returns what is still owed.
+fn settle_owed(owed: usize, added: &AtomicU64, cap: usize, resampler: &mut Resampler) -> usize {
+    let owed = (owed + added.swap(0, Ordering::Relaxed) as usize).min(cap);
+    let n = owed.min(resampler.available());
+    if n > 0 {
+        let _ = resampler.take(n);
+    }
+    owed - n
+}
+
 type OpenPlayout = (
     cpal::Stream,
     Failure,
@@ -1168,6 +1187,11 @@ struct OutputCursor {
     /// Samples the latest device callback took (the first ones can be larger: the
     /// device's buffer being filled).
     chunk: AtomicU32,
+    /// Samples the callback played as silence because the ring was short (the playout
+    /// thread woke late). The thread drops as many from what it writes next, at most a
+    /// frame's worth, so a late wake-up costs a gap in the sound, not latency that stays
+    /// until latency control takes a whole frame.
+    owed: AtomicU64,
 }
 
 fn open_playout(
@@ -1247,7 +1271,7 @@ where
                     read += n as u64;
                 }
             }
-            let mut short = false;
+            let mut short = 0u64;
             for frame in data.chunks_mut(out.channels) {
                 let s = match out.consumer.pop() {
                     Ok(s) => {
@@ -1255,7 +1279,7 @@ where
                         s
                     }
                     Err(_) => {
-                        short = true;
+                        short += 1;
                         0.0
                     }
                 };
@@ -1264,7 +1288,8 @@ where
                     *d = v;
                 }
             }
-            if short {
+            if short > 0 {
+                c.owed.fetch_add(short, Ordering::Relaxed);
                 if let Some(shared) = out.shared.upgrade() {
                     shared.underruns.fetch_add(1, Ordering::Relaxed);
                 }
@@ -1349,6 +1374,32 @@ mod tests {
         assert!(!mix_frame(&sp.shared, Instant::now(), &mut out));
         assert!(out.iter().all(|s| *s == 0.0));
         assert_eq!(sp.level(), (0.0, 0.0));
+    }
+
+    #[test]
+    fn silence_played_for_a_short_ring_is_taken_from_the_next_samples_at_most_a_frame() {
+        let mut r = Resampler::new(48_000, 48_000).expect("resampler");
+        let added = AtomicU64::new(0);
+        // The callback was 100 samples short: the next 100 ready samples are dropped.
+        r.push(&[0.5; 960]);
+        added.store(100, Ordering::Relaxed);
+        assert_eq!(settle_owed(0, &added, 960, &mut r), 0);
+        assert_eq!(r.available(), 860);
+        assert_eq!(added.load(Ordering::Relaxed), 0, "taken over by the thread");
+        // Owed with nothing ready: carried to the next pass.
+        let _ = r.take(860);
+        added.store(50, Ordering::Relaxed);
+        let owed = settle_owed(0, &added, 960, &mut r);
+        assert_eq!(owed, 50);
+        r.push(&[0.5; 960]);
+        assert_eq!(settle_owed(owed, &added, 960, &mut r), 0);
+        assert_eq!(r.available(), 910);
+        // A long stall owes at most a frame; latency control takes whole frames beyond.
+        let _ = r.take(910);
+        r.push(&[0.5; 1920]);
+        added.store(5000, Ordering::Relaxed);
+        assert_eq!(settle_owed(0, &added, 960, &mut r), 0);
+        assert_eq!(r.available(), 960);
     }
 
     #[test]
