@@ -138,6 +138,12 @@ pub fn host() -> cpal::Host {
     cpal::default_host()
 }
 
+/// Whether `host` is the one named (`"pulseaudio"`, `"alsa"`): by name, because the
+/// variants of `cpal::HostId` differ from platform to platform.
+fn host_is(host: &cpal::Host, name: &str) -> bool {
+    host.id().to_string() == name
+}
+
 fn device_id(d: &cpal::Device) -> Option<String> {
     d.id().ok().map(|id| id.to_string())
 }
@@ -553,7 +559,10 @@ fn open_capture(
     let config = cpal::StreamConfig {
         channels: cfg.channels(),
         sample_rate: rate,
-        // The pulse host lost samples with small fixed capture buffers (TESTING.md).
+        // The pulse host lost samples with small fixed capture buffers (TESTING.md: it
+        // caps the server's record buffer at one block). 5 ms blocks with that cap
+        // lifted, tried 2026-11-22: p50 ~2 ms lower, but the talker at 5.1-5.6 % of a
+        // core instead of 3.7-4.6 %; not kept.
         buffer_size: cpal::BufferSize::Default,
     };
     tracing::info!(device = %name, rate, channels, format = ?cfg.sample_format(), "opening capture");
@@ -1205,7 +1214,7 @@ fn open_playout(
     let rate = cfg.sample_rate();
     // 10 ms device buffers: the pulse host's default buffer is about 2 s (TESTING.md);
     // ALSA delivers 2/3 of what is asked, hence 15 ms there.
-    let frames = if host.id() == cpal::HostId::Alsa {
+    let frames = if host_is(host, "alsa") {
         rate * 15 / 1000
     } else {
         rate / 200
@@ -1374,6 +1383,15 @@ mod tests {
         assert!(!mix_frame(&sp.shared, Instant::now(), &mut out));
         assert!(out.iter().all(|s| *s == 0.0));
         assert_eq!(sp.level(), (0.0, 0.0));
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn hosts_are_told_apart_by_the_names_compared_here() {
+        assert_eq!(cpal::HostId::PulseAudio.to_string(), "pulseaudio");
+        assert_eq!(cpal::HostId::Alsa.to_string(), "alsa");
+        let alsa = cpal::host_from_id(cpal::HostId::Alsa).expect("the ALSA host");
+        assert!(host_is(&alsa, "alsa") && !host_is(&alsa, "pulseaudio"));
     }
 
     #[test]
