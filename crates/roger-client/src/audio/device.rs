@@ -982,6 +982,36 @@ fn due_spurts(shared: &PlayoutShared, now: Instant) -> (Option<Duration>, bool) 
     (due, waiting)
 }
 
+/// A mixed frame this quiet (every sample below -50 dBFS) can lose a few ms unheard.
+const QUIET: f32 = 0.003_16;
+/// Spare delay below this is not worth a cut.
+const MIN_CUT: Duration = Duration::from_millis(2);
+
+/// After a quiet frame: the delay every playing channel could spare
+/// ([`JitterBuffer::spare`]), the smallest of them, at most `room`, if worth a cut;
+/// each channel is told it was cut. Zero when nothing is playing or nothing is spare.
+fn take_spare(shared: &PlayoutShared, room: Duration) -> Duration {
+    let mut channels = shared.channels.lock().expect("channels lock");
+    let cut = channels
+        .values()
+        .filter(|c| c.jitter.playing())
+        .map(|c| c.jitter.spare())
+        .min()
+        .unwrap_or_default()
+        .min(room);
+    if cut < MIN_CUT {
+        return Duration::ZERO;
+    }
+    for c in channels.values_mut().filter(|c| c.jitter.playing()) {
+        c.jitter.trimmed(cut);
+    }
+    cut
+}
+
+fn samples_to_duration(n: usize, rate: u32) -> Duration {
+    Duration::from_micros(n as u64 * 1_000_000 / u64::from(rate.max(1)))
+}
+
 /// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones. Returns
 /// false when there was nothing to play (every jitter buffer idle, no tone).
 fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> bool {
@@ -1092,6 +1122,7 @@ fn playout_thread(
             let fill = min_fill.max(chunk);
             let queued = producer.buffer().capacity() - producer.slots();
             let idle = last_audible.is_none_or(|t| now.saturating_duration_since(t) >= IDLE_AFTER);
+            owed = (owed + cursor.owed.swap(0, Ordering::Relaxed) as usize).min(frame_out);
             let (due, waiting) = due_spurts(&shared, now);
             // An idle speaker lines a starting spurt up with its arrival (`align_start`).
             let start = match due {
@@ -1116,16 +1147,25 @@ fn playout_thread(
                 }
                 _ => false,
             };
-            // Otherwise keep the ring topped up to `fill`, a 20 ms frame at a time: the
-            // device's consumption paces the jitter buffers.
-            if start || queued + resampler.available() < fill {
+            // Otherwise keep the ring topped up to `fill` (beyond what is owed), a 20 ms
+            // frame at a time: the device's consumption paces the jitter buffers.
+            if start || queued + resampler.available() < fill + owed {
                 if mix_frame(&shared, now, &mut frame) {
                     last_audible = Some(now);
                 }
                 shared.frames.fetch_add(1, Ordering::Relaxed);
                 resampler.push(&frame);
+                // A quiet frame is where delay nobody needs can go unheard: it is cut
+                // from this frame's samples on their way into the ring (`owed`), as far
+                // as the ring stays at `fill`.
+                if !start && frame.iter().all(|s| s.abs() < QUIET) {
+                    let room = (queued + resampler.available()).saturating_sub(fill + owed);
+                    let cut = take_spare(&shared, samples_to_duration(room, rate));
+                    owed += (u128::from(rate) * cut.as_micros() / 1_000_000) as usize;
+                }
             }
-            owed = settle_owed(owed, &cursor.owed, frame_out, &mut resampler);
+            let surplus = (queued + resampler.available()).saturating_sub(fill);
+            owed = settle_owed(owed, surplus, &mut resampler);
             let n = resampler.available().min(producer.slots());
             if n > 0 {
                 if let Some(samples) = resampler.take(n) {
@@ -1167,12 +1207,12 @@ fn playout_thread(
     }
 }
 
-/// Drops what the device played as silence while the ring was short (`owed` carried
-/// from earlier passes plus what the callback added since), at most `cap` in all, from
-/// the samples ready to enter the ring; returns what is still owed.
-fn settle_owed(owed: usize, added: &AtomicU64, cap: usize, resampler: &mut Resampler) -> usize {
-    let owed = (owed + added.swap(0, Ordering::Relaxed) as usize).min(cap);
-    let n = owed.min(resampler.available());
+/// Drops what is owed (what the device played as silence while the ring was short, and
+/// cuts of spare delay) from the samples ready to enter the ring, but only from the
+/// `surplus` beyond what keeps the ring at `fill`: dropping more would leave the next
+/// callback short, which would be owed again. Returns what is still owed.
+fn settle_owed(owed: usize, surplus: usize, resampler: &mut Resampler) -> usize {
+    let n = owed.min(surplus).min(resampler.available());
     if n > 0 {
         let _ = resampler.take(n);
     }
@@ -1197,9 +1237,9 @@ struct OutputCursor {
     /// device's buffer being filled).
     chunk: AtomicU32,
     /// Samples the callback played as silence because the ring was short (the playout
-    /// thread woke late). The thread drops as many from what it writes next, at most a
-    /// frame's worth, so a late wake-up costs a gap in the sound, not latency that stays
-    /// until latency control takes a whole frame.
+    /// thread woke late). The thread drops as many (at most a frame's worth) from what it
+    /// writes next beyond `fill` (`settle_owed`), so a late wake-up costs a gap in the
+    /// sound, not latency that stays until latency control takes a whole frame.
     owed: AtomicU64,
 }
 
@@ -1385,6 +1425,77 @@ mod tests {
         assert_eq!(sp.level(), (0.0, 0.0));
     }
 
+    /// A jitter buffer that has played a second of packets arriving `late` after their
+    /// 20 ms slot (so each waits 20 ms less `late` for its pop), on virtual time.
+    fn playing_for_a_second(late: Duration) -> JitterBuffer {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        for k in 0..60u32 {
+            jb.push(
+                t0 + FRAME * k + late,
+                k as u16,
+                k * 960,
+                bytes::Bytes::from_static(&[0]),
+            );
+            let _ = jb.pop(t0 + FRAME * (k + 1));
+        }
+        jb
+    }
+
+    const FRAME: Duration = Duration::from_millis(20);
+
+    #[test]
+    fn a_quiet_frame_takes_the_delay_every_playing_channel_can_spare() {
+        let shared = PlayoutShared::new();
+        let insert = |name: &str, jitter: JitterBuffer| {
+            shared.channels.lock().unwrap().insert(
+                ChannelId::from(name),
+                ChannelPlayout {
+                    jitter,
+                    decoder: None,
+                    volume: 1.0,
+                },
+            );
+        };
+        insert("a", playing_for_a_second(Duration::from_millis(1)));
+        insert("b", playing_for_a_second(Duration::from_millis(5)));
+        // An idle channel holds nothing back.
+        insert("idle", JitterBuffer::new(JitterConfig::default()));
+        let spare = |name: &str| {
+            shared.channels.lock().unwrap()[&ChannelId::from(name)]
+                .jitter
+                .spare()
+        };
+        let (a, b) = (spare("a"), spare("b"));
+        assert!(b >= MIN_CUT && a > b, "a {a:?}, b {b:?}");
+        let room = Duration::from_millis(15);
+        assert_eq!(take_spare(&shared, room), b, "the smallest");
+        assert_eq!(spare("a"), a - b);
+        assert_eq!(spare("b"), Duration::ZERO);
+        assert_eq!(
+            take_spare(&shared, room),
+            Duration::ZERO,
+            "nothing until measured again"
+        );
+        // At most what the ring has room for, and no cut under 2 ms.
+        let shared = PlayoutShared::new();
+        shared.channels.lock().unwrap().insert(
+            ChannelId::from("a"),
+            ChannelPlayout {
+                jitter: playing_for_a_second(Duration::from_millis(1)),
+                decoder: None,
+                volume: 1.0,
+            },
+        );
+        let small = Duration::from_millis(1);
+        assert_eq!(take_spare(&shared, small), Duration::ZERO);
+        let room = Duration::from_millis(3);
+        assert_eq!(take_spare(&shared, room), room);
+        // Nothing playing: nothing to cut.
+        let shared = PlayoutShared::new();
+        assert_eq!(take_spare(&shared, room), Duration::ZERO);
+    }
+
     #[cfg(target_os = "linux")]
     #[test]
     fn hosts_are_told_apart_by_the_names_compared_here() {
@@ -1395,29 +1506,20 @@ mod tests {
     }
 
     #[test]
-    fn silence_played_for_a_short_ring_is_taken_from_the_next_samples_at_most_a_frame() {
+    fn what_is_owed_comes_out_of_the_surplus_above_fill_and_the_rest_waits() {
         let mut r = Resampler::new(48_000, 48_000).expect("resampler");
-        let added = AtomicU64::new(0);
-        // The callback was 100 samples short: the next 100 ready samples are dropped.
+        // 100 samples owed, a frame ready, plenty of surplus: all 100 dropped.
         r.push(&[0.5; 960]);
-        added.store(100, Ordering::Relaxed);
-        assert_eq!(settle_owed(0, &added, 960, &mut r), 0);
+        assert_eq!(settle_owed(100, 900, &mut r), 0);
         assert_eq!(r.available(), 860);
-        assert_eq!(added.load(Ordering::Relaxed), 0, "taken over by the thread");
         // Owed with nothing ready: carried to the next pass.
         let _ = r.take(860);
-        added.store(50, Ordering::Relaxed);
-        let owed = settle_owed(0, &added, 960, &mut r);
-        assert_eq!(owed, 50);
+        assert_eq!(settle_owed(50, 900, &mut r), 50);
+        // Only the surplus goes: the ring must keep `fill` for the next callback, or the
+        // shortfall would be owed again (a loop that plays silence).
         r.push(&[0.5; 960]);
-        assert_eq!(settle_owed(owed, &added, 960, &mut r), 0);
-        assert_eq!(r.available(), 910);
-        // A long stall owes at most a frame; latency control takes whole frames beyond.
-        let _ = r.take(910);
-        r.push(&[0.5; 1920]);
-        added.store(5000, Ordering::Relaxed);
-        assert_eq!(settle_owed(0, &added, 960, &mut r), 0);
-        assert_eq!(r.available(), 960);
+        assert_eq!(settle_owed(500, 200, &mut r), 300);
+        assert_eq!(r.available(), 760);
     }
 
     #[test]

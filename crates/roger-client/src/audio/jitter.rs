@@ -127,6 +127,9 @@ pub struct JitterBuffer {
     /// and when the window started (latency control).
     min_wait: Option<Duration>,
     window_start: Option<Instant>,
+    /// What every packet of the last window waited beyond the target and the start
+    /// margin, less than a frame: the playout may cut it during a quiet frame.
+    spare: Duration,
     last_underrun: Option<Instant>,
     calm_since: Option<Instant>,
     last_stretch: Option<Instant>,
@@ -150,6 +153,7 @@ impl JitterBuffer {
             concealed_run: 0,
             min_wait: None,
             window_start: None,
+            spare: Duration::ZERO,
             last_underrun: None,
             calm_since: None,
             last_stretch: None,
@@ -267,6 +271,31 @@ impl JitterBuffer {
         (peak + Duration::from_millis(1)).min(FRAME)
     }
 
+    /// Playing a spurt (not buffering or idle).
+    pub fn playing(&self) -> bool {
+        matches!(self.state, State::Playing { .. })
+    }
+
+    /// Less than a frame of delay that every packet in the last second could have done
+    /// without (beyond the target and the start margin), while playing steadily: the
+    /// playout can cut this much from a quiet frame and call [`trimmed`](Self::trimmed).
+    /// Whole frames are dropped here; this is the rest, which would otherwise stay for
+    /// the whole spurt (where in the 20 ms the packets arrive is arbitrary).
+    pub fn spare(&self) -> Duration {
+        match self.state {
+            State::Playing { .. } => self.spare,
+            State::Buffering => Duration::ZERO,
+        }
+    }
+
+    /// The playout cut `d` (at most [`spare`](Self::spare)): packets now wait that much
+    /// less. The next measurement starts afresh, so it only sees waits after the cut.
+    pub fn trimmed(&mut self, d: Duration) {
+        self.spare = self.spare.saturating_sub(d);
+        self.min_wait = None;
+        self.window_start = None;
+    }
+
     /// The next 20 ms at `now`.
     pub fn pop(&mut self, now: Instant) -> Playout {
         match self.state {
@@ -284,12 +313,14 @@ impl JitterBuffer {
                 self.state = State::Playing { next: first };
                 self.buffering_since = None;
                 self.concealed_run = 0;
+                self.spare = Duration::ZERO;
                 self.last_stretch = Some(now);
                 self.pop(now)
             }
             State::Playing { .. } => {
                 self.adapt(now);
                 if std::mem::take(&mut self.stretch_pending) {
+                    self.spare = Duration::ZERO;
                     self.stats.concealed += 1;
                     self.stats.stretched += 1;
                     return Playout::Conceal;
@@ -305,6 +336,8 @@ impl JitterBuffer {
                     self.min_wait = Some(self.min_wait.map_or(waited, |m| m.min(waited)));
                     return Playout::Packet(p);
                 }
+                // Anything but a packet on time: nothing is spare until measured again.
+                self.spare = Duration::ZERO;
                 if self.packets.is_empty() {
                     // Nothing here: the packet is late or lost, or the spurt ended.
                     // Conceal without moving on, so a late packet still plays (this
@@ -376,21 +409,29 @@ impl JitterBuffer {
         // a backlog of several frames is gone within a second or two, not one a second.
         let window = *self.window_start.get_or_insert(now);
         if now.saturating_duration_since(window) >= Duration::from_secs(1) {
-            let spare = self.min_wait.map_or(0, |w| {
-                let beyond = w.saturating_sub(self.start_margin()).as_secs_f64();
-                ((beyond / FRAME.as_secs_f64()).floor() as u32 + 1).saturating_sub(self.target)
+            let beyond = self.min_wait.map(|w| w.saturating_sub(self.start_margin()));
+            let spare = beyond.map_or(0, |b| {
+                ((b.as_secs_f64() / FRAME.as_secs_f64()).floor() as u32 + 1)
+                    .saturating_sub(self.target)
             });
             let mut next = next;
+            let mut dropped = 0;
             for _ in 0..spare {
                 if self.packets.len() <= 1 {
                     break;
                 }
                 if let Some((k, _)) = self.packets.pop_first() {
                     self.stats.dropped += 1;
+                    dropped += 1;
                     next = next.max(k + 1);
                 }
             }
             self.state = State::Playing { next };
+            // What is left beyond the target after the whole frames: less than a frame.
+            self.spare = beyond.map_or(Duration::ZERO, |b| {
+                b.saturating_sub(FRAME * (self.target - 1 + dropped))
+                    .min(FRAME)
+            });
             self.window_start = Some(now);
             self.min_wait = None;
         }
@@ -682,6 +723,58 @@ mod tests {
         assert!(
             back.is_some_and(|q| q <= 200),
             "back at packet {back:?}: {waits:?}"
+        );
+    }
+
+    #[test]
+    fn the_part_of_a_frame_nobody_waits_for_is_offered_and_cutting_it_leaves_the_margin() {
+        // Packets arrive 1 ms after their 20 ms slot, so each waits 19 ms for its pop.
+        // Whenever the buffer offers spare time, the playout cuts it (its pops come that
+        // much earlier), as the speaker does in a quiet frame.
+        let arr = steady(400, 1);
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut ev = arr.iter().enumerate().peekable();
+        let mut earlier = Duration::ZERO;
+        let mut waits = Vec::new();
+        let mut cuts = 0;
+        for k in 1..400u32 {
+            let now = FRAME * k - earlier;
+            while let Some(&(i, a)) = ev.peek() {
+                if a.unwrap() > now {
+                    break;
+                }
+                jb.push(
+                    t0 + a.unwrap(),
+                    i as u16,
+                    (i as u32) * 960,
+                    payload(i as u64),
+                );
+                ev.next();
+            }
+            if let Some(seq) = seq_of(&jb.pop(t0 + now)) {
+                waits.push(now - arr[seq as usize].unwrap());
+            }
+            let spare = jb.spare();
+            assert!(spare < FRAME, "less than a frame: {spare:?}");
+            if spare >= Duration::from_millis(2) {
+                earlier += spare;
+                jb.trimmed(spare);
+                assert_eq!(jb.spare(), Duration::ZERO, "measured afresh after a cut");
+                cuts += 1;
+            }
+        }
+        let s = jb.stats();
+        assert_eq!((s.concealed, s.underruns, s.dropped), (0, 0, 0), "{s:?}");
+        assert!(cuts >= 1);
+        assert_eq!(waits[10], Duration::from_millis(19), "before any cut");
+        // At the end a packet waits the start margin (which has fallen as the path
+        // stayed calm) and less than the 2 ms not worth a cut, never less.
+        let last = *waits.last().unwrap();
+        let margin = jb.start_margin();
+        assert!(
+            last >= margin && last < margin + Duration::from_millis(3),
+            "waits {last:?}, margin {margin:?} ({cuts} cuts)"
         );
     }
 
