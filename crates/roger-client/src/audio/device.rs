@@ -1012,6 +1012,10 @@ fn samples_to_duration(n: usize, rate: u32) -> Duration {
     Duration::from_micros(n as u64 * 1_000_000 / u64::from(rate.max(1)))
 }
 
+fn duration_to_samples(d: Duration, rate: u32) -> usize {
+    (u128::from(rate) * d.as_micros() / 1_000_000) as usize
+}
+
 /// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones. Returns
 /// false when there was nothing to play (every jitter buffer idle, no tone).
 fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> bool {
@@ -1130,7 +1134,7 @@ fn playout_thread(
                     // The start lines the ring up afresh: nothing is owed.
                     owed = 0;
                     cursor.owed.store(0, Ordering::Relaxed);
-                    let margin = (rate as usize) * margin.as_micros() as usize / 1_000_000;
+                    let margin = duration_to_samples(margin, rate);
                     match align_start(queued, resampler.available(), fill, margin, chunk) {
                         Align::Skip(n) => {
                             let to = written - queued as u64 + n as u64;
@@ -1161,7 +1165,7 @@ fn playout_thread(
                 if !start && frame.iter().all(|s| s.abs() < QUIET) {
                     let room = (queued + resampler.available()).saturating_sub(fill + owed);
                     let cut = take_spare(&shared, samples_to_duration(room, rate));
-                    owed += (u128::from(rate) * cut.as_micros() / 1_000_000) as usize;
+                    owed += duration_to_samples(cut, rate);
                 }
             }
             let surplus = (queued + resampler.available()).saturating_sub(fill);
@@ -1444,23 +1448,32 @@ mod tests {
 
     const FRAME: Duration = Duration::from_millis(20);
 
+    /// A speaker's shared state holding these channels (no decoders).
+    fn channels(list: Vec<(&str, JitterBuffer)>) -> PlayoutShared {
+        let shared = PlayoutShared::new();
+        for (name, jitter) in list {
+            let c = ChannelPlayout {
+                jitter,
+                decoder: None,
+                volume: 1.0,
+            };
+            shared
+                .channels
+                .lock()
+                .unwrap()
+                .insert(ChannelId::from(name), c);
+        }
+        shared
+    }
+
     #[test]
     fn a_quiet_frame_takes_the_delay_every_playing_channel_can_spare() {
-        let shared = PlayoutShared::new();
-        let insert = |name: &str, jitter: JitterBuffer| {
-            shared.channels.lock().unwrap().insert(
-                ChannelId::from(name),
-                ChannelPlayout {
-                    jitter,
-                    decoder: None,
-                    volume: 1.0,
-                },
-            );
-        };
-        insert("a", playing_for_a_second(Duration::from_millis(1)));
-        insert("b", playing_for_a_second(Duration::from_millis(5)));
-        // An idle channel holds nothing back.
-        insert("idle", JitterBuffer::new(JitterConfig::default()));
+        let shared = channels(vec![
+            ("a", playing_for_a_second(Duration::from_millis(1))),
+            ("b", playing_for_a_second(Duration::from_millis(5))),
+            // An idle channel holds nothing back.
+            ("idle", JitterBuffer::new(JitterConfig::default())),
+        ]);
         let spare = |name: &str| {
             shared.channels.lock().unwrap()[&ChannelId::from(name)]
                 .jitter
@@ -1478,22 +1491,13 @@ mod tests {
             "nothing until measured again"
         );
         // At most what the ring has room for, and no cut under 2 ms.
-        let shared = PlayoutShared::new();
-        shared.channels.lock().unwrap().insert(
-            ChannelId::from("a"),
-            ChannelPlayout {
-                jitter: playing_for_a_second(Duration::from_millis(1)),
-                decoder: None,
-                volume: 1.0,
-            },
-        );
+        let shared = channels(vec![("a", playing_for_a_second(Duration::from_millis(1)))]);
         let small = Duration::from_millis(1);
         assert_eq!(take_spare(&shared, small), Duration::ZERO);
         let room = Duration::from_millis(3);
         assert_eq!(take_spare(&shared, room), room);
         // Nothing playing: nothing to cut.
-        let shared = PlayoutShared::new();
-        assert_eq!(take_spare(&shared, room), Duration::ZERO);
+        assert_eq!(take_spare(&channels(vec![]), room), Duration::ZERO);
     }
 
     #[cfg(target_os = "linux")]

@@ -282,9 +282,10 @@ impl JitterBuffer {
     /// Whole frames are dropped here; this is the rest, which would otherwise stay for
     /// the whole spurt (where in the 20 ms the packets arrive is arbitrary).
     pub fn spare(&self) -> Duration {
-        match self.state {
-            State::Playing { .. } => self.spare,
-            State::Buffering => Duration::ZERO,
+        if self.playing() {
+            self.spare
+        } else {
+            Duration::ZERO
         }
     }
 
@@ -410,13 +411,13 @@ impl JitterBuffer {
         let window = *self.window_start.get_or_insert(now);
         if now.saturating_duration_since(window) >= Duration::from_secs(1) {
             let beyond = self.min_wait.map(|w| w.saturating_sub(self.start_margin()));
-            let spare = beyond.map_or(0, |b| {
+            let spare_frames = beyond.map_or(0, |b| {
                 ((b.as_secs_f64() / FRAME.as_secs_f64()).floor() as u32 + 1)
                     .saturating_sub(self.target)
             });
             let mut next = next;
             let mut dropped = 0;
-            for _ in 0..spare {
+            for _ in 0..spare_frames {
                 if self.packets.len() <= 1 {
                     break;
                 }
@@ -473,26 +474,37 @@ mod tests {
         pop_every: Duration,
         pops: usize,
     ) -> Vec<Playout> {
-        let mut events: Vec<(Duration, usize)> = arrivals
-            .iter()
-            .enumerate()
-            .filter_map(|(i, a)| a.map(|a| (a, i)))
-            .collect();
-        events.sort();
+        let mut sender = Sender::new(arrivals);
         let mut out = Vec::new();
-        let mut ev = events.into_iter().peekable();
         for k in 0..pops {
             let now = pop_every * k as u32;
-            while let Some(&(a, i)) = ev.peek() {
-                if a > now {
-                    break;
-                }
-                jb.push(t0 + a, i as u16, (i as u32) * 960, payload(i as u64));
-                ev.next();
-            }
+            sender.deliver(jb, t0, now);
             out.push(jb.pop(t0 + now));
         }
         out
+    }
+
+    /// The sender's packets in order of arrival (`arrivals` as in [`run`]), for tests
+    /// that pop on a clock of their own.
+    struct Sender(std::iter::Peekable<std::vec::IntoIter<(Duration, usize)>>);
+
+    impl Sender {
+        fn new(arrivals: &[Option<Duration>]) -> Sender {
+            let mut events: Vec<(Duration, usize)> = arrivals
+                .iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.map(|a| (a, i)))
+                .collect();
+            events.sort();
+            Sender(events.into_iter().peekable())
+        }
+
+        /// Pushes every packet that has arrived by `now` (after `t0`).
+        fn deliver(&mut self, jb: &mut JitterBuffer, t0: Instant, now: Duration) {
+            while let Some((a, i)) = self.0.next_if(|&(a, _)| a <= now) {
+                jb.push(t0 + a, i as u16, (i as u32) * 960, payload(i as u64));
+            }
+        }
     }
 
     fn steady(n: usize, delay_ms: u64) -> Vec<Option<Duration>> {
@@ -678,10 +690,9 @@ mod tests {
         // Packets arrive steadily; the output device takes nothing for 40 ms at 2 s (a
         // stall in the sound server), then goes on: the packets that came meanwhile wait
         // two frames longer than before, for every packet after.
-        let arr = steady(320, 1);
+        let mut sender = Sender::new(&steady(320, 1));
         let mut jb = JitterBuffer::new(JitterConfig::default());
         let t0 = Instant::now();
-        let mut ev = arr.iter().enumerate().peekable();
         let mut out = Vec::new();
         for k in 0..300u32 {
             let now = if k < 100 {
@@ -689,18 +700,7 @@ mod tests {
             } else {
                 FRAME * k + Duration::from_millis(40)
             };
-            while let Some(&(i, a)) = ev.peek() {
-                if a.unwrap() > now {
-                    break;
-                }
-                jb.push(
-                    t0 + a.unwrap(),
-                    i as u16,
-                    (i as u32) * 960,
-                    payload(i as u64),
-                );
-                ev.next();
-            }
+            sender.deliver(&mut jb, t0, now);
             out.push((k, jb.pop(t0 + now)));
         }
         let s = jb.stats();
@@ -732,26 +732,15 @@ mod tests {
         // Whenever the buffer offers spare time, the playout cuts it (its pops come that
         // much earlier), as the speaker does in a quiet frame.
         let arr = steady(400, 1);
+        let mut sender = Sender::new(&arr);
         let mut jb = JitterBuffer::new(JitterConfig::default());
         let t0 = Instant::now();
-        let mut ev = arr.iter().enumerate().peekable();
         let mut earlier = Duration::ZERO;
         let mut waits = Vec::new();
         let mut cuts = 0;
         for k in 1..400u32 {
             let now = FRAME * k - earlier;
-            while let Some(&(i, a)) = ev.peek() {
-                if a.unwrap() > now {
-                    break;
-                }
-                jb.push(
-                    t0 + a.unwrap(),
-                    i as u16,
-                    (i as u32) * 960,
-                    payload(i as u64),
-                );
-                ev.next();
-            }
+            sender.deliver(&mut jb, t0, now);
             if let Some(seq) = seq_of(&jb.pop(t0 + now)) {
                 waits.push(now - arr[seq as usize].unwrap());
             }
