@@ -364,7 +364,12 @@ fn init_logging(dir: &std::path::Path) -> Option<tracing_appender::non_blocking:
     });
     let (writer, guard) = match file {
         Some(f) => {
-            let (w, g) = tracing_appender::non_blocking(f);
+            // The default queue (128 000 lines) is a 4 MiB array, every slot written when
+            // it is made: 4 MiB of the app's memory for a log that writes a few lines a
+            // second. Lines beyond the queue are dropped (and counted by the appender).
+            let (w, g) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+                .buffered_lines_limit(4096)
+                .finish(f);
             (Some(w), Some(g))
         }
         None => (None, None),
@@ -382,15 +387,39 @@ fn init_logging(dir: &std::path::Path) -> Option<tracing_appender::non_blocking:
     guard
 }
 
+/// Sets (unless the user already has) the environment WebKitGTK, GTK and JavaScriptCore
+/// read at start-up. Each of these was measured with `roger-bench app` (BENCHMARKS.md).
+#[cfg(target_os = "linux")]
+fn webview_environment() {
+    fn default(key: &str, value: &str) {
+        if std::env::var_os(key).is_none() {
+            std::env::set_var(key, value);
+        }
+    }
+    // WebKitGTK's DMA-BUF renderer costs ~70 MiB more here and fails on some GPUs.
+    default("WEBKIT_DISABLE_DMABUF_RENDERER", "1");
+    // The page is a few hundred lines of script: the interpreter is fast enough, and
+    // without the JIT the web process keeps ~3 MiB less.
+    default("JSC_useJIT", "false");
+    if !std::path::Path::new("/dev/dri").exists() {
+        // No GPU render node, so any OpenGL here is Mesa's software driver, which maps
+        // libLLVM (~20 MiB of relocated, private pages in each process that loads it).
+        // GTK probes GLX when it opens the display, and WebKit's UI process opens an EGL
+        // display to find the DRM device it would hand the web process; neither is used
+        // with the DMA-BUF renderer off (the UI process paints the web process's shared
+        // memory frames with cairo). The web process still needs the driver for its
+        // compositor. Machines with a GPU are left as they are.
+        default("GDK_GL", "disable");
+        default("WEBKIT_WEB_RENDER_DEVICE_FILE", "/dev/null");
+    }
+}
+
 /// Runs the app.
 pub fn run() -> anyhow::Result<()> {
     use clap::Parser;
     let cli = Cli::parse();
     #[cfg(target_os = "linux")]
-    if std::env::var_os("WEBKIT_DISABLE_DMABUF_RENDERER").is_none() {
-        // WebKitGTK's DMA-BUF renderer costs ~70 MiB more here and fails on some GPUs.
-        std::env::set_var("WEBKIT_DISABLE_DMABUF_RENDERER", "1");
-    }
+    webview_environment();
     let builder = specta_builder();
     let tray_slot: std::sync::Arc<Mutex<Option<TrayIcon>>> = Default::default();
     let tray_for_setup = tray_slot.clone();
