@@ -982,7 +982,7 @@ fn due_spurts(shared: &PlayoutShared, now: Instant) -> (Option<Duration>, bool) 
     (due, waiting)
 }
 
-/// A mixed frame this quiet (every sample below -50 dBFS) can lose a few ms unheard.
+/// A mixed frame this quiet (its peak below -50 dBFS) can lose a few ms unheard.
 const QUIET: f32 = 0.003_16;
 /// Spare delay below this is not worth a cut.
 const MIN_CUT: Duration = Duration::from_millis(2);
@@ -1016,9 +1016,16 @@ fn duration_to_samples(d: Duration, rate: u32) -> usize {
     (u128::from(rate) * d.as_micros() / 1_000_000) as usize
 }
 
-/// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones. Returns
-/// false when there was nothing to play (every jitter buffer idle, no tone).
-fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> bool {
+/// What [`mix_frame`] made.
+struct Mixed {
+    /// False when there was nothing to play (every jitter buffer idle, no tone).
+    active: bool,
+    /// The frame's largest sample magnitude (also published to the level meter).
+    peak: f32,
+}
+
+/// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones.
+fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> Mixed {
     out.fill(0.0);
     let mut active = false;
     let mut channels = shared.channels.lock().expect("channels lock");
@@ -1055,7 +1062,7 @@ fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> bool {
         peak = peak.max(o.abs());
     }
     shared.meter.set(sum_sq, out.len(), peak);
-    active
+    Mixed { active, peak }
 }
 
 fn playout_thread(
@@ -1154,7 +1161,8 @@ fn playout_thread(
             // Otherwise keep the ring topped up to `fill` (beyond what is owed), a 20 ms
             // frame at a time: the device's consumption paces the jitter buffers.
             if start || queued + resampler.available() < fill + owed {
-                if mix_frame(&shared, now, &mut frame) {
+                let mixed = mix_frame(&shared, now, &mut frame);
+                if mixed.active {
                     last_audible = Some(now);
                 }
                 shared.frames.fetch_add(1, Ordering::Relaxed);
@@ -1162,7 +1170,7 @@ fn playout_thread(
                 // A quiet frame is where delay nobody needs can go unheard: it is cut
                 // from this frame's samples on their way into the ring (`owed`), as far
                 // as the ring stays at `fill`.
-                if !start && frame.iter().all(|s| s.abs() < QUIET) {
+                if !start && mixed.peak < QUIET {
                     let room = (queued + resampler.available()).saturating_sub(fill + owed);
                     let cut = take_spare(&shared, samples_to_duration(room, rate));
                     owed += duration_to_samples(cut, rate);
@@ -1391,7 +1399,7 @@ mod tests {
         let mut out = vec![0f32; FRAME_SAMPLES];
         // Let the decoders settle, then: a alone (b muted), both, both with a tone.
         for _ in 0..5 {
-            assert!(mix_frame(&sp.shared, now, &mut out));
+            assert!(mix_frame(&sp.shared, now, &mut out).active);
         }
         mix_frame(&sp.shared, now, &mut out);
         let one = rms(&out);
@@ -1414,7 +1422,7 @@ mod tests {
         mix_frame(&sp.shared, now, &mut out);
         assert!(rms(&out) < 0.001, "muted: {}", rms(&out));
         sp.play_tone(Tone::TalkPermit);
-        assert!(mix_frame(&sp.shared, now, &mut out));
+        assert!(mix_frame(&sp.shared, now, &mut out).active);
         assert!(rms(&out) > 0.05, "the tone plays over muted channels");
         let stats = sp.stats();
         assert_eq!(stats.jitter.played, 2 * 9, "{stats:?}");
@@ -1424,7 +1432,7 @@ mod tests {
     fn an_idle_speaker_mixes_silence_and_says_so() {
         let sp = speaker();
         let mut out = vec![1f32; FRAME_SAMPLES];
-        assert!(!mix_frame(&sp.shared, Instant::now(), &mut out));
+        assert!(!mix_frame(&sp.shared, Instant::now(), &mut out).active);
         assert!(out.iter().all(|s| *s == 0.0));
         assert_eq!(sp.level(), (0.0, 0.0));
     }
