@@ -10,10 +10,13 @@
 //!   (RFC 3550 estimator, in frames), between `min_frames` and `max_frames`. An underrun
 //!   raises it by a frame at once; it falls back slowly while the path is calm.
 //! - **Start margin**: how long a packet should wait, at least, beyond the target: the
-//!   recent peak change in transit time (a peak-hold that halves every 5 s; the RFC 3550
-//!   mean hides the one late packet in a second). A speaker that is idle when a spurt
-//!   starts lines its playout up with the first packet plus this margin
-//!   ([`JitterBuffer::spurt_start`]); latency control keeps it afterwards.
+//!   95th percentile of how late packets come relative to the earliest of the last 2 s,
+//!   from a histogram that forgets (NetEq's relative-delay estimate and its defaults:
+//!   the RFC 3550 mean hides the one late packet in a second that a percentile sees,
+//!   while a lone late packet, a scheduling hiccup, does not hold the delay up for
+//!   seconds as a peak-hold would). A speaker that is idle when a spurt starts lines its
+//!   playout up with the first packet plus this margin ([`JitterBuffer::spurt_start`]);
+//!   latency control keeps it afterwards.
 //! - **Loss**: a missing packet whose successor is here is recovered from the
 //!   successor's in-band FEC; otherwise concealed. After `max_conceal` concealed frames
 //!   in a row with nothing buffered, the spurt has ended: back to buffering.
@@ -22,20 +25,33 @@
 //!   and a burst or a device that stalls leaves packets waiting longer than they need.
 //!   When every packet in a second waited a frame (or more) beyond the target and the
 //!   start margin, that many frames are dropped at once; a buffer that runs dry conceals
-//!   (the sender is slow) and raises the target.
+//!   (the sender is slow) and raises the target. The frame an underrun inserted (the
+//!   playout held its point for a late packet) is measured for 200 ms once the late
+//!   packet has played, and taken back then if the packets after it do not need it.
 
 use bytes::Bytes;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Samples per frame at 48 kHz (RTP timestamp units per frame).
 const FRAME_TS: f64 = 960.0;
 const FRAME: Duration = Duration::from_millis(20);
-/// What the peak transit change is assumed to be before any packet says (10 ms, in RTP
-/// timestamp units): the first spurt of a call starts with a cautious margin.
-const INITIAL_PEAK: f64 = 480.0;
-/// Per packet: halves the peak over 250 packets (5 s of speech).
-const PEAK_DECAY: f64 = 0.997_231;
+/// The relative-delay histogram's buckets: 0.5 ms each (in RTP timestamp units), the
+/// last one for a frame or more.
+const BUCKET_TS: f64 = 24.0;
+const BUCKETS: usize = 41;
+/// Where the histogram's mass starts, before any packet says: [9.5, 10) ms, so the first
+/// spurt of a call starts with a cautious 10 ms.
+const INITIAL_BUCKET: usize = 19;
+/// Per packet, each bucket keeps this much of its weight and the packet's own bucket
+/// gains the rest (NetEq's forget factor: a packet's weight falls to 5 % in ~3.5 s).
+const FORGET: f64 = 0.983;
+/// The start margin is this quantile of the relative delays (NetEq's).
+const QUANTILE: f64 = 0.95;
+/// Relative delay is measured against the earliest packet of this long (NetEq's).
+const DELAY_HISTORY: Duration = Duration::from_secs(2);
+/// After an underrun, the window that decides whether its frame can go.
+const RECOVERY_WINDOW: Duration = Duration::from_millis(200);
 
 /// What to play for the next 20 ms.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,10 +132,14 @@ pub struct JitterBuffer {
     buffering_since: Option<Instant>,
     /// RFC 3550 interarrival jitter, in RTP timestamp units.
     jitter: f64,
-    /// The largest recent change in transit time, in RTP timestamp units: it jumps to
-    /// each new peak and halves over about 5 s of packets. The mean above hides the one
-    /// packet in a second that comes a few ms late; this does not.
-    peak: f64,
+    /// Transit time (arrival less send time, in RTP timestamp units, from an arbitrary
+    /// origin) of the packets of the last [`DELAY_HISTORY`], with their arrival.
+    transits: VecDeque<(Instant, f64)>,
+    /// The latest packet's transit time.
+    transit: f64,
+    /// How late packets came relative to the earliest of their history: a histogram of
+    /// [`BUCKET_TS`] buckets whose weights sum to 1 and forget ([`FORGET`]).
+    delays: [f64; BUCKETS],
     last_transit: Option<(Instant, u32)>,
     target: u32,
     concealed_run: u32,
@@ -127,6 +147,8 @@ pub struct JitterBuffer {
     /// and when the window started (latency control).
     min_wait: Option<Duration>,
     window_start: Option<Instant>,
+    /// The current window is the short one after an underrun ([`RECOVERY_WINDOW`]).
+    recovering: bool,
     /// What every packet of the last window waited beyond the target and the start
     /// margin, less than a frame: the playout may cut it during a quiet frame.
     spare: Duration,
@@ -148,11 +170,18 @@ impl JitterBuffer {
             highest: None,
             buffering_since: None,
             jitter: 0.0,
-            peak: INITIAL_PEAK,
+            transits: VecDeque::new(),
+            transit: 0.0,
+            delays: {
+                let mut h = [0.0; BUCKETS];
+                h[INITIAL_BUCKET] = 1.0;
+                h
+            },
             last_transit: None,
             concealed_run: 0,
             min_wait: None,
             window_start: None,
+            recovering: false,
             spare: Duration::ZERO,
             last_underrun: None,
             calm_since: None,
@@ -204,11 +233,15 @@ impl JitterBuffer {
         if let Some((t0, ts0)) = self.last_transit {
             let arrival = now.saturating_duration_since(t0).as_secs_f64() * 48_000.0;
             let sent = f64::from(timestamp.wrapping_sub(ts0) as i32);
-            let d = (arrival - sent).abs();
+            let change = arrival - sent;
+            let d = change.abs();
             // A pause between transmissions is not jitter.
             if d < 48_000.0 {
                 self.jitter += (d - self.jitter) / 16.0;
-                self.peak = d.max(self.peak * PEAK_DECAY);
+                self.transit += change;
+                self.relative_delay(now);
+            } else {
+                self.transits.clear();
             }
         }
         self.last_transit = Some((now, timestamp));
@@ -230,6 +263,30 @@ impl JitterBuffer {
         if self.state == State::Buffering && self.buffering_since.is_none() {
             self.buffering_since = Some(now);
         }
+    }
+
+    /// Records how late the latest packet came relative to the earliest of the last
+    /// [`DELAY_HISTORY`].
+    fn relative_delay(&mut self, now: Instant) {
+        while self
+            .transits
+            .front()
+            .is_some_and(|&(t, _)| now.saturating_duration_since(t) > DELAY_HISTORY)
+        {
+            self.transits.pop_front();
+        }
+        self.transits.push_back((now, self.transit));
+        let earliest = self
+            .transits
+            .iter()
+            .map(|&(_, x)| x)
+            .fold(f64::INFINITY, f64::min);
+        let late = (self.transit - earliest).max(0.0);
+        let bucket = ((late / BUCKET_TS) as usize).min(BUCKETS - 1);
+        for w in &mut self.delays {
+            *w *= FORGET;
+        }
+        self.delays[bucket] += 1.0 - FORGET;
     }
 
     /// What the jitter estimate asks for, in frames.
@@ -264,11 +321,21 @@ impl JitterBuffer {
 
     /// How long a packet should wait before it is due, at least: when the playout lines
     /// its clock up with a spurt's first packet (an idle speaker), the next ones are due
-    /// this much after they are expected. The recent peak transit change, plus 1 ms; at
-    /// most a frame.
+    /// this much after they are expected. The 95th percentile of the recent relative
+    /// delays (the upper edge of its bucket), plus 1 ms; at most a frame.
     pub fn start_margin(&self) -> Duration {
-        let peak = Duration::from_secs_f64(self.peak / 48_000.0);
-        (peak + Duration::from_millis(1)).min(FRAME)
+        let total: f64 = self.delays.iter().sum();
+        let mut seen = 0.0;
+        let bucket = self
+            .delays
+            .iter()
+            .position(|w| {
+                seen += w;
+                seen >= QUANTILE * total
+            })
+            .unwrap_or(BUCKETS - 1);
+        let late = Duration::from_secs_f64((bucket + 1) as f64 * BUCKET_TS / 48_000.0);
+        (late + Duration::from_millis(1)).min(FRAME)
     }
 
     /// Playing a spurt (not buffering or idle).
@@ -315,6 +382,7 @@ impl JitterBuffer {
                 self.buffering_since = None;
                 self.concealed_run = 0;
                 self.spare = Duration::ZERO;
+                self.recovering = false;
                 self.last_stretch = Some(now);
                 self.pop(now)
             }
@@ -331,10 +399,18 @@ impl JitterBuffer {
                 };
                 if let Some((p, arrived)) = self.packets.remove(&next) {
                     self.state = State::Playing { next: next + 1 };
-                    self.concealed_run = 0;
                     self.stats.played += 1;
-                    let waited = now.saturating_duration_since(arrived);
-                    self.min_wait = Some(self.min_wait.map_or(waited, |m| m.min(waited)));
+                    if std::mem::take(&mut self.concealed_run) > 0 {
+                        // The late packet an underrun held the playout for: the frame
+                        // it inserted shows in the waits of the packets after it, over
+                        // a short window from here (this one waited less than they will).
+                        self.recovering = true;
+                        self.window_start = Some(now);
+                        self.min_wait = None;
+                    } else {
+                        let waited = now.saturating_duration_since(arrived);
+                        self.min_wait = Some(self.min_wait.map_or(waited, |m| m.min(waited)));
+                    }
                     return Playout::Packet(p);
                 }
                 // Anything but a packet on time: nothing is spare until measured again.
@@ -409,7 +485,13 @@ impl JitterBuffer {
         // at least the margin. As many frames as every packet could spare go at once, so
         // a backlog of several frames is gone within a second or two, not one a second.
         let window = *self.window_start.get_or_insert(now);
-        if now.saturating_duration_since(window) >= Duration::from_secs(1) {
+        let length = if self.recovering {
+            RECOVERY_WINDOW
+        } else {
+            Duration::from_secs(1)
+        };
+        if now.saturating_duration_since(window) >= length {
+            self.recovering = false;
             let beyond = self.min_wait.map(|w| w.saturating_sub(self.start_margin()));
             let spare_frames = beyond.map_or(0, |b| {
                 ((b.as_secs_f64() / FRAME.as_secs_f64()).floor() as u32 + 1)
@@ -659,7 +741,7 @@ mod tests {
     }
 
     #[test]
-    fn a_lone_hiccup_costs_a_frame_for_seconds_not_for_the_whole_call() {
+    fn a_lone_hiccup_costs_a_frame_for_a_moment_not_for_the_whole_call() {
         let mut arr = steady(300, 1);
         // One packet 25 ms late (a scheduling hiccup on the sender), then steady again.
         arr[50] = Some(Duration::from_millis(50 * 20 + 26));
@@ -677,12 +759,15 @@ mod tests {
             "a lone hiccup does not raise the target"
         );
         assert_eq!(s.dropped, 1, "the extra frame was taken back: {s:?}");
-        // Packet 250 plays one pop after it arrives again, like before the hiccup: the
-        // frame is kept while the 25 ms late packet is recent (the start margin, which
-        // halves every 5 s, says packets come that late), about 3 s here.
-        let at = |seq: u64| out.iter().position(|p| seq_of(p) == Some(seq)).unwrap();
-        assert_eq!(at(20), 21);
-        assert_eq!(at(250), 251);
+        // Packets play one pop after they arrive, before the hiccup and again once the
+        // window after the late packet (200 ms) has shown the frame it cost is not
+        // needed: the lone late packet does not raise the start margin.
+        let at = |seq: u64| out.iter().position(|p| seq_of(p) == Some(seq));
+        assert_eq!(at(20), Some(21));
+        assert_eq!(at(51), Some(53), "the frame the hiccup inserted");
+        let back = (52..300).find(|&q| at(q) == Some(q as usize + 1));
+        assert!(back.is_some_and(|q| q <= 64), "back at packet {back:?}");
+        assert!((back.unwrap()..250).all(|q| at(q) == Some(q as usize + 1)));
     }
 
     #[test]
@@ -789,35 +874,56 @@ mod tests {
     }
 
     #[test]
-    fn the_start_margin_is_cautious_at_first_and_follows_the_latest_late_packet() {
+    fn the_start_margin_is_cautious_at_first_then_follows_how_late_packets_come() {
         let t0 = Instant::now();
         let mut jb = JitterBuffer::new(JitterConfig::default());
         // Nothing known yet: 10 ms, plus the 1 ms for the playout's own wake-up.
         assert_eq!(jb.start_margin(), Duration::from_millis(11));
-        // 30 s of packets exactly on time: the peak halves every 5 s.
         let mut k = 0u32;
-        let mut send = |jb: &mut JitterBuffer, late_ms: u64| {
-            let at = t0 + FRAME * k + Duration::from_millis(late_ms);
+        let mut send = |jb: &mut JitterBuffer, late_ms: i64| {
+            let at = t0 + FRAME * k + Duration::from_millis(50);
+            let at = if late_ms >= 0 {
+                at + Duration::from_millis(late_ms as u64)
+            } else {
+                at - Duration::from_millis(late_ms.unsigned_abs())
+            };
             jb.push(at, k as u16, k * 960, payload(u64::from(k)));
             k += 1;
         };
-        for _ in 0..1500 {
+        // 10 s of packets exactly on time: the first guess is forgotten.
+        for _ in 0..500 {
             send(&mut jb, 0);
         }
-        let calm = jb.start_margin();
-        assert!(
-            calm > Duration::from_millis(1) && calm < Duration::from_micros(1500),
-            "{calm:?}"
-        );
-        // One packet 7 ms late sets the margin for the next spurt at once.
+        let calm = Duration::from_micros(1500);
+        assert_eq!(jb.start_margin(), calm, "half a ms bucket plus 1 ms");
+        // One packet 7 ms late (a hiccup) is not what the path does: the margin stays.
         send(&mut jb, 7);
-        let m = jb.start_margin();
-        assert!(
-            m >= Duration::from_millis(8) && m < Duration::from_millis(9),
-            "{m:?}"
-        );
-        // A long path hiccup is capped at a frame.
-        send(&mut jb, 200);
+        assert_eq!(jb.start_margin(), calm);
+        for _ in 0..50 {
+            send(&mut jb, 0);
+        }
+        assert_eq!(jb.start_margin(), calm);
+        // One packet in ten 7 ms late: the 95th percentile is 7-7.5 ms.
+        for i in 0..200 {
+            send(&mut jb, if i % 10 == 0 { 7 } else { 0 });
+        }
+        assert_eq!(jb.start_margin(), Duration::from_micros(8500));
+        // Calm again for 5 s: back down.
+        for _ in 0..250 {
+            send(&mut jb, 0);
+        }
+        assert_eq!(jb.start_margin(), calm);
+        // One packet 6 ms early: for the 2 s it is remembered, the others come 6 ms
+        // later than the path can carry them.
+        send(&mut jb, -6);
+        for _ in 0..50 {
+            send(&mut jb, 0);
+        }
+        assert_eq!(jb.start_margin(), Duration::from_micros(7500));
+        // Packets a frame or more late half the time: capped at a frame.
+        for i in 0..100 {
+            send(&mut jb, if i % 2 == 0 { 200 } else { 0 });
+        }
         assert_eq!(jb.start_margin(), FRAME);
     }
 
