@@ -595,14 +595,23 @@ impl RawClient {
 pub struct TcpProxy {
     /// Where clients connect.
     pub addr: SocketAddr,
-    conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    conns: Arc<Mutex<Vec<ProxiedConn>>>,
+}
+
+/// A connection through a [`TcpProxy`].
+struct ProxiedConn {
+    task: tokio::task::AbortHandle,
+    /// Set: what the server sends on this connection is dropped, not forwarded.
+    swallow: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TcpProxy {
     /// Forwards `127.0.0.1:<free port>` to `target`, on a thread of its own (so it works
     /// from sync and async tests alike; it ends with the test process).
     pub fn start(target: SocketAddr) -> TcpProxy {
-        let conns: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let conns: Arc<Mutex<Vec<ProxiedConn>>> = Arc::default();
         let c = conns.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -616,14 +625,37 @@ impl TcpProxy {
                     .expect("proxy bind");
                 tx.send(listener.local_addr().expect("proxy addr"))
                     .expect("proxy addr sent");
-                while let Ok((mut inbound, _)) = listener.accept().await {
+                while let Ok((inbound, _)) = listener.accept().await {
+                    let swallow = Arc::new(AtomicBool::new(false));
+                    let drop_replies = swallow.clone();
                     let task = tokio::spawn(async move {
-                        if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                            let _ =
-                                tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        let Ok(outbound) = tokio::net::TcpStream::connect(target).await else {
+                            return;
+                        };
+                        let (mut client_rx, mut client_tx) = inbound.into_split();
+                        let (mut server_rx, mut server_tx) = outbound.into_split();
+                        let up = tokio::io::copy(&mut client_rx, &mut server_tx);
+                        let down = async {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = server_rx.read(&mut buf).await?;
+                                if n == 0 {
+                                    return Ok::<(), std::io::Error>(());
+                                }
+                                if !drop_replies.load(Ordering::SeqCst) {
+                                    client_tx.write_all(&buf[..n]).await?;
+                                }
+                            }
+                        };
+                        tokio::select! {
+                            _ = up => {}
+                            _ = down => {}
                         }
                     });
-                    c.lock().expect("conns").push(task.abort_handle());
+                    c.lock().expect("conns").push(ProxiedConn {
+                        task: task.abort_handle(),
+                        swallow,
+                    });
                 }
             });
         });
@@ -641,9 +673,18 @@ impl TcpProxy {
         let mut conns = self.conns.lock().expect("conns");
         let n = conns.len();
         for c in conns.drain(..) {
-            c.abort();
+            c.task.abort();
         }
         n
+    }
+
+    /// From now on, what the server sends on the connections going through is dropped
+    /// (requests still reach it; their answers never come back). New connections are
+    /// not affected.
+    pub fn swallow_replies(&self) {
+        for c in self.conns.lock().expect("conns").iter() {
+            c.swallow.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
     }
 }
 

@@ -100,3 +100,64 @@ async fn a_dead_websocket_resumes_and_the_talkers_audio_never_stops() {
     alice.mgr.close().await;
     bob.mgr.close().await;
 }
+
+/// A `leave` the server carried out while its answer was lost with the socket: the
+/// resumed session no longer lists the channel, and the client lets it go too (the app
+/// would otherwise show it joined, and a fresh session would join it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leave_whose_answer_was_lost_is_settled_by_the_resume() {
+    use roger_client::ClientEvent;
+    let server = Server::start("[[channels]]\nid = \"general\"\n[[channels]]\nid = \"side\"\n");
+    let proxy = TcpProxy::start(server.addr);
+    let (general, side) = (ChannelId::from("general"), ChannelId::from("side"));
+    let bob = TestClient::connect_as(&server, "bob", &["side"]).await;
+    bob.mgr.join(&side).await.unwrap();
+    let alice = TestClient::connect(client_config(
+        &proxy.url(),
+        &server.token("alice", &["general", "side"]),
+    ))
+    .await;
+    alice.mgr.join(&general).await.unwrap();
+    alice.mgr.join(&side).await.unwrap();
+
+    proxy.swallow_replies();
+    let asked = Instant::now();
+    let leave = {
+        let mgr = alice.mgr.clone();
+        let side = side.clone();
+        tokio::spawn(async move { mgr.leave(&side).await })
+    };
+    // The server carried it out: Bob sees Alice go.
+    bob.wait_event(Duration::from_secs(5), asked, "alice leaving", |e| {
+        matches!(e, ClientEvent::MemberLeft { channel, member }
+            if channel == &side && member.name == "alice")
+    })
+    .await;
+    let cut_at = Instant::now();
+    assert_eq!(proxy.cut(), 1, "alice's one signaling socket");
+    let lost = leave.await.unwrap().unwrap_err();
+    println!("the leave's own answer: {lost}");
+
+    alice
+        .wait_event(
+            Duration::from_secs(5),
+            cut_at,
+            "Left side",
+            |e| matches!(e, ClientEvent::Left { channel } if channel == &side),
+        )
+        .await;
+    assert!(server.metric("roger_sessions_resumed_total") >= 1.0);
+    let events = alice.events.lock().unwrap().clone();
+    let after = || events.iter().filter(|(at, _)| *at > cut_at).map(|(_, e)| e);
+    assert!(
+        after().any(|e| matches!(e, ClientEvent::Joined { channel } if channel.id == general)),
+        "the channel Alice is still in comes back with the resume"
+    );
+    assert!(
+        !after().any(|e| matches!(e, ClientEvent::Left { channel } if channel == &general)),
+        "{events:#?}"
+    );
+    assert!(matches!(*alice.mgr.status().borrow(), Status::Connected));
+    alice.mgr.close().await;
+    bob.mgr.close().await;
+}

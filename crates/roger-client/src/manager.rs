@@ -1014,6 +1014,18 @@ async fn connect_signaling(shared: Arc<Shared>, gen: u64, resume: bool, next: [u
                     for ch in &r.channels {
                         shared.record_channel(ch);
                     }
+                    // A channel the session is no longer in (a `leave` the server carried
+                    // out while its answer was lost with the socket): gone here too, or
+                    // the app would show it joined and a fresh session would rejoin it.
+                    let gone: Vec<ChannelState> = {
+                        let mut channels = lock(&shared.channels);
+                        let ids: Vec<ChannelId> = channels
+                            .keys()
+                            .filter(|id| !r.channels.iter().any(|c| &c.id == *id))
+                            .cloned()
+                            .collect();
+                        ids.iter().filter_map(|id| channels.remove(id)).collect()
+                    };
                     if let Some(w) = lock(&shared.welcome).as_mut() {
                         w.ice_servers = r.ice_servers.clone();
                     }
@@ -1029,6 +1041,11 @@ async fn connect_signaling(shared: Arc<Shared>, gen: u64, resume: bool, next: [u
                     // down (a talker who stopped, members who left) was not notified.
                     for channel in r.channels {
                         shared.emit(ClientEvent::Joined { channel });
+                    }
+                    for state in gone {
+                        lock(&shared.ssrc_channels).retain(|_, ch| ch != &state.id);
+                        tracing::info!(channel = %state.id, "not in the resumed session: left");
+                        shared.emit(ClientEvent::Left { channel: state.id });
                     }
                     Ok(())
                 }
