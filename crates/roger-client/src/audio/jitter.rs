@@ -510,10 +510,12 @@ impl JitterBuffer {
                 }
             }
             self.state = State::Playing { next };
-            // What is left beyond the target after the whole frames: less than a frame.
+            // What is left beyond the target after the whole frames: less than a frame
+            // (whole frames the loop above could not drop, with too few packets here,
+            // wait for the next window).
             self.spare = beyond.map_or(Duration::ZERO, |b| {
-                b.saturating_sub(FRAME * (self.target - 1 + dropped))
-                    .min(FRAME)
+                let left = b.saturating_sub(FRAME * (self.target - 1 + dropped));
+                Duration::from_nanos((left.as_nanos() % FRAME.as_nanos()) as u64)
             });
             self.window_start = Some(now);
             self.min_wait = None;
