@@ -318,7 +318,7 @@ fn apply_hotkey(handle: &AppHandle, key: &str) -> Result<(), ErrorBody> {
     let _ = shortcuts.unregister_all();
     let result = shortcuts.register(key).map_err(|e| {
         ErrorBody::new(
-            roger_protocol::ErrorCode::InternalError,
+            roger_protocol::ErrorCode::InvalidSettings,
             format!("the push-to-talk key {key:?} cannot be used: {e}"),
         )
     });

@@ -351,6 +351,11 @@ export type ErrorCode_Deserialize =
 "SIGNALING_CLOSED" | 
 /**  The server's TLS certificate is not trusted (unknown CA, wrong name, expired). */
 "CERTIFICATE_INVALID" | 
+/**
+ *  A setting the user entered (or the saved settings file) is not valid; the message
+ *  says which and why. Nothing was applied.
+ */
+"INVALID_SETTINGS" | 
 /**  Something broke inside the server or client; the message has details. */
 "INTERNAL_ERROR" | 
 /**  A code this version does not know (sent by a newer peer). The message still applies. */
@@ -418,6 +423,11 @@ export type ErrorCode_Serialize =
 "SIGNALING_CLOSED" | 
 /**  The server's TLS certificate is not trusted (unknown CA, wrong name, expired). */
 "CERTIFICATE_INVALID" | 
+/**
+ *  A setting the user entered (or the saved settings file) is not valid; the message
+ *  says which and why. Nothing was applied.
+ */
+"INVALID_SETTINGS" | 
 /**  Something broke inside the server or client; the message has details. */
 "INTERNAL_ERROR" | 
 /**  A code this version does not know (sent by a newer peer). The message still applies. */

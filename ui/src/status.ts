@@ -41,6 +41,7 @@ const CODE_TEXT: Record<ErrorCode, string> = {
   SIGNALING_UNREACHABLE: "Cannot reach the server. Check the address.",
   SIGNALING_CLOSED: "The connection to the server closed.",
   CERTIFICATE_INVALID: "The server's security certificate is not valid. Check the address.",
+  INVALID_SETTINGS: "A setting is not valid. Check it and save again.",
   INTERNAL_ERROR: "Something went wrong inside Roger.",
   UNKNOWN: "Something went wrong.",
 };

@@ -285,7 +285,7 @@ describe("settings", () => {
     const m = await mount({
       handlers: {
         save_settings: () => {
-          throw { code: "INTERNAL_ERROR", message: "Ctrl+Shift+Space could not be registered" };
+          throw { code: "INVALID_SETTINGS", message: "Ctrl+Shift+Space could not be registered" };
         },
       },
     });
@@ -306,7 +306,7 @@ describe("settings", () => {
     const err = m.$("settings-error");
     expect(err.hidden).toBe(false);
     expect(err.textContent).toContain("could not be registered");
-    expect(err.textContent).toContain("INTERNAL_ERROR");
+    expect(err.textContent).toContain("INVALID_SETTINGS");
   });
 
   it("the mic test holds mic_test on while pressed", async () => {

@@ -81,6 +81,9 @@ pub enum ErrorCode {
     SignalingClosed,
     /// The server's TLS certificate is not trusted (unknown CA, wrong name, expired).
     CertificateInvalid,
+    /// A setting the user entered (or the saved settings file) is not valid; the message
+    /// says which and why. Nothing was applied.
+    InvalidSettings,
 
     /// Something broke inside the server or client; the message has details.
     InternalError,
@@ -139,6 +142,7 @@ impl ErrorCode {
             ErrorCode::SignalingUnreachable => "SIGNALING_UNREACHABLE",
             ErrorCode::SignalingClosed => "SIGNALING_CLOSED",
             ErrorCode::CertificateInvalid => "CERTIFICATE_INVALID",
+            ErrorCode::InvalidSettings => "INVALID_SETTINGS",
             ErrorCode::InternalError => "INTERNAL_ERROR",
             ErrorCode::Unknown => "UNKNOWN",
         }
@@ -177,6 +181,7 @@ impl ErrorCode {
             ErrorCode::CertificateInvalid => {
                 "The server's security certificate is not valid. Check the address."
             }
+            ErrorCode::InvalidSettings => "A setting is not valid. Check it and save again.",
             ErrorCode::InternalError => "Something went wrong inside Roger.",
             ErrorCode::Unknown => "Something went wrong.",
         }
@@ -195,7 +200,8 @@ impl ErrorCode {
             | ErrorCode::ChannelNotFound
             | ErrorCode::NotInChannel
             | ErrorCode::FloorNotHeld
-            | ErrorCode::FloorDenied => ErrorAction::None,
+            | ErrorCode::FloorDenied
+            | ErrorCode::InvalidSettings => ErrorAction::None,
             _ => ErrorAction::Rejoin,
         }
     }
@@ -256,6 +262,8 @@ mod tests {
             ErrorCode::IceFailed,
             ErrorCode::MediaDeviceError,
             ErrorCode::FloorNotHeld,
+            ErrorCode::CertificateInvalid,
+            ErrorCode::InvalidSettings,
         ] {
             let json = serde_json::to_string(&code).unwrap();
             assert_eq!(json, format!("\"{}\"", code.as_str()));

@@ -106,7 +106,7 @@ impl Settings {
                         path.display()
                     )
                 };
-                (Settings::default(), Some(settings_error(message)))
+                (Settings::default(), Some(invalid(message)))
             }
         }
     }
@@ -114,18 +114,17 @@ impl Settings {
     /// Checks what a user typed; the message says what is wrong.
     pub fn validate(&self) -> Result<(), ErrorBody> {
         if !self.server_url.is_empty() {
-            let url = url::Url::parse(&self.server_url).map_err(|e| {
-                settings_error(format!("the server address {:?}: {e}", self.server_url))
-            })?;
+            let url = url::Url::parse(&self.server_url)
+                .map_err(|e| invalid(format!("the server address {:?}: {e}", self.server_url)))?;
             if !matches!(url.scheme(), "ws" | "wss") {
-                return Err(settings_error(format!(
+                return Err(invalid(format!(
                     "the server address must start with ws:// or wss://, not {}://",
                     url.scheme()
                 )));
             }
         }
         if self.hotkey.trim().is_empty() {
-            return Err(settings_error("the push-to-talk key cannot be empty"));
+            return Err(invalid("the push-to-talk key cannot be empty"));
         }
         Ok(())
     }
@@ -159,8 +158,14 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_all()
 }
 
+/// The settings could not be read or written (the file system, not the user).
 fn settings_error(message: impl Into<String>) -> ErrorBody {
     ErrorBody::new(ErrorCode::InternalError, message)
+}
+
+/// What the user typed (or the file holds) is not a valid setting.
+fn invalid(message: impl Into<String>) -> ErrorBody {
+    ErrorBody::new(ErrorCode::InvalidSettings, message)
 }
 
 #[cfg(test)]
@@ -211,6 +216,7 @@ mod tests {
         let (s, err) = Settings::load(&d);
         assert_eq!(s, Settings::default());
         let err = err.expect("reported");
+        assert_eq!(err.code, ErrorCode::InvalidSettings);
         assert!(err.message.contains("settings.json.bad"), "{}", err.message);
         assert_eq!(
             std::fs::read_to_string(d.join("settings.json.bad")).unwrap(),
@@ -238,12 +244,16 @@ mod tests {
             server_url: "http://example/ws".into(),
             ..Settings::default()
         };
-        assert!(s.validate().unwrap_err().message.contains("ws://"));
+        let err = s.validate().unwrap_err();
+        assert!(err.message.contains("ws://"));
+        // The user's input, not a fault in Roger: the form shows it, no Rejoin offered.
+        assert_eq!(err.code, ErrorCode::InvalidSettings);
+        assert_eq!(err.code.action(), roger_protocol::ErrorAction::None);
         s.server_url = "not a url".into();
-        assert!(s.validate().is_err());
+        assert_eq!(s.validate().unwrap_err().code, ErrorCode::InvalidSettings);
         s.server_url = "wss://roger.example/ws".into();
         assert!(s.validate().is_ok());
         s.hotkey = " ".into();
-        assert!(s.validate().is_err());
+        assert_eq!(s.validate().unwrap_err().code, ErrorCode::InvalidSettings);
     }
 }
