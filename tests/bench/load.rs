@@ -80,6 +80,26 @@ fn sample_cpu(pid: u32, stop: Instant) -> (f64, f64) {
     (mean, peak)
 }
 
+/// UDP datagrams the kernel dropped because a receiving socket's buffer was full
+/// (`RcvbufErrors` in /proc/net/snmp, for this network namespace: here, loopback's
+/// receivers, which in the scale bench are almost all the audience's sockets).
+fn udp_rcvbuf_errors() -> Option<u64> {
+    let snmp = std::fs::read_to_string("/proc/net/snmp").ok()?;
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
+/// Copies the server dropped itself (a listener's transport queue was full).
+fn server_dropped(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("roger_rtp_dropped_total{reason=\"downlink_full\"} "))
+        .filter_map(|v| v.trim().parse::<f64>().ok())
+        .fold(0.0, |a, b| a + b)
+}
+
 fn forward_delay_p(metrics: &str, q: f64) -> f64 {
     // Prometheus histogram buckets: the smallest bound holding a fraction q of samples.
     let mut buckets: Vec<(f64, f64)> = metrics
@@ -133,8 +153,11 @@ fn scale_run(listeners: usize, channels: usize, seconds: u64) {
             "--listen-only".into(),
             "--ramp".into(),
             "100".into(),
+            // The probe talks for `seconds` once this is ready; the rest is a tail for
+            // an audience that falls behind to read what it was sent (not counted as
+            // loss for arriving late).
             "--seconds".into(),
-            (seconds + 4).to_string(),
+            (seconds + 10).to_string(),
         ],
     );
     bulk.wait_event(Duration::from_secs(listeners as u64 / 50 + 60), "ready");
@@ -158,9 +181,13 @@ fn scale_run(listeners: usize, channels: usize, seconds: u64) {
         ],
     );
     probe.wait_event(Duration::from_secs(30), "ready");
+    let overflows_before = udp_rcvbuf_errors();
     let (cpu_mean, cpu_peak) = sample_cpu(pid, Instant::now() + Duration::from_secs(seconds));
     let p = summary(probe, Duration::from_secs(60));
     let b = summary(bulk, Duration::from_secs(60));
+    let overflows = overflows_before
+        .zip(udp_rcvbuf_errors())
+        .map_or(f64::NAN, |(a, b)| b.saturating_sub(a) as f64);
     let metrics = server.metrics();
     let received = b["packets_received"].as_f64().unwrap_or(0.0)
         + p["packets_received"].as_f64().unwrap_or(0.0);
@@ -178,7 +205,8 @@ fn scale_run(listeners: usize, channels: usize, seconds: u64) {
         "scale {listeners} listeners in {channels} channel(s): loss={loss:.3}% ({received}/{expected}) \
          probe latency p50={:.1}ms p95={:.1}ms p99={:.1}ms | audience latency p50={:.1}ms p95={:.1}ms | \
          server fan-out delay p50<={:.2}ms p95<={:.2}ms | server CPU mean={cpu_mean:.0}% peak={cpu_peak:.0}% of a core | \
-         server RSS {rss_before:.0} -> {rss_connected:.0} MiB = {:.2} MiB/session | connect p95={}ms",
+         server RSS {rss_before:.0} -> {rss_connected:.0} MiB = {:.2} MiB/session | connect p95={}ms | \
+         where the loss was: dropped by the server {:.0}, by receivers' full socket buffers {overflows:.0} (kernel RcvbufErrors)",
         lat(&p, "p50"),
         lat(&p, "p95"),
         lat(&p, "p99"),
@@ -188,6 +216,7 @@ fn scale_run(listeners: usize, channels: usize, seconds: u64) {
         forward_delay_p(&metrics, 0.95),
         (rss_connected - rss_before) / listeners as f64,
         b["connect_ms"]["p95"],
+        server_dropped(&metrics),
     );
 }
 
