@@ -668,9 +668,11 @@ impl TcpProxy {
         format!("ws://{}/ws", self.addr)
     }
 
-    /// Drops every connection going through (new ones are still accepted).
+    /// Drops every connection going through (new ones are still accepted); returns how
+    /// many were still open.
     pub fn cut(&self) -> usize {
         let mut conns = self.conns.lock().expect("conns");
+        conns.retain(|c| !c.task.is_finished());
         let n = conns.len();
         for c in conns.drain(..) {
             c.task.abort();

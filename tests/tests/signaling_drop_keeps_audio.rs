@@ -133,7 +133,8 @@ async fn a_leave_whose_answer_was_lost_is_settled_by_the_resume() {
             if channel == &side && member.name == "alice")
     })
     .await;
-    let cut_at = Instant::now();
+    // (If the swallowed pongs made Alice give up on the socket already, she is back on
+    // a fresh one through the proxy, and that one is cut.)
     assert_eq!(proxy.cut(), 1, "alice's one signaling socket");
     let lost = leave.await.unwrap().unwrap_err();
     println!("the leave's own answer: {lost}");
@@ -141,14 +142,19 @@ async fn a_leave_whose_answer_was_lost_is_settled_by_the_resume() {
     alice
         .wait_event(
             Duration::from_secs(5),
-            cut_at,
+            asked,
             "Left side",
             |e| matches!(e, ClientEvent::Left { channel } if channel == &side),
         )
         .await;
+    alice
+        .wait_status(Duration::from_secs(5), "Connected", |s| {
+            matches!(s, Status::Connected)
+        })
+        .await;
     assert!(server.metric("roger_sessions_resumed_total") >= 1.0);
     let events = alice.events.lock().unwrap().clone();
-    let after = || events.iter().filter(|(at, _)| *at > cut_at).map(|(_, e)| e);
+    let after = || events.iter().filter(|(at, _)| *at > asked).map(|(_, e)| e);
     assert!(
         after().any(|e| matches!(e, ClientEvent::Joined { channel } if channel.id == general)),
         "the channel Alice is still in comes back with the resume"
@@ -157,7 +163,6 @@ async fn a_leave_whose_answer_was_lost_is_settled_by_the_resume() {
         !after().any(|e| matches!(e, ClientEvent::Left { channel } if channel == &general)),
         "{events:#?}"
     );
-    assert!(matches!(*alice.mgr.status().borrow(), Status::Connected));
     alice.mgr.close().await;
     bob.mgr.close().await;
 }

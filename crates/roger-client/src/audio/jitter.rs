@@ -143,8 +143,9 @@ pub struct JitterBuffer {
     last_transit: Option<(Instant, u32)>,
     target: u32,
     concealed_run: u32,
-    /// The shortest time a due packet waited during the current one-second window,
-    /// and when the window started (latency control).
+    /// The shortest time a due packet waited during the current window (a second, or
+    /// [`RECOVERY_WINDOW`] after an underrun), and when the window started (latency
+    /// control). Both start afresh with each talk spurt.
     min_wait: Option<Duration>,
     window_start: Option<Instant>,
     /// The current window is the short one after an underrun ([`RECOVERY_WINDOW`]).
@@ -343,8 +344,8 @@ impl JitterBuffer {
         matches!(self.state, State::Playing { .. })
     }
 
-    /// Less than a frame of delay that every packet in the last second could have done
-    /// without (beyond the target and the start margin), while playing steadily: the
+    /// Less than a frame of delay that every packet of the last window (a second, or
+    /// [`RECOVERY_WINDOW`] after an underrun) could have done without (beyond the target and the start margin), while playing steadily: the
     /// playout can cut this much from a quiet frame and call [`trimmed`](Self::trimmed).
     /// Whole frames are dropped here; this is the rest, which would otherwise stay for
     /// the whole spurt (where in the 20 ms the packets arrive is arbitrary).
@@ -382,6 +383,9 @@ impl JitterBuffer {
                 self.buffering_since = None;
                 self.concealed_run = 0;
                 self.spare = Duration::ZERO;
+                // What the last spurt's packets waited says nothing about this one's.
+                self.min_wait = None;
+                self.window_start = None;
                 self.recovering = false;
                 self.last_stretch = Some(now);
                 self.pop(now)
@@ -744,12 +748,21 @@ mod tests {
 
     #[test]
     fn a_lone_hiccup_costs_a_frame_for_a_moment_not_for_the_whole_call() {
-        let mut arr = steady(300, 1);
-        // One packet 25 ms late (a scheduling hiccup on the sender), then steady again.
-        arr[50] = Some(Duration::from_millis(50 * 20 + 26));
+        let mut arr = steady(500, 1);
+        // After 5 s on time (the first guess at the margin forgotten), one packet 25 ms
+        // late (a scheduling hiccup on the sender), then steady again.
+        arr[250] = Some(Duration::from_millis(250 * 20 + 26));
         let mut jb = JitterBuffer::new(JitterConfig::default());
         let t0 = Instant::now();
-        let out = run(&mut jb, t0, &arr, FRAME, 310);
+        let mut sender = Sender::new(&arr);
+        let mut out = Vec::new();
+        let mut margins = Vec::new();
+        for k in 0..510u32 {
+            let now = FRAME * k;
+            sender.deliver(&mut jb, t0, now);
+            out.push(jb.pop(t0 + now));
+            margins.push(jb.start_margin());
+        }
         let s = jb.stats();
         assert_eq!(
             s.underruns, 2,
@@ -761,15 +774,54 @@ mod tests {
             "a lone hiccup does not raise the target"
         );
         assert_eq!(s.dropped, 1, "the extra frame was taken back: {s:?}");
+        // The lone late packet does not move the start margin.
+        let calm = Duration::from_micros(1500);
+        assert!(margins[240..].iter().all(|&m| m == calm), "{margins:?}");
         // Packets play one pop after they arrive, before the hiccup and again once the
         // window after the late packet (200 ms) has shown the frame it cost is not
-        // needed: the lone late packet does not raise the start margin.
+        // needed.
         let at = |seq: u64| out.iter().position(|p| seq_of(p) == Some(seq));
-        assert_eq!(at(20), Some(21));
-        assert_eq!(at(51), Some(53), "the frame the hiccup inserted");
-        let back = (52..300).find(|&q| at(q) == Some(q as usize + 1));
-        assert!(back.is_some_and(|q| q <= 64), "back at packet {back:?}");
-        assert!((back.unwrap()..250).all(|q| at(q) == Some(q as usize + 1)));
+        assert_eq!(at(240), Some(241));
+        assert_eq!(at(251), Some(253), "the frame the hiccup inserted");
+        let back = (252..500).find(|&q| at(q) == Some(q as usize + 1));
+        assert!(back.is_some_and(|q| q <= 264), "back at packet {back:?}");
+        assert!((back.unwrap()..500).all(|q| at(q) == Some(q as usize + 1)));
+    }
+
+    #[test]
+    fn a_new_spurt_is_not_judged_by_the_last_ones_waits() {
+        // The output device stalls for 40 ms at 2 s: the packets after it wait 59 ms.
+        // The spurt ends at 2.5 s, before its window (from 2 s) closes. The next spurt,
+        // at 5 s, must not take that window's waits as its own (dropping its packets or
+        // offering spare delay it never measured).
+        let mut arr = steady(125, 1);
+        arr.extend((250..400).map(|slot| Some(Duration::from_millis(slot * 20 + 1))));
+        let mut sender = Sender::new(&arr);
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let stall = Duration::from_millis(40);
+        let mut waited_59 = false;
+        for k in 0..420u32 {
+            let now = if k < 100 {
+                FRAME * k
+            } else {
+                FRAME * k + stall
+            };
+            sender.deliver(&mut jb, t0, now);
+            let p = jb.pop(t0 + now);
+            if let Some(seq) = seq_of(&p) {
+                let arrived = arr[seq as usize].unwrap();
+                waited_59 |= now - arrived == Duration::from_millis(59);
+                if seq == 125 {
+                    // The next spurt's first packet (packets are numbered on).
+                    assert_eq!(jb.spare(), Duration::ZERO, "nothing measured yet");
+                }
+            }
+        }
+        assert!(waited_59, "the stall made packets wait");
+        let s = jb.stats();
+        assert_eq!(s.dropped, 0, "{s:?}");
+        assert_eq!(s.played, 125 + 150, "{s:?}");
     }
 
     #[test]
