@@ -126,6 +126,7 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
 
     // PTT: requesting -> talking; bob hears it; release -> idle.
     let feed = pulse.play_into_mic(&roger_e2e::speech_wav());
+    let pressed = Instant::now();
     let press = app.ptt_down();
     assert_eq!(
         app.state().ptt,
@@ -134,6 +135,8 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
     );
     press.await.unwrap();
     assert!(matches!(app.state().ptt, PttState::Talking { .. }));
+    // Informational: the microphone opening and the floor request, which run at once.
+    println!("press -> talking: {:?}", pressed.elapsed());
     bob.wait_for(Duration::from_secs(10), "bob hears alice", |v| {
         v["event"] == "first_audio"
     });

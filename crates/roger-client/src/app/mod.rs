@@ -11,14 +11,15 @@ pub use settings::{Settings, Theme, DEFAULT_HOTKEY};
 pub use view::{AppError, AppState, Notice, PttState, View};
 
 use crate::audio::device::{
-    list_devices, DeviceEvent, DeviceEvents, DeviceInfo, Microphone, Speaker,
+    list_devices, DeviceEvent, DeviceEvents, DeviceInfo, MicSource, Microphone, Speaker,
 };
 use crate::audio::tones::{tone_for, Tone, ToneSettings};
+use crate::audio::Frame;
 use crate::event::{AudioDirection, ClientEvent, Status};
 use crate::manager::{
     lock, unix_ms, AudioStats, ClientConfig, ConnectionManager, FloorOutcome, RecoveryStats,
 };
-use crate::AudioSink;
+use crate::{AudioSink, AudioSource};
 use roger_protocol::{ChannelId, ErrorAction, ErrorBody, ErrorCode};
 use serde::Serialize;
 use std::collections::VecDeque;
@@ -33,6 +34,24 @@ pub const ECHO_CHANNEL: &str = "echo";
 
 /// How many recent events the diagnostics view keeps.
 const EVENT_LOG: usize = 200;
+
+/// A microphone still opening when the floor request goes out: its frames once it is
+/// open (the capture ring keeps what came before the grant), none if it fails.
+struct OpeningMic {
+    opening: Option<tokio::sync::oneshot::Receiver<MicSource>>,
+    source: Option<MicSource>,
+}
+
+#[async_trait::async_trait]
+impl AudioSource for OpeningMic {
+    async fn next_frame(&mut self) -> Option<Frame> {
+        if self.source.is_none() {
+            let opening = self.opening.take()?;
+            self.source = Some(opening.await.ok()?);
+        }
+        self.source.as_mut()?.next_frame().await
+    }
+}
 
 /// How often the settings' level meter reports.
 const METER_INTERVAL: Duration = Duration::from_millis(50);
@@ -453,27 +472,42 @@ impl App {
             return Err(e);
         };
         let (input, events) = (self.settings().input, self.device_events());
-        // Opening a device blocks (up to 5 s when it hangs): off the async threads.
-        let opened = tokio::task::spawn_blocking(move || Microphone::open(input, events))
-            .await
-            .unwrap_or_else(|e| {
-                Err(ErrorBody::new(
-                    ErrorCode::MediaDeviceError,
-                    format!("the microphone could not be opened: {e}"),
-                ))
-            });
+        // The floor request goes out at once while the microphone opens (15-20 ms with
+        // PulseAudio): the grant, and its talk-permit tone, do not wait for the device.
+        // Opening blocks (up to 5 s when it hangs): off the async threads.
+        let (source_tx, source_rx) = tokio::sync::oneshot::channel();
+        let open = async move {
+            let opened = tokio::task::spawn_blocking(move || Microphone::open(input, events))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(ErrorBody::new(
+                        ErrorCode::MediaDeviceError,
+                        format!("the microphone could not be opened: {e}"),
+                    ))
+                });
+            if let Ok(mic) = &opened {
+                let _ = source_tx.send(mic.source());
+            }
+            opened
+        };
+        let source = OpeningMic {
+            opening: Some(source_rx),
+            source: None,
+        };
+        let (opened, outcome) = tokio::join!(open, manager.ptt_down(&channel, Box::new(source)));
         let mic = match opened {
             Ok(m) => m,
             Err(e) => {
+                // The source ended without a frame, which releases a granted floor; this
+                // makes sure of it.
+                if matches!(outcome, Ok(FloorOutcome::Granted { .. })) {
+                    let _ = manager.ptt_up().await;
+                }
                 self.press_failed(&e, true);
                 return Err(e);
             }
         };
-        if !lock(&self.inner.view).held() {
-            mic.stop(); // a tap shorter than the microphone's start: no floor request
-            return Ok(());
-        }
-        match manager.ptt_down(&channel, Box::new(mic.source())).await {
+        match outcome {
             Ok(FloorOutcome::Granted { expires_in }) => {
                 let held = {
                     let mut view = lock(&self.inner.view);
