@@ -198,6 +198,40 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
     app.ptt_up().await;
     let _ = carol.wait(Duration::from_secs(15));
 
+    // A microphone that cannot be opened: the press fails with the device's code and a
+    // "pick a device" banner, and the floor it asked for meanwhile (the request does
+    // not wait for the device) is given back.
+    let good = app.settings();
+    app.save_settings(Settings {
+        input: "no-such-microphone".parse().unwrap(),
+        ..good.clone()
+    })
+    .unwrap();
+    let floor_events = |state: &str| {
+        bob.lines()
+            .iter()
+            .filter(|v| v["event"] == "floor" && v["state"] == state)
+            .count()
+    };
+    let idle_before = floor_events("idle");
+    let failed = app.ptt_down().await.unwrap_err();
+    assert_eq!(failed.code, ErrorCode::MediaDeviceError, "{failed}");
+    let s = app.state();
+    assert_eq!(s.ptt, PttState::Idle);
+    assert!(
+        s.error.as_ref().is_some_and(
+            |e| e.code == ErrorCode::MediaDeviceError && e.action == ErrorAction::PickDevice
+        ),
+        "{:?}",
+        s.error
+    );
+    until(Duration::from_secs(5), "the floor given back", || {
+        floor_events("idle") > idle_before
+    })
+    .await;
+    app.save_settings(good).unwrap();
+    app.dismiss_error();
+
     // Switching channels leaves the old one and is remembered.
     app.join("ops".into()).await.unwrap();
     assert_eq!(app.state().channel.unwrap().as_str(), "ops");
