@@ -384,6 +384,12 @@ impl Shared {
         lock(&self.channels).insert(state.id.clone(), state.clone());
     }
 
+    /// Undoes [`record_channel`](Self::record_channel): the channel and its ssrc.
+    fn forget_channel(&self, id: &ChannelId) -> Option<ChannelState> {
+        lock(&self.ssrc_channels).retain(|_, ch| ch != id);
+        lock(&self.channels).remove(id)
+    }
+
     fn recv_slots(&self) -> u32 {
         lock(&self.channels)
             .values()
@@ -582,9 +588,7 @@ impl ConnectionManager {
             Ok(other) => return Err(unexpected("left", other)),
             Err(e) => return Err(e),
         }
-        if let Some(state) = lock(&self.shared.channels).remove(channel) {
-            lock(&self.shared.ssrc_channels).remove(&state.downlink_ssrc);
-        }
+        self.shared.forget_channel(channel);
         self.shared.emit(ClientEvent::Left {
             channel: channel.clone(),
         });
@@ -1020,21 +1024,18 @@ async fn connect_signaling(shared: Arc<Shared>, gen: u64, resume: bool, next: [u
                     // A channel the session is no longer in (a `leave` the server carried
                     // out while its answer was lost with the socket): gone here too, or
                     // the app would show it joined and a fresh session would rejoin it.
-                    let gone: Vec<ChannelState> = {
-                        let mut channels = lock(&shared.channels);
-                        let ids: Vec<ChannelId> = channels
-                            .keys()
-                            .filter(|id| !r.channels.iter().any(|c| &c.id == *id))
-                            .cloned()
-                            .collect();
-                        ids.iter().filter_map(|id| channels.remove(id)).collect()
-                    };
                     // Before the socket is published: a join flushed from the outbox
                     // may record (and announce) the same channel again right after.
-                    lock(&shared.ssrc_channels).retain(|_, ch| !gone.iter().any(|g| &g.id == ch));
-                    for state in gone {
-                        tracing::info!(channel = %state.id, "not in the resumed session: left");
-                        shared.emit(ClientEvent::Left { channel: state.id });
+                    let gone: Vec<ChannelId> = lock(&shared.channels)
+                        .keys()
+                        .filter(|id| !r.channels.iter().any(|c| &c.id == *id))
+                        .cloned()
+                        .collect();
+                    for id in gone {
+                        if shared.forget_channel(&id).is_some() {
+                            tracing::info!(channel = %id, "not in the resumed session: left");
+                            shared.emit(ClientEvent::Left { channel: id });
+                        }
                     }
                     if let Some(w) = lock(&shared.welcome).as_mut() {
                         w.ice_servers = r.ice_servers.clone();
@@ -1136,7 +1137,7 @@ async fn fresh_media(shared: &Arc<Shared>, sig: &Signaling, next: [u64; 2]) {
             Ok(other) => tracing::warn!(?other, "unexpected answer to a rejoin"),
             Err(e) => {
                 tracing::warn!(channel = %ch, error = %e, "could not rejoin a channel");
-                lock(&shared.channels).remove(&ch);
+                shared.forget_channel(&ch);
                 shared.emit(ClientEvent::Error { error: e });
                 shared.emit(ClientEvent::Left { channel: ch });
             }
