@@ -35,6 +35,9 @@ pub const ECHO_CHANNEL: &str = "echo";
 /// How many recent events the diagnostics view keeps.
 const EVENT_LOG: usize = 200;
 
+/// How often the settings' level meter reports.
+const METER_INTERVAL: Duration = Duration::from_millis(50);
+
 /// A microphone still opening when the floor request goes out: its frames once it is
 /// open (the capture ring keeps what came before the grant), none if it fails.
 struct OpeningMic {
@@ -52,9 +55,6 @@ impl AudioSource for OpeningMic {
         self.source.as_mut()?.next_frame().await
     }
 }
-
-/// How often the settings' level meter reports.
-const METER_INTERVAL: Duration = Duration::from_millis(50);
 
 /// What the app reports to its window.
 #[derive(Debug, Clone, PartialEq)]

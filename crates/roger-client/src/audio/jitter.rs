@@ -50,6 +50,8 @@ const FORGET: f64 = 0.983;
 const QUANTILE: f64 = 0.95;
 /// Relative delay is measured against the earliest packet of this long (NetEq's).
 const DELAY_HISTORY: Duration = Duration::from_secs(2);
+/// How long latency control measures the packets' waits before it decides.
+const WINDOW: Duration = Duration::from_secs(1);
 /// After an underrun, the window that decides whether its frame can go.
 const RECOVERY_WINDOW: Duration = Duration::from_millis(200);
 
@@ -143,7 +145,7 @@ pub struct JitterBuffer {
     last_transit: Option<(Instant, u32)>,
     target: u32,
     concealed_run: u32,
-    /// The shortest time a due packet waited during the current window (a second, or
+    /// The shortest time a due packet waited during the current window ([`WINDOW`], or
     /// [`RECOVERY_WINDOW`] after an underrun), and when the window started (latency
     /// control). Both start afresh with each talk spurt.
     min_wait: Option<Duration>,
@@ -344,9 +346,9 @@ impl JitterBuffer {
         matches!(self.state, State::Playing { .. })
     }
 
-    /// Less than a frame of delay that every packet of the last window (a second, or
-    /// [`RECOVERY_WINDOW`] after an underrun) could have done without (beyond the target and the start margin), while playing steadily: the
-    /// playout can cut this much from a quiet frame and call [`trimmed`](Self::trimmed).
+    /// Less than a frame of delay that every packet of the last window ([`WINDOW`], or
+    /// [`RECOVERY_WINDOW`] after an underrun) could have done without (beyond the target
+    /// and the start margin), while playing steadily: the playout can cut this much from a quiet frame and call [`trimmed`](Self::trimmed).
     /// Whole frames are dropped here; this is the rest, which would otherwise stay for
     /// the whole spurt (where in the 20 ms the packets arrive is arbitrary).
     pub fn spare(&self) -> Duration {
@@ -492,7 +494,7 @@ impl JitterBuffer {
         let length = if self.recovering {
             RECOVERY_WINDOW
         } else {
-            Duration::from_secs(1)
+            WINDOW
         };
         if now.saturating_duration_since(window) >= length {
             self.recovering = false;
