@@ -8,9 +8,9 @@
 //! - **Start of a talk spurt**: buffer until the target delay is reached, then play.
 //! - **Target delay**: one frame plus a margin from the measured interarrival jitter
 //!   (RFC 3550 estimator, in frames), between `min_frames` and `max_frames`. An underrun
-//!   raises it by a frame at once; it falls back slowly while the path is calm.
+//!   within 5 s of another raises it by a frame; it falls back a frame per 3.5 s calm.
 //! - **Start margin**: how long a packet should wait, at least, beyond the target: the
-//!   95th percentile of how late packets come relative to the earliest of the last 2 s,
+//!   95th percentile of how late packets come relative to the earliest of the last 5 s,
 //!   from a histogram that forgets (NetEq's relative-delay estimate and its defaults:
 //!   the RFC 3550 mean hides the one late packet in a second that a percentile sees,
 //!   while a lone late packet, a scheduling hiccup, does not hold the delay up for
@@ -48,10 +48,19 @@ const INITIAL_BUCKET: usize = 19;
 const FORGET: f64 = 0.983;
 /// The start margin is this quantile of the relative delays (NetEq's).
 const QUANTILE: f64 = 0.95;
-/// Relative delay is measured against the earliest packet of this long (NetEq's).
-const DELAY_HISTORY: Duration = Duration::from_secs(2);
+/// Relative delay is measured against the earliest packet of this long. NetEq uses 2 s;
+/// longer here because a sender's capture clock that runs slow against ours makes its
+/// packets later and later until a capture block comes early (a sawtooth, measured at
+/// 10 ms every ~3 s through PulseAudio): a history shorter than that period sees only
+/// part of the lateness and the margin falls short of it, so the playout ran dry
+/// before every step.
+const DELAY_HISTORY: Duration = Duration::from_secs(5);
 /// How long latency control measures the packets' waits before it decides.
 const WINDOW: Duration = Duration::from_secs(1);
+/// How long without an underrun or a loss before a raised target comes down a frame:
+/// as long as the relative-delay histogram remembers a late packet (its weight falls to
+/// 5 % in ~3.5 s at [`FORGET`]), so both forget a bad moment on the same timescale.
+const CALM: Duration = Duration::from_millis(3500);
 /// After an underrun, the window that decides whether its frame can go.
 const RECOVERY_WINDOW: Duration = Duration::from_millis(200);
 
@@ -135,7 +144,8 @@ pub struct JitterBuffer {
     /// RFC 3550 interarrival jitter, in RTP timestamp units.
     jitter: f64,
     /// Transit time (arrival less send time, in RTP timestamp units, from an arbitrary
-    /// origin) of the packets of the last [`DELAY_HISTORY`], with their arrival.
+    /// origin) of the packets of the last [`DELAY_HISTORY`] that came earlier than all
+    /// after them, with their arrival: increasing, the front the earliest.
     transits: VecDeque<(Instant, f64)>,
     /// The latest packet's transit time.
     transit: f64,
@@ -278,12 +288,18 @@ impl JitterBuffer {
         {
             self.transits.pop_front();
         }
-        self.transits.push_back((now, self.transit));
-        let earliest = self
+        // Only packets earlier than every later one can be the earliest of some
+        // window: the deque keeps those (increasing transits), so its front is the
+        // earliest of the history.
+        while self
             .transits
-            .iter()
-            .map(|&(_, x)| x)
-            .fold(f64::INFINITY, f64::min);
+            .back()
+            .is_some_and(|&(_, x)| x >= self.transit)
+        {
+            self.transits.pop_back();
+        }
+        self.transits.push_back((now, self.transit));
+        let earliest = self.transits.front().map_or(self.transit, |&(_, x)| x);
         let late = (self.transit - earliest).max(0.0);
         let bucket = ((late / BUCKET_TS) as usize).min(BUCKETS - 1);
         for w in &mut self.delays {
@@ -526,10 +542,10 @@ impl JitterBuffer {
             self.window_start = Some(now);
             self.min_wait = None;
         }
-        // Calm for 10 s: lower the target toward what the jitter asks for.
+        // Calm for a while: lower the target toward what the jitter asks for.
         if self.target > self.wanted() {
             let since = *self.calm_since.get_or_insert(now);
-            if now.saturating_duration_since(since) >= Duration::from_secs(10) {
+            if now.saturating_duration_since(since) >= CALM {
                 self.target -= 1;
                 self.calm_since = Some(now);
             }
@@ -969,7 +985,7 @@ mod tests {
             send(&mut jb, 0);
         }
         assert_eq!(jb.start_margin(), calm);
-        // One packet 6 ms early: for the 2 s it is remembered, the others come 6 ms
+        // One packet 6 ms early: for the 5 s it is remembered, the others come 6 ms
         // later than the path can carry them.
         send(&mut jb, -6);
         for _ in 0..50 {
@@ -981,6 +997,84 @@ mod tests {
             send(&mut jb, if i % 2 == 0 { 200 } else { 0 });
         }
         assert_eq!(jb.start_margin(), FRAME);
+    }
+
+    #[test]
+    fn a_sender_clock_that_lags_then_catches_up_a_block_does_not_run_the_buffer_dry() {
+        // The talker's capture clock runs ~0.33 % slow against the listener's: each
+        // packet comes a little later than the last, 10 ms over 3 s, until a 10 ms
+        // capture block comes early and the lag starts again (measured through
+        // PulseAudio). The playout cuts what the buffer offers as spare, as the speaker
+        // does in quiet frames. A margin measured over less than the 3 s period saw
+        // only part of the 10 ms (8 ms with a 2 s history), and through PulseAudio the
+        // buffer ran dry before most steps.
+        let n = 1500; // 30 s
+        let arr: Vec<Option<Duration>> = (0..n)
+            .map(|i| {
+                let lag_us = (i % 150) as u64 * 10_000 / 150;
+                Some(Duration::from_millis(i as u64 * 20 + 1) + Duration::from_micros(lag_us))
+            })
+            .collect();
+        let mut sender = Sender::new(&arr);
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut earlier = Duration::ZERO;
+        let mut played = 0;
+        let mut margins = Vec::new();
+        for k in 1..(n as u32 + 10) {
+            // The playout takes a frame when its ring runs low, at a device callback
+            // (5 ms apart): up to 4 ms before its 20 ms slot.
+            let now = FRAME * k - earlier - Duration::from_millis(u64::from(k * 3 % 5));
+            sender.deliver(&mut jb, t0, now);
+            if seq_of(&jb.pop(t0 + now)).is_some() {
+                played += 1;
+            }
+            if k > 500 {
+                margins.push(jb.start_margin());
+            }
+            let spare = jb.spare();
+            if spare >= Duration::from_millis(2) {
+                earlier += spare;
+                jb.trimmed(spare);
+            }
+        }
+        let s = jb.stats();
+        assert_eq!(s.underruns, 1, "only the end of the stream: {s:?}");
+        assert_eq!(played, n, "{s:?}");
+        // Once the first guess is forgotten the margin is the lag's 95th percentile
+        // (9.5 ms of the 10, plus the bucket and 1 ms, give or take a bucket), no more.
+        let (lo, hi) = (margins.iter().min(), margins.iter().max());
+        assert!(
+            lo >= Some(&Duration::from_micros(9500)) && hi <= Some(&Duration::from_millis(12)),
+            "margins {lo:?}..{hi:?}"
+        );
+    }
+
+    #[test]
+    fn a_target_raised_by_two_hiccups_comes_down_once_the_path_is_calm_for_seconds() {
+        // Two packets 25 ms late a second apart (at 5 and 6 s): the second underrun
+        // within 5 s raises the target. Then 10 s on time.
+        let mut arr = steady(800, 1);
+        arr[250] = Some(Duration::from_millis(250 * 20 + 26));
+        arr[300] = Some(Duration::from_millis(300 * 20 + 26));
+        let mut sender = Sender::new(&arr);
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let mut targets = Vec::new();
+        for k in 0..800u32 {
+            let now = FRAME * k;
+            sender.deliver(&mut jb, t0, now);
+            jb.pop(t0 + now);
+            targets.push(jb.target_frames());
+        }
+        assert_eq!(targets[290], 1);
+        assert_eq!(targets[310], 2, "raised by the second hiccup");
+        // Down after 3.5 s calm (it used to take 10 s: 20 ms more for all that time).
+        let down = (310..800).find(|&k| targets[k] == 1);
+        assert!(
+            down.is_some_and(|k| k <= 310 + 180),
+            "back to one frame at pop {down:?}"
+        );
     }
 
     #[test]
