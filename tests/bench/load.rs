@@ -11,7 +11,7 @@
 //! is back, how many hear the talker again, the server's peak CPU.
 
 use roger_e2e::{bin, now_ms, proc_cpu_seconds, proc_rss_mib, Bot, Server, TempDir};
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -318,31 +318,48 @@ fn storm_run(clients: usize, drain: bool) {
         *buckets.entry((w / 100.0).floor() as i64).or_default() += 1;
     }
     let peak_bucket = buckets.values().max().copied().unwrap_or(0);
-    // What the backoff allows: the first retry after the server is back comes at most
-    // one (jittered) retry interval later, plus the handshakes.
-    let allowed_ms = if drain {
-        // 500 ms suggested delay, then every 250 ms, + up to 500 ms jitter.
-        750.0
-    } else {
-        // Backoff 1 s, 2 s, 4 s... from the drop, each + up to 500 ms jitter: the retry
-        // pending when the server returns.
-        let down_for = (back_ms - down_ms) as f64;
-        let mut t = 0.0;
-        let mut allowed = 0.0;
-        for step in [1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 30000.0] {
-            t += step + 500.0;
-            if t >= down_for {
-                allowed = t - down_for;
-                break;
+    // Each wait a client announced against its schedule. Attempts made while its status
+    // was still Degraded (media up, signaling down) announce nothing, so the step is
+    // bounded by time instead: t after the drop, at most the k-th step can be pending,
+    // k the number of whole steps (without jitter) that fit in t. Allowed: that
+    // signaling step plus 500 ms jitter (after a drain notice: the server's 500 ms, then
+    // 250 ms, plus jitter), or that media retry step plus 20 %, whichever is longer.
+    let signaling: &[f64] = &[1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 30000.0];
+    let media: &[f64] = &[1000.0, 2000.0, 4000.0, 8000.0];
+    let pending_step = |steps: &[f64], elapsed: f64| {
+        let (mut sum, mut k) = (0.0, 0);
+        while k + 1 < steps.len() && sum + steps[k] <= elapsed {
+            sum += steps[k];
+            k += 1;
+        }
+        steps[k]
+    };
+    let mut over_schedule = Vec::new();
+    let mut longest_wait: f64 = 0.0;
+    for r in &returns {
+        for pair in r["waits_ms"].as_array().into_iter().flatten() {
+            let (Some(t), Some(w)) = (pair[0].as_f64(), pair[1].as_f64()) else {
+                continue;
+            };
+            let elapsed = t - down_ms as f64;
+            let signaling_allows = if drain {
+                500.0 + 500.0
+            } else {
+                pending_step(signaling, elapsed) + 500.0
+            };
+            let allowed = signaling_allows.max(pending_step(media, elapsed) * 1.2);
+            longest_wait = longest_wait.max(w);
+            if w > allowed {
+                over_schedule.push(json!({"client": r["client"], "at_ms": elapsed, "wait_ms": w, "allowed_ms": allowed}));
             }
         }
-        allowed
-    };
+    }
     println!(
         "storm ({}) {clients} clients, server down {:.1} s: {} dropped, {} back, {} not back; \
          time after the server's return until back p50={:.0}ms p95={:.0}ms all={:.0}ms \
-         (first attempt after the return: max {:.0}ms, the backoff allows {allowed_ms:.0}ms); most back in one 100 ms window: {peak_bucket}; \
-         listeners hearing the talker again: {}/{}; status at the end {}; server CPU after return mean={cpu_mean:.0}% peak={cpu_peak:.0}%",
+         (first attempt after the return: max {:.0}ms); most back in one 100 ms window: {peak_bucket}; \
+         listeners hearing the talker again: {}/{}; status at the end {}; server CPU after return mean={cpu_mean:.0}% peak={cpu_peak:.0}%; \
+         waits each client announced between attempts: longest {longest_wait:.0}ms, {} over the client's own schedule {over_schedule:?}",
         if drain { "SIGTERM drain" } else { "kill -9" },
         (back_ms - down_ms) as f64 / 1000.0,
         storm["dropped"],
@@ -355,6 +372,7 @@ fn storm_run(clients: usize, drain: bool) {
         storm["listeners_hearing_again"],
         storm["listeners_back"],
         s["status_now"],
+        over_schedule.len(),
     );
 }
 

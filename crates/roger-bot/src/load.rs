@@ -406,6 +406,18 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
             Some((t, "Connected" | "Degraded", _)) => {
                 let mut retries: Vec<u64> = log.iter().filter_map(|(_, _, r)| *r).collect();
                 retries.dedup();
+                // Each wait the client announced after the drop, in order: when the
+                // status set a new retry time (Unix ms), and how far ahead it was.
+                let mut waits: Vec<(u64, u64)> = Vec::new();
+                let mut last_retry = None;
+                for (t, _, r) in log.iter().filter(|(t, _, _)| *t >= measure_start_ms) {
+                    if let Some(r) = *r {
+                        if last_retry != Some(r) {
+                            waits.push((*t, r.saturating_sub(*t)));
+                            last_retry = Some(r);
+                        }
+                    }
+                }
                 let trail: Vec<(u64, &str)> = log
                     .iter()
                     .filter(|(t, _, _)| *t >= measure_start_ms)
@@ -415,6 +427,7 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
                     "client": c.index,
                     "back_at_ms": t,
                     "retries_at_ms": retries,
+                    "waits_ms": waits,
                     "statuses": trail,
                 }));
                 if !is_talker {
