@@ -322,8 +322,9 @@ fn storm_run(clients: usize, drain: bool) {
     // was still Degraded (media up, signaling down) announce nothing, so the step is
     // bounded by time instead: t after the drop, at most the k-th step can be pending,
     // k the number of whole steps (without jitter) that fit in t. Allowed: that
-    // signaling step plus 500 ms jitter (after a drain notice: the server's 500 ms, then
-    // 250 ms, plus jitter), or that media retry step plus 20 %, whichever is longer.
+    // signaling step plus 500 ms jitter (after a drain notice: the server's 500 ms plus
+    // jitter, the longest of the drain schedule, whose later retries come every 250 ms),
+    // or that media retry step plus 20 %, whichever is longer.
     let signaling: &[f64] = &[1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 30000.0];
     let media: &[f64] = &[1000.0, 2000.0, 4000.0, 8000.0];
     let pending_step = |steps: &[f64], elapsed: f64| {
@@ -359,7 +360,7 @@ fn storm_run(clients: usize, drain: bool) {
          time after the server's return until back p50={:.0}ms p95={:.0}ms all={:.0}ms \
          (first attempt after the return: max {:.0}ms); most back in one 100 ms window: {peak_bucket}; \
          listeners hearing the talker again: {}/{}; status at the end {}; server CPU after return mean={cpu_mean:.0}% peak={cpu_peak:.0}%; \
-         waits each client announced between attempts: longest {longest_wait:.0}ms, {} over the client's own schedule {over_schedule:?}",
+         waits each client announced between attempts: longest {longest_wait:.0}ms, {} over the client's own schedule {}",
         if drain { "SIGTERM drain" } else { "kill -9" },
         (back_ms - down_ms) as f64 / 1000.0,
         storm["dropped"],
@@ -373,6 +374,7 @@ fn storm_run(clients: usize, drain: bool) {
         storm["listeners_back"],
         s["status_now"],
         over_schedule.len(),
+        Value::from(over_schedule),
     );
 }
 
