@@ -53,6 +53,15 @@ fn load_bot(server: &Server, nice: bool, args: &[String]) -> Bot {
 
 fn summary(bot: Bot, within: Duration) -> Value {
     let (ok, lines, stderr) = bot.wait(within);
+    // `ROGER_BENCH_BOT_LOG=DIR` keeps each load process's log there (with
+    // `ROGER_E2E_BOT_LOG=info` for the clients' recovery lines, each in a span naming
+    // its client).
+    if let Ok(dir) = std::env::var("ROGER_BENCH_BOT_LOG") {
+        let path = std::path::Path::new(&dir).join(format!("load-{}.log", now_ms()));
+        if let Err(e) = std::fs::write(&path, &stderr) {
+            println!("cannot keep the log in {}: {e}", path.display());
+        }
+    }
     let s = lines
         .into_iter()
         .find(|v| v["event"] == "summary")
@@ -296,6 +305,12 @@ fn storm_run(clients: usize, drain: bool) {
         .collect();
     attempt_waits.sort_by(f64::total_cmp);
     waits.sort_by(f64::total_cmp);
+    for c in storm["not_back_statuses"].as_array().into_iter().flatten() {
+        println!(
+            "  client {} not back: statuses (Unix ms, status, retry at) {}",
+            c["client"], c["statuses"]
+        );
+    }
     // The slowest client's status trail, to see where its time went.
     if let Some(slowest) = returns
         .iter()

@@ -385,6 +385,7 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
     let mut dropped = 0usize;
     let mut back_at_ms: Vec<serde_json::Value> = Vec::new();
     let mut not_back = 0usize;
+    let mut stuck: Vec<serde_json::Value> = Vec::new();
     let mut hearing_again = 0usize;
     let mut listeners_dropped = 0usize;
     let mut attempts = Vec::new();
@@ -437,7 +438,15 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
                     }
                 }
             }
-            _ => not_back += 1,
+            _ => {
+                not_back += 1;
+                let trail: Vec<(u64, &str, Option<u64>)> = log
+                    .iter()
+                    .filter(|(t, _, _)| *t >= measure_start_ms)
+                    .copied()
+                    .collect();
+                stuck.push(json!({ "client": c.index, "statuses": trail }));
+            }
         }
         attempts.push(c.session.recovery_stats().reconnect_attempts_total as u32);
     }
@@ -470,6 +479,7 @@ pub async fn run(base: ClientConfig, args: LoadArgs, out: Output) -> Result<(), 
             "storm": {
                 "dropped": dropped,
                 "not_back": not_back,
+                "not_back_statuses": stuck,
                 "returns": back_at_ms,
                 "listeners_back": listeners_dropped,
                 "listeners_hearing_again": hearing_again,

@@ -495,7 +495,13 @@ impl ConnectionManager {
             Box::new(rand::rngs::StdRng::from_os_rng()),
             (Instant::now(), unix_ms()),
         );
-        tokio::spawn(drive(Arc::downgrade(&shared), machine, inputs_rx));
+        // The recovery's log lines name their client: one process may run many
+        // (`roger-bot load`).
+        let span = tracing::info_span!("client", name = %shared.config.client_name);
+        tokio::spawn(tracing::Instrument::instrument(
+            drive(Arc::downgrade(&shared), machine, inputs_rx),
+            span,
+        ));
         if shared.config.watch_network {
             tokio::spawn(crate::netwatch::watch(
                 Arc::downgrade(&shared) as Weak<dyn NetSink>

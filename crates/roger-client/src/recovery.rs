@@ -10,7 +10,8 @@
 //! ## Rules (every number lives in [`RecoveryConfig`])
 //! - Transport ICE `failed` -> ICE restart at once. `disconnected` -> ICE restart after
 //!   `ice_disconnected_grace`; still not connected after `disconnect_timeout` (5 s, 10 s
-//!   on Windows) -> recreate the transport.
+//!   on Windows) -> recreate the transport. An ICE restart that fails outright (the
+//!   PeerConnection will not take it) -> the next attempt recreates the transport.
 //! - Media retries back off 1, 2, 4, 8 s (with jitter), at most `max_attempts` (5) per
 //!   recovery cycle; a cycle lasts at most `recovery_window` (30 s). Then `Failed` with an
 //!   actionable code; [`Event::Rejoin`] starts over cleanly.
@@ -319,6 +320,10 @@ struct Tr {
     /// A network change happened while offers could not be sent: restart ICE as soon
     /// as the session is back, even if ICE has not noticed the change yet.
     restart_pending: bool,
+    /// An ICE restart or recreate failed outright (not for want of the signaling
+    /// socket): a PeerConnection that would not take a restart will not take the next
+    /// one either, so the next attempt builds a new transport.
+    action_failed: bool,
     /// Media recovery attempts on this transport in the current cycle.
     attempts: u32,
 }
@@ -333,6 +338,7 @@ impl Tr {
             relay_only: false,
             disconnected_since: None,
             restart_pending: false,
+            action_failed: false,
             attempts: 0,
         }
     }
@@ -720,8 +726,9 @@ impl Recovery {
         let relay = self.relay_available
             && t.ice_failures >= self.config.relay_after_ice_failures
             && self.config.relay_after_ice_failures > 0;
-        if recreate || relay && !t.relay_only {
+        if recreate || t.action_failed || relay && !t.relay_only {
             t.gen += 1;
+            t.action_failed = false;
             t.relay_only = t.relay_only || relay;
             t.state = TransportState::Closed;
             t.disconnected_since = None;
@@ -937,6 +944,10 @@ impl Recovery {
                     t.attempts = t.attempts.saturating_sub(1);
                     t.restart_pending = true;
                     self.clear_timer(Timer::TransportRetry(dir));
+                } else {
+                    // Seen in a reconnect storm: a transport that failed ICE refused
+                    // every restart (`cannot apply answer`) until the cycle gave up.
+                    self.tr[idx(dir)].action_failed = true;
                 }
                 if error.code == ErrorCode::IceFailed {
                     self.tr[idx(dir)].ice_failures += 1;

@@ -709,6 +709,29 @@ fn a_restart_that_could_not_be_offered_does_not_count_and_happens_after_the_resu
 }
 
 #[test]
+fn a_transport_that_refuses_an_ice_restart_is_recreated_at_the_next_attempt() {
+    let mut h = H::connected();
+    let a = h.tr(Recv, TransportState::Failed);
+    assert_eq!(restarts(&a), [Recv]);
+    // The PeerConnection would not take the restart (seen in a storm:
+    // "cannot apply answer: SendError(IceGathering)", attempt after attempt).
+    let gen = h.m.transport_gen(Recv);
+    h.ev(Event::TransportActionFailed {
+        dir: Recv,
+        gen,
+        error: ErrorBody::new(ErrorCode::SdpNegotiationError, "cannot apply answer"),
+    });
+    let a = h.advance(ms(1200));
+    assert_eq!(restarts(&a), Vec::<Direction>::new());
+    assert_eq!(recreates(&a), [(Recv, false)]);
+    // The new transport comes up: recovered.
+    let gen = h.m.transport_gen(Recv);
+    assert!(gen > 0);
+    let a = h.tr(Recv, TransportState::Connected);
+    assert!(matches!(statuses(&a).last(), Some(Status::Connected)));
+}
+
+#[test]
 fn quality_samples_with_nothing_measured_or_taken_during_a_restart_change_nothing() {
     let mut h = H::connected();
     let bad = Event::Quality {
