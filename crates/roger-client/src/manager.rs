@@ -901,7 +901,12 @@ fn perform(
                 machine.transport_gen(Direction::Send) + 1,
                 machine.transport_gen(Direction::Recv) + 1,
             ];
-            tokio::spawn(connect_signaling(shared.clone(), gen, resume, next));
+            tokio::spawn(tracing::Instrument::in_current_span(connect_signaling(
+                shared.clone(),
+                gen,
+                resume,
+                next,
+            )));
         }
         Action::RestartIce { dir, gen } => {
             let span = tracing::info_span!("ice.restart", transport = %dir);
@@ -915,10 +920,18 @@ fn perform(
             gen,
             relay_only,
         } => {
-            tokio::spawn(recreate_transport(shared.clone(), dir, gen, relay_only));
+            tokio::spawn(tracing::Instrument::in_current_span(recreate_transport(
+                shared.clone(),
+                dir,
+                gen,
+                relay_only,
+            )));
         }
         Action::RequestFloor { channel } => {
-            tokio::spawn(reacquire_floor(shared.clone(), channel));
+            tokio::spawn(tracing::Instrument::in_current_span(reacquire_floor(
+                shared.clone(),
+                channel,
+            )));
         }
         Action::CloseAll => {
             shared.stop_talking();

@@ -320,10 +320,12 @@ struct Tr {
     /// A network change happened while offers could not be sent: restart ICE as soon
     /// as the session is back, even if ICE has not noticed the change yet.
     restart_pending: bool,
-    /// An ICE restart or recreate failed outright (not for want of the signaling
-    /// socket): a PeerConnection that would not take a restart will not take the next
-    /// one either, so the next attempt builds a new transport.
-    action_failed: bool,
+    /// The generation whose ICE restart or recreate could not be applied
+    /// (`SDP_NEGOTIATION_ERROR`: the PeerConnection refused the offer or answer): one
+    /// that would not take a restart will not take the next either, so the next
+    /// attempt builds a new transport. Another generation (a fresh session, a rebuild)
+    /// or the transport reporting `connected` again forgets it.
+    action_failed: Option<u64>,
     /// Media recovery attempts on this transport in the current cycle.
     attempts: u32,
 }
@@ -338,7 +340,7 @@ impl Tr {
             relay_only: false,
             disconnected_since: None,
             restart_pending: false,
-            action_failed: false,
+            action_failed: None,
             attempts: 0,
         }
     }
@@ -726,9 +728,9 @@ impl Recovery {
         let relay = self.relay_available
             && t.ice_failures >= self.config.relay_after_ice_failures
             && self.config.relay_after_ice_failures > 0;
-        if recreate || t.action_failed || relay && !t.relay_only {
+        if recreate || t.action_failed == Some(t.gen) || relay && !t.relay_only {
             t.gen += 1;
-            t.action_failed = false;
+            t.action_failed = None;
             t.relay_only = t.relay_only || relay;
             t.state = TransportState::Closed;
             t.disconnected_since = None;
@@ -781,6 +783,7 @@ impl Recovery {
             TransportState::Connected => {
                 t.working = false;
                 t.disconnected_since = None;
+                t.action_failed = None;
                 self.clear_timer(Timer::IceGrace(dir));
                 self.clear_timer(Timer::DisconnectTimeout(dir));
                 self.clear_timer(Timer::TransportRetry(dir));
@@ -944,10 +947,12 @@ impl Recovery {
                     t.attempts = t.attempts.saturating_sub(1);
                     t.restart_pending = true;
                     self.clear_timer(Timer::TransportRetry(dir));
-                } else {
+                } else if error.code == ErrorCode::SdpNegotiationError {
                     // Seen in a reconnect storm: a transport that failed ICE refused
                     // every restart (`cannot apply answer`) until the cycle gave up.
-                    self.tr[idx(dir)].action_failed = true;
+                    // (A refusal by the server, such as a rate limit, says nothing
+                    // about this PeerConnection.)
+                    self.tr[idx(dir)].action_failed = Some(gen);
                 }
                 if error.code == ErrorCode::IceFailed {
                     self.tr[idx(dir)].ice_failures += 1;

@@ -725,10 +725,45 @@ fn a_transport_that_refuses_an_ice_restart_is_recreated_at_the_next_attempt() {
     assert_eq!(restarts(&a), Vec::<Direction>::new());
     assert_eq!(recreates(&a), [(Recv, false)]);
     // The new transport comes up: recovered.
-    let gen = h.m.transport_gen(Recv);
-    assert!(gen > 0);
     let a = h.tr(Recv, TransportState::Connected);
     assert!(matches!(statuses(&a).last(), Some(Status::Connected)));
+    // Its next ICE failure is restarted as usual: the refusal was the old one's.
+    let a = h.tr(Recv, TransportState::Failed);
+    assert_eq!(restarts(&a), [Recv]);
+}
+
+#[test]
+fn a_refused_restart_is_forgotten_by_a_fresh_session_and_a_server_refusal_is_not_one() {
+    let mut h = H::connected();
+    h.tr(Send, TransportState::Failed);
+    let gen = h.m.transport_gen(Send);
+    h.ev(Event::TransportActionFailed {
+        dir: Send,
+        gen,
+        error: ErrorBody::new(ErrorCode::SdpNegotiationError, "cannot apply answer"),
+    });
+    // The session expires before the retry: a fresh one builds new transports.
+    h.sig_down(ErrorCode::SignalingUnreachable);
+    h.advance(secs(2));
+    h.session_up(false, vec![Send, Recv]);
+    h.tr(Send, TransportState::Connected);
+    h.tr(Recv, TransportState::Connected);
+    let a = h.tr(Send, TransportState::Failed);
+    assert_eq!(
+        restarts(&a),
+        [Send],
+        "the new transport never refused anything"
+    );
+    // A rate limit on the restart offer is the server's answer, not this transport's.
+    let gen = h.m.transport_gen(Send);
+    h.ev(Event::TransportActionFailed {
+        dir: Send,
+        gen,
+        error: ErrorBody::new(ErrorCode::RateLimited, "slow down"),
+    });
+    let a = h.advance(ms(1200));
+    assert_eq!(restarts(&a), [Send]);
+    assert!(recreates(&a).is_empty());
 }
 
 #[test]
