@@ -72,20 +72,31 @@ fn onsets(x: &[i16]) -> Vec<usize> {
     out
 }
 
-/// Mouth-to-ear latencies in ms from the recording's onsets. The direct clicks are on a
-/// grid (every [`CLICK_EVERY_MS`] from the first onset, which is the first direct click:
-/// nothing comes through the path before it): each is the onset within 5 ms of its
-/// grid point, and its transmitted copy is the first onset more than 12 ms (the click
+/// Mouth-to-ear latencies in ms from the recording's onsets. The direct clicks come
+/// every [`CLICK_EVERY_MS`], starting with the first onset (nothing comes through the
+/// path before it): each is the onset within 5 ms of where the last one found says it
+/// should be, and its transmitted copy is the first onset more than 12 ms (the click
 /// and a gap) and less than 250 ms after it.
 fn pair(on: &[usize]) -> Vec<f64> {
     let Some(&first) = on.first() else {
         return Vec::new();
     };
-    let near = 48 * 5;
-    (0..CLICKS)
-        .filter_map(|k| {
-            let expected = first + k * 48 * CLICK_EVERY_MS;
-            let direct = *on.iter().find(|&&o| o.abs_diff(expected) <= near)?;
+    let (period, near) = (48 * CLICK_EVERY_MS, 48 * 5);
+    let mut clicks = vec![first];
+    let mut at = first;
+    for _ in 1..CLICKS {
+        let expected = at + period;
+        match on.iter().find(|&&o| o.abs_diff(expected) <= near) {
+            Some(&direct) => {
+                clicks.push(direct);
+                at = direct;
+            }
+            None => at = expected,
+        }
+    }
+    clicks
+        .into_iter()
+        .filter_map(|direct| {
             let copy = *on
                 .iter()
                 .find(|&&o| o > direct + 48 * 12 && o < direct + 48 * 250)?;
