@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -498,10 +499,7 @@ impl ConnectionManager {
         // The recovery's log lines name their client: one process may run many
         // (`roger-bot load`).
         let span = tracing::info_span!("client", name = %shared.config.client_name);
-        tokio::spawn(tracing::Instrument::instrument(
-            drive(Arc::downgrade(&shared), machine, inputs_rx),
-            span,
-        ));
+        tokio::spawn(drive(Arc::downgrade(&shared), machine, inputs_rx).instrument(span));
         if shared.config.watch_network {
             tokio::spawn(crate::netwatch::watch(
                 Arc::downgrade(&shared) as Weak<dyn NetSink>
@@ -901,37 +899,23 @@ fn perform(
                 machine.transport_gen(Direction::Send) + 1,
                 machine.transport_gen(Direction::Recv) + 1,
             ];
-            tokio::spawn(tracing::Instrument::in_current_span(connect_signaling(
-                shared.clone(),
-                gen,
-                resume,
-                next,
-            )));
+            tokio::spawn(connect_signaling(shared.clone(), gen, resume, next).in_current_span());
         }
         Action::RestartIce { dir, gen } => {
             let span = tracing::info_span!("ice.restart", transport = %dir);
-            tokio::spawn(tracing::Instrument::instrument(
-                restart_ice(shared.clone(), dir, gen),
-                span,
-            ));
+            tokio::spawn(restart_ice(shared.clone(), dir, gen).instrument(span));
         }
         Action::RecreateTransport {
             dir,
             gen,
             relay_only,
         } => {
-            tokio::spawn(tracing::Instrument::in_current_span(recreate_transport(
-                shared.clone(),
-                dir,
-                gen,
-                relay_only,
-            )));
+            tokio::spawn(
+                recreate_transport(shared.clone(), dir, gen, relay_only).in_current_span(),
+            );
         }
         Action::RequestFloor { channel } => {
-            tokio::spawn(tracing::Instrument::in_current_span(reacquire_floor(
-                shared.clone(),
-                channel,
-            )));
+            tokio::spawn(reacquire_floor(shared.clone(), channel).in_current_span());
         }
         Action::CloseAll => {
             shared.stop_talking();

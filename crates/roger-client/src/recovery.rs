@@ -10,8 +10,8 @@
 //! ## Rules (every number lives in [`RecoveryConfig`])
 //! - Transport ICE `failed` -> ICE restart at once. `disconnected` -> ICE restart after
 //!   `ice_disconnected_grace`; still not connected after `disconnect_timeout` (5 s, 10 s
-//!   on Windows) -> recreate the transport. An ICE restart that fails outright (the
-//!   PeerConnection will not take it) -> the next attempt recreates the transport.
+//!   on Windows) -> recreate the transport. An ICE restart the PeerConnection refuses
+//!   (`SDP_NEGOTIATION_ERROR`) -> the next attempt recreates the transport.
 //! - Media retries back off 1, 2, 4, 8 s (with jitter), at most `max_attempts` (5) per
 //!   recovery cycle; a cycle lasts at most `recovery_window` (30 s). Then `Failed` with an
 //!   actionable code; [`Event::Rejoin`] starts over cleanly.
@@ -730,7 +730,6 @@ impl Recovery {
             && self.config.relay_after_ice_failures > 0;
         if recreate || t.action_failed == Some(t.gen) || relay && !t.relay_only {
             t.gen += 1;
-            t.action_failed = None;
             t.relay_only = t.relay_only || relay;
             t.state = TransportState::Closed;
             t.disconnected_since = None;

@@ -369,7 +369,8 @@ impl JitterBuffer {
 
     /// Less than a frame of delay that every packet of the last window ([`WINDOW`], or
     /// [`RECOVERY_WINDOW`] after an underrun) could have done without (beyond the target
-    /// and the start margin), while playing steadily: the playout can cut this much from a quiet frame and call [`trimmed`](Self::trimmed).
+    /// and the start margin), while playing steadily: the playout can cut this much from
+    /// a quiet frame and call [`trimmed`](Self::trimmed).
     /// Whole frames are dropped here; this is the rest, which would otherwise stay for
     /// the whole spurt (where in the 20 ms the packets arrive is arbitrary).
     pub fn spare(&self) -> Duration {

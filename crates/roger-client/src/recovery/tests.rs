@@ -64,6 +64,15 @@ impl H {
         let gen = self.m.transport_gen(dir);
         self.ev(Event::Transport { dir, gen, state })
     }
+    /// The shell reports that its last action on transport `dir` failed with `code`.
+    fn action_failed(&mut self, dir: Direction, code: ErrorCode, message: &str) -> Vec<Action> {
+        let gen = self.m.transport_gen(dir);
+        self.ev(Event::TransportActionFailed {
+            dir,
+            gen,
+            error: ErrorBody::new(code, message),
+        })
+    }
     fn sig_down(&mut self, code: ErrorCode) -> Vec<Action> {
         let gen = self.m.signaling_gen();
         self.ev(Event::SignalingDown {
@@ -692,12 +701,7 @@ fn a_restart_that_could_not_be_offered_does_not_count_and_happens_after_the_resu
     let a = h.advance(ms(500));
     assert_eq!(restarts(&a), [Send]);
     // The shell found the socket dead before sending the offer.
-    let gen = h.m.transport_gen(Send);
-    h.ev(Event::TransportActionFailed {
-        dir: Send,
-        gen,
-        error: ErrorBody::new(ErrorCode::SignalingTimeout, "probe failed"),
-    });
+    h.action_failed(Send, ErrorCode::SignalingTimeout, "probe failed");
     h.sig_down(ErrorCode::SignalingTimeout);
     h.advance(secs(1));
     let a = h.session_up(true, vec![Send, Recv]);
@@ -715,12 +719,7 @@ fn a_transport_that_refuses_an_ice_restart_is_recreated_at_the_next_attempt() {
     assert_eq!(restarts(&a), [Recv]);
     // The PeerConnection would not take the restart (seen in a storm:
     // "cannot apply answer: SendError(IceGathering)", attempt after attempt).
-    let gen = h.m.transport_gen(Recv);
-    h.ev(Event::TransportActionFailed {
-        dir: Recv,
-        gen,
-        error: ErrorBody::new(ErrorCode::SdpNegotiationError, "cannot apply answer"),
-    });
+    h.action_failed(Recv, ErrorCode::SdpNegotiationError, "cannot apply answer");
     let a = h.advance(ms(1200));
     assert_eq!(restarts(&a), Vec::<Direction>::new());
     assert_eq!(recreates(&a), [(Recv, false)]);
@@ -736,12 +735,7 @@ fn a_transport_that_refuses_an_ice_restart_is_recreated_at_the_next_attempt() {
 fn a_refused_restart_is_forgotten_by_a_fresh_session_and_a_server_refusal_is_not_one() {
     let mut h = H::connected();
     h.tr(Send, TransportState::Failed);
-    let gen = h.m.transport_gen(Send);
-    h.ev(Event::TransportActionFailed {
-        dir: Send,
-        gen,
-        error: ErrorBody::new(ErrorCode::SdpNegotiationError, "cannot apply answer"),
-    });
+    h.action_failed(Send, ErrorCode::SdpNegotiationError, "cannot apply answer");
     // The session expires before the retry: a fresh one builds new transports.
     h.sig_down(ErrorCode::SignalingUnreachable);
     h.advance(secs(2));
@@ -755,12 +749,7 @@ fn a_refused_restart_is_forgotten_by_a_fresh_session_and_a_server_refusal_is_not
         "the new transport never refused anything"
     );
     // A rate limit on the restart offer is the server's answer, not this transport's.
-    let gen = h.m.transport_gen(Send);
-    h.ev(Event::TransportActionFailed {
-        dir: Send,
-        gen,
-        error: ErrorBody::new(ErrorCode::RateLimited, "slow down"),
-    });
+    h.action_failed(Send, ErrorCode::RateLimited, "slow down");
     let a = h.advance(ms(1200));
     assert_eq!(restarts(&a), [Send]);
     assert!(recreates(&a).is_empty());
