@@ -278,11 +278,22 @@ fn storm_run(clients: usize, drain: bool) {
         server.kill9();
     }
     std::thread::sleep(Duration::from_millis(1500));
-    server.restart();
+    // `ROGER_BENCH_SERVER_LOG=FILTER` runs the restarted server with that `RUST_LOG`
+    // (its log is kept with the load log, under `ROGER_BENCH_BOT_LOG`).
+    match std::env::var("ROGER_BENCH_SERVER_LOG") {
+        Ok(filter) => server.relaunch_with_log(&filter),
+        Err(_) => server.restart(),
+    }
     let back_ms = now_ms();
     let pid = server.pid().expect("server pid");
     let (cpu_mean, cpu_peak) = sample_cpu(pid, Instant::now() + Duration::from_secs(12));
     let s = summary(bot, Duration::from_secs(90));
+    if let Ok(dir) = std::env::var("ROGER_BENCH_BOT_LOG") {
+        let path = std::path::Path::new(&dir).join(format!("server-{}.log", now_ms()));
+        if let Err(e) = std::fs::copy(&server.log, &path) {
+            println!("cannot keep the server log in {}: {e}", path.display());
+        }
+    }
     let storm = &s["storm"];
     let returns = storm["returns"].as_array().cloned().unwrap_or_default();
     let mut waits: Vec<f64> = returns
