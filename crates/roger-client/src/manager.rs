@@ -1009,7 +1009,7 @@ async fn connect_signaling(shared: Arc<Shared>, gen: u64, resume: bool, next: [u
         )
         .await?;
         *lock(&shared.signaling_local) = sig.local_addr();
-        tokio::spawn(pump_signaling(Arc::downgrade(&shared), gen, events));
+        tokio::spawn(pump_signaling(Arc::downgrade(&shared), gen, events).in_current_span());
         let token = lock(&shared.resume_token).clone();
         if let (true, Some(resume_token)) = (resume, token) {
             match sig
@@ -1148,11 +1148,14 @@ async fn fresh_media(shared: &Arc<Shared>, sig: &Signaling, next: [u64; 2]) {
     }
     for (dir, gen) in [(Direction::Send, next[0]), (Direction::Recv, next[1])] {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            if let Err(error) = build_transport(&shared, dir, gen, false).await {
-                shared.input(Event::TransportActionFailed { dir, gen, error });
+        tokio::spawn(
+            async move {
+                if let Err(error) = build_transport(&shared, dir, gen, false).await {
+                    shared.input(Event::TransportActionFailed { dir, gen, error });
+                }
             }
-        });
+            .in_current_span(),
+        );
     }
     for channel in rejoined {
         shared.emit(ClientEvent::Joined { channel });
@@ -1172,7 +1175,7 @@ async fn build_transport(
     let (tx, rx) = mpsc::unbounded_channel();
     let settings = shared.transport_settings(relay_only);
     let transport = Transport::new(dir, &settings, tx).await?;
-    tokio::spawn(pump_transport(Arc::downgrade(shared), dir, gen, rx));
+    tokio::spawn(pump_transport(Arc::downgrade(shared), dir, gen, rx).in_current_span());
     let old = match dir {
         Direction::Send => {
             let (track, ssrc) = transport.add_send_track().await?;
@@ -1268,32 +1271,35 @@ async fn reacquire_floor(shared: Arc<Shared>, channel: ChannelId) {
 fn spawn_ping(shared: &Arc<Shared>, gen: u64, sig: Signaling, interval_ms: u64) {
     let weak = Arc::downgrade(shared);
     let interval = Duration::from_millis(interval_ms.max(100));
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.tick().await;
-        loop {
+    tokio::spawn(
+        async move {
+            let mut tick = tokio::time::interval(interval);
             tick.tick().await;
-            if weak.upgrade().is_none() || !sig.is_open() {
-                break;
-            }
-            // Unanswered within 2 intervals: the path is dead even if TCP has not
-            // noticed. Closing the socket reports it (SignalingDown) through the pump.
-            if let Err(e) = sig.request_with_timeout(Request::Ping, interval * 2).await {
-                if e.code == ErrorCode::SignalingTimeout {
-                    tracing::warn!(
-                        gen,
-                        "no pong within {:?}: the signaling path is dead",
-                        interval * 2
-                    );
-                    sig.abort(ErrorBody::new(
-                        ErrorCode::SignalingTimeout,
-                        "the server stopped answering pings",
-                    ));
+            loop {
+                tick.tick().await;
+                if weak.upgrade().is_none() || !sig.is_open() {
+                    break;
                 }
-                break;
+                // Unanswered within 2 intervals: the path is dead even if TCP has not
+                // noticed. Closing the socket reports it (SignalingDown) through the pump.
+                if let Err(e) = sig.request_with_timeout(Request::Ping, interval * 2).await {
+                    if e.code == ErrorCode::SignalingTimeout {
+                        tracing::warn!(
+                            gen,
+                            "no pong within {:?}: the signaling path is dead",
+                            interval * 2
+                        );
+                        sig.abort(ErrorBody::new(
+                            ErrorCode::SignalingTimeout,
+                            "the server stopped answering pings",
+                        ));
+                    }
+                    break;
+                }
             }
         }
-    });
+        .in_current_span(),
+    );
 }
 
 async fn pump_signaling(
@@ -1406,7 +1412,7 @@ async fn pump_transport(
         };
         match ev {
             TransportEvent::Track(track) => {
-                tokio::spawn(receive_track(Arc::downgrade(&s), track));
+                tokio::spawn(receive_track(Arc::downgrade(&s), track).in_current_span());
             }
             TransportEvent::State(_, state) => {
                 tracing::debug!(transport = %dir, gen, %state, "peer connection state");
