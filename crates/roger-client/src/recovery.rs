@@ -12,9 +12,14 @@
 //!   `ice_disconnected_grace`; still not connected after `disconnect_timeout` (5 s, 10 s
 //!   on Windows) -> recreate the transport. An ICE restart the PeerConnection refuses
 //!   (`SDP_NEGOTIATION_ERROR`) -> the next attempt recreates the transport.
-//! - Media retries back off 1, 2, 4, 8 s (with jitter), at most `max_attempts` (5) per
-//!   recovery cycle; a cycle lasts at most `recovery_window` (30 s). Then `Failed` with an
-//!   actionable code; [`Event::Rejoin`] starts over cleanly.
+//! - A transport that was just built (a fresh session's, or a recreated one) gets
+//!   `connect_timeout` (4 s) to connect. One that has not connected by then counts as an
+//!   ICE failure and is built again: ICE or DTLS can stall on a fresh PeerConnection
+//!   without ever reporting `failed`.
+//! - Media retries back off 1, 2, 4, 8 s (with jitter; at least `connect_timeout` after
+//!   a rebuild), at most `max_attempts` (5) per recovery cycle; a cycle lasts at most
+//!   `recovery_window` (30 s). Then `Failed` with an actionable code; [`Event::Rejoin`]
+//!   starts over cleanly.
 //! - Signaling socket: reconnect with backoff 1 -> 2 -> 4 -> 8 -> 16 -> 30 s (cap) plus
 //!   0-500 ms jitter, bounded by the recovery window. A clean close by the user never
 //!   reconnects. Resume first; on `SESSION_EXPIRED`, full rejoin. A signaling drop with
@@ -51,6 +56,11 @@ pub struct RecoveryConfig {
     /// After ICE reports `disconnected`, recreate the transport if it is still not
     /// connected after this long. Platform default: 10 s on Windows, 5 s elsewhere.
     pub disconnect_timeout: Duration,
+    /// How long a newly built transport (a fresh session's, or a recreated one) may take
+    /// to connect before it counts as an ICE failure and is built again. ICE and DTLS took
+    /// up to ~3 s in the 500-client reconnect storm (the server near a full core), and a
+    /// stalled one can sit in `checking` or half-connected without ever failing.
+    pub connect_timeout: Duration,
     /// Delays before media retries 2, 3, 4, 5 (the first is immediate).
     pub retry_backoff: Vec<Duration>,
     /// Media recovery attempts per cycle before giving up.
@@ -92,6 +102,7 @@ impl Default for RecoveryConfig {
             } else {
                 Duration::from_secs(5)
             },
+            connect_timeout: Duration::from_secs(4),
             retry_backoff: [1, 2, 4, 8].map(Duration::from_secs).to_vec(),
             max_attempts: 5,
             recovery_window: Duration::from_secs(30),
@@ -728,7 +739,8 @@ impl Recovery {
         let relay = self.relay_available
             && t.ice_failures >= self.config.relay_after_ice_failures
             && self.config.relay_after_ice_failures > 0;
-        if recreate || t.action_failed == Some(t.gen) || relay && !t.relay_only {
+        let rebuild = recreate || t.action_failed == Some(t.gen) || relay && !t.relay_only;
+        if rebuild {
             t.gen += 1;
             t.relay_only = t.relay_only || relay;
             t.state = TransportState::Closed;
@@ -764,7 +776,11 @@ impl Recovery {
         let b = &self.config.retry_backoff;
         let i =
             (self.tr[idx(dir)].attempts.saturating_sub(1) as usize).min(b.len().saturating_sub(1));
-        let base = b.get(i).copied().unwrap_or(Duration::from_secs(1));
+        let mut base = b.get(i).copied().unwrap_or(Duration::from_secs(1));
+        if rebuild {
+            // A new PeerConnection needs its whole ICE and DTLS handshake.
+            base = base.max(self.config.connect_timeout);
+        }
         let delay = base.mul_f64(1.0 + self.config.retry_jitter * self.jitter.next_unit());
         let gen = self.tr[idx(dir)].gen;
         self.set_timer(Timer::TransportRetry(dir), now + delay, gen);
@@ -870,7 +886,13 @@ impl Recovery {
                     for d in DIRS {
                         self.clear_timer(Timer::IceGrace(d));
                         self.clear_timer(Timer::DisconnectTimeout(d));
-                        self.clear_timer(Timer::TransportRetry(d));
+                        // The new transports must connect within `connect_timeout`.
+                        let gen = self.tr[idx(d)].gen;
+                        self.set_timer(
+                            Timer::TransportRetry(d),
+                            now + self.config.connect_timeout,
+                            gen,
+                        );
                     }
                 } else {
                     // Recreate what the server lost; restart ICE where it is broken.
@@ -1125,8 +1147,14 @@ impl Recovery {
                 }
             }
             Timer::TransportRetry(dir) => {
-                let t = &self.tr[idx(dir)];
+                let t = &mut self.tr[idx(dir)];
                 if gen == t.gen && !t.up() {
+                    if t.state == TransportState::Closed {
+                        // Built (fresh or recreated) and never connected: as good as an
+                        // ICE failure, and it counts towards the relay fallback.
+                        tracing::info!(%dir, gen, "transport did not connect in time");
+                        t.ice_failures += 1;
+                    }
                     let recreate = t.state == TransportState::Closed
                         || t.disconnected_since
                             .is_some_and(|s| now >= s + self.config.disconnect_timeout);

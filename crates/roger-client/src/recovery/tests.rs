@@ -785,3 +785,53 @@ fn quality_samples_with_nothing_measured_or_taken_during_a_restart_change_nothin
     });
     assert!(!statuses(&a).contains(&Status::Connected));
 }
+
+#[test]
+fn a_fresh_transport_that_has_not_connected_after_4_s_is_rebuilt() {
+    let mut h = H::new();
+    h.ev(Event::Start);
+    h.session_up(false, vec![]);
+    h.tr(Send, TransportState::Connected);
+    // The receive transport stalls without a word: ICE stuck in `checking`, or DTLS
+    // never finishing (seen in the reconnect storm). ICE alone would report `failed`
+    // after 7 s, DTLS never.
+    let a = h.advance(ms(3_999));
+    assert!(recreates(&a).is_empty() && restarts(&a).is_empty());
+    let a = h.advance(ms(1));
+    assert_eq!(recreates(&a), [(Recv, false)]);
+    let a = h.tr(Recv, TransportState::Connected);
+    assert_eq!(statuses(&a).last(), Some(&Status::Connected));
+    // After a storm's rejoin too; and transports that connect in time are left alone.
+    let mut h = H::connected();
+    h.sig_down(ErrorCode::SessionExpired);
+    h.session_up(false, vec![]);
+    h.tr(Send, TransportState::Connected);
+    h.advance(ms(3_900));
+    h.tr(Recv, TransportState::Connected);
+    let a = h.advance(secs(30));
+    assert!(recreates(&a).is_empty() && restarts(&a).is_empty());
+    assert_eq!(h.m.status(), &Status::Connected);
+}
+
+#[test]
+fn a_first_connection_that_never_connects_is_rebuilt_then_relayed_when_turn_is_offered() {
+    // A firewall eats UDP: nothing connects. Rebuilt at 4 s; the rebuilt transports get
+    // 4 s too (not the 1 s backoff step), then count as the second failure: relay-only.
+    let mut h = H::new();
+    h.m.set_relay_available(true);
+    h.ev(Event::Start);
+    h.session_up(false, vec![]);
+    let a = h.advance(secs(4));
+    let mut r = recreates(&a);
+    r.sort_by_key(|(d, _)| idx(*d));
+    assert_eq!(r, [(Send, false), (Recv, false)]);
+    let a = h.advance(ms(3_999));
+    assert!(recreates(&a).is_empty());
+    let a = h.advance(ms(1));
+    let mut r = recreates(&a);
+    r.sort_by_key(|(d, _)| idx(*d));
+    assert_eq!(r, [(Send, true), (Recv, true)]);
+    h.tr(Send, TransportState::Connected);
+    let a = h.tr(Recv, TransportState::Connected);
+    assert_eq!(statuses(&a).last(), Some(&Status::Connected));
+}
