@@ -348,11 +348,17 @@ fn storm_run(clients: usize, drain: bool) {
     // was still Degraded (media up, signaling down) announce nothing, so the step is
     // bounded by time instead: t after the drop, at most the k-th step can be pending,
     // k the number of whole steps (without jitter) that fit in t. Allowed: that
-    // signaling step plus 500 ms jitter (after a drain notice: the server's 500 ms plus
+    // signaling step plus its jitter (after a drain notice: the server's 500 ms plus
     // jitter, the longest of the drain schedule, whose later retries come every 250 ms),
-    // or that media retry step plus 20 %, whichever is longer.
-    let signaling: &[f64] = &[1000.0, 2000.0, 4000.0, 8000.0, 16000.0, 30000.0];
-    let media: &[f64] = &[1000.0, 2000.0, 4000.0, 8000.0];
+    // that media retry step plus its jitter, or the time a newly built transport gets to
+    // connect (announced as the next try while a fresh session's transports connect),
+    // whichever is longest. The numbers are the client's own defaults.
+    let config = roger_client::recovery::RecoveryConfig::default();
+    let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
+    let signaling: Vec<f64> = config.signaling_backoff.iter().map(ms).collect();
+    let media: Vec<f64> = config.retry_backoff.iter().map(ms).collect();
+    let (sig_jitter, media_jitter) = (ms(&config.signaling_jitter), 1.0 + config.retry_jitter);
+    let connect = ms(&config.connect_timeout) * media_jitter;
     let pending_step = |steps: &[f64], elapsed: f64| {
         let (mut sum, mut k) = (0.0, 0);
         while k + 1 < steps.len() && sum + steps[k] <= elapsed {
@@ -370,11 +376,13 @@ fn storm_run(clients: usize, drain: bool) {
             };
             let elapsed = t - down_ms as f64;
             let signaling_allows = if drain {
-                500.0 + 500.0
+                500.0 + sig_jitter
             } else {
-                pending_step(signaling, elapsed) + 500.0
+                pending_step(&signaling, elapsed) + sig_jitter
             };
-            let allowed = signaling_allows.max(pending_step(media, elapsed) * 1.2);
+            let allowed = signaling_allows
+                .max(pending_step(&media, elapsed) * media_jitter)
+                .max(connect);
             longest_wait = longest_wait.max(w);
             if w > allowed {
                 over_schedule.push(json!({"client": r["client"], "at_ms": elapsed, "wait_ms": w, "allowed_ms": allowed}));
