@@ -293,6 +293,9 @@ pub enum Timer {
     DisconnectTimeout(Direction),
     /// Next media retry of a transport.
     TransportRetry(Direction),
+    /// A fresh session's new transport must have connected by now. Not a wait: the
+    /// status does not announce it as the next try.
+    ConnectTimeout(Direction),
     /// The recovery window of the current cycle.
     RecoveryWindow,
 }
@@ -730,6 +733,7 @@ impl Recovery {
             return;
         }
         self.clear_timer(Timer::TransportRetry(dir));
+        self.clear_timer(Timer::ConnectTimeout(dir));
         self.clear_timer(Timer::IceGrace(dir));
         let t = &mut self.tr[idx(dir)];
         t.attempts += 1;
@@ -802,6 +806,7 @@ impl Recovery {
                 self.clear_timer(Timer::IceGrace(dir));
                 self.clear_timer(Timer::DisconnectTimeout(dir));
                 self.clear_timer(Timer::TransportRetry(dir));
+                self.clear_timer(Timer::ConnectTimeout(dir));
                 // ICE consent checks got through again: the path to the server is back.
                 // Like a network coming up, that skips the signaling backoff wait.
                 if old != TransportState::Connected
@@ -886,10 +891,11 @@ impl Recovery {
                     for d in DIRS {
                         self.clear_timer(Timer::IceGrace(d));
                         self.clear_timer(Timer::DisconnectTimeout(d));
+                        self.clear_timer(Timer::TransportRetry(d));
                         // The new transports must connect within `connect_timeout`.
                         let gen = self.tr[idx(d)].gen;
                         self.set_timer(
-                            Timer::TransportRetry(d),
+                            Timer::ConnectTimeout(d),
                             now + self.config.connect_timeout,
                             gen,
                         );
@@ -1146,7 +1152,7 @@ impl Recovery {
                     self.media_attempt(now, dir, true);
                 }
             }
-            Timer::TransportRetry(dir) => {
+            Timer::TransportRetry(dir) | Timer::ConnectTimeout(dir) => {
                 let t = &mut self.tr[idx(dir)];
                 if gen == t.gen && !t.up() {
                     if t.state == TransportState::Closed {

@@ -805,6 +805,13 @@ fn a_fresh_transport_that_has_not_connected_after_4_s_is_rebuilt() {
     let mut h = H::connected();
     h.sig_down(ErrorCode::SessionExpired);
     h.session_up(false, vec![]);
+    // Connecting is not waiting: the status does not announce the deadline as a retry.
+    match h.m.status() {
+        Status::Reconnecting { retry_at_ms, .. } => {
+            assert_eq!(*retry_at_ms, EPOCH_MS + h.elapsed().as_millis() as u64)
+        }
+        other => panic!("expected Reconnecting, got {other:?}"),
+    }
     h.tr(Send, TransportState::Connected);
     h.advance(ms(3_900));
     h.tr(Recv, TransportState::Connected);
