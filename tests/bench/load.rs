@@ -51,13 +51,18 @@ fn load_bot(server: &Server, nice: bool, args: &[String]) -> Bot {
     Bot::spawn_command(cmd)
 }
 
+/// Where to keep a log named `name` (with a timestamp): under `ROGER_BENCH_BOT_LOG=DIR`
+/// if set. Each load process's log is kept there (with `ROGER_E2E_BOT_LOG=info` for the
+/// clients' recovery lines, each in a span naming its client), and the storm's
+/// restarted server's.
+fn kept_log(name: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var("ROGER_BENCH_BOT_LOG").ok()?;
+    Some(std::path::Path::new(&dir).join(format!("{name}-{}.log", now_ms())))
+}
+
 fn summary(bot: Bot, within: Duration) -> Value {
     let (ok, lines, stderr) = bot.wait(within);
-    // `ROGER_BENCH_BOT_LOG=DIR` keeps each load process's log there (with
-    // `ROGER_E2E_BOT_LOG=info` for the clients' recovery lines, each in a span naming
-    // its client).
-    if let Ok(dir) = std::env::var("ROGER_BENCH_BOT_LOG") {
-        let path = std::path::Path::new(&dir).join(format!("load-{}.log", now_ms()));
+    if let Some(path) = kept_log("load") {
         if let Err(e) = std::fs::write(&path, &stderr) {
             println!("cannot keep the log in {}: {e}", path.display());
         }
@@ -288,8 +293,7 @@ fn storm_run(clients: usize, drain: bool) {
     let pid = server.pid().expect("server pid");
     let (cpu_mean, cpu_peak) = sample_cpu(pid, Instant::now() + Duration::from_secs(12));
     let s = summary(bot, Duration::from_secs(90));
-    if let Ok(dir) = std::env::var("ROGER_BENCH_BOT_LOG") {
-        let path = std::path::Path::new(&dir).join(format!("server-{}.log", now_ms()));
+    if let Some(path) = kept_log("server") {
         if let Err(e) = std::fs::copy(&server.log, &path) {
             println!("cannot keep the server log in {}: {e}", path.display());
         }
@@ -350,9 +354,9 @@ fn storm_run(clients: usize, drain: bool) {
     // k the number of whole steps (without jitter) that fit in t. Allowed: that
     // signaling step plus its jitter (after a drain notice: the server's 500 ms plus
     // jitter, the longest of the drain schedule, whose later retries come every 250 ms),
-    // that media retry step plus its jitter, or the time a newly built transport gets to
-    // connect (announced as the next try while a fresh session's transports connect),
-    // whichever is longest. The numbers are the client's own defaults.
+    // that media retry step plus its jitter, or, for the retry after a rebuild, the
+    // time a new transport gets to connect plus that jitter, whichever is longest. The
+    // numbers are the client's own defaults.
     let config = roger_client::recovery::RecoveryConfig::default();
     let ms = |d: &Duration| d.as_secs_f64() * 1000.0;
     let signaling: Vec<f64> = config.signaling_backoff.iter().map(ms).collect();

@@ -118,6 +118,13 @@ fn our_username(agent: &Agent) -> String {
     format!("{}:{PEER_UFRAG}", agent.get_local_credentials().ufrag)
 }
 
+/// A check from the real peer, addressed and signed with this agent's credentials.
+fn peer_check(agent: &mut Agent, controlling: bool) {
+    let username = our_username(agent);
+    let key = agent.get_local_credentials().pwd.clone();
+    check(agent, PEER, controlling, username, &key);
+}
+
 #[test]
 fn a_stray_agents_check_does_not_switch_our_role() {
     // A stale peer of whoever had this port before: its own credentials, not ours.
@@ -150,9 +157,7 @@ fn a_check_with_our_username_but_a_bad_signature_does_not_switch_our_role() {
 fn a_check_before_the_answer_is_applied_does_not_switch_our_role() {
     // No remote credentials yet: the server's first checks can beat its answer here.
     let mut a = agent(true, false);
-    let username = our_username(&a);
-    let key = a.get_local_credentials().pwd.clone();
-    check(&mut a, PEER, true, username, &key);
+    peer_check(&mut a, true);
     assert!(
         a.role(),
         "a check arriving before the answer switched our role"
@@ -164,18 +169,14 @@ fn the_real_peer_still_repairs_a_role_conflict() {
     // RFC 8445 7.3.1.1 still holds for an authenticated check. Both controlling: the
     // larger tie-breaker (the peer's u64::MAX) keeps the role.
     let mut a = agent(true, true);
-    let username = our_username(&a);
-    let key = a.get_local_credentials().pwd.clone();
-    check(&mut a, PEER, true, username, &key);
+    peer_check(&mut a, true);
     assert!(
         !a.role(),
         "an authenticated conflicting check must switch us"
     );
 
     let mut b = agent(false, true);
-    let username = our_username(&b);
-    let key = b.get_local_credentials().pwd.clone();
-    check(&mut b, PEER, false, username, &key);
+    peer_check(&mut b, false);
     // Both controlled: the larger tie-breaker (ours, against the peer's 0) switches.
     assert!(
         b.role(),
