@@ -27,8 +27,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-/// Opus payload type Roger offers.
-pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+pub use roger_protocol::codec::OPUS_PAYLOAD_TYPE;
 /// How long an offer may wait for ICE gathering.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a negotiation may wait for the server's answer.
@@ -36,11 +35,12 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opus as Roger negotiates it.
 pub fn opus_codec() -> RTCRtpCodec {
+    use roger_protocol::codec;
     RTCRtpCodec {
-        mime_type: "audio/opus".to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        mime_type: codec::OPUS_MIME_TYPE.to_owned(),
+        clock_rate: codec::OPUS_CLOCK_RATE,
+        channels: codec::OPUS_SDP_CHANNELS,
+        sdp_fmtp_line: codec::OPUS_FMTP.to_owned(),
         rtcp_feedback: vec![],
     }
 }

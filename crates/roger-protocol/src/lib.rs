@@ -11,6 +11,7 @@
 //! - [`error`]: [`ErrorCode`] (SCREAMING_SNAKE on the wire), the user message and the
 //!   [`ErrorAction`] a UI offers for each, and [`ErrorBody`] (`{code, message}`).
 //! - [`types`]: ids and shared records (members, channel state, ICE servers).
+//! - [`codec`]: the Opus contract both ends negotiate (payload type, fmtp).
 //!
 //! The human-readable specification is `docs/protocol.md` at the repository root.
 //!
@@ -23,6 +24,7 @@
 //!   id is recovered so the error can be correlated). Unknown error codes decode as
 //!   [`ErrorCode::Unknown`] so an older client still shows the message.
 
+pub mod codec;
 pub mod error;
 pub mod message;
 pub mod types;

@@ -37,18 +37,18 @@ use webrtc::peer_connection::{
     RTCSessionDescription, Registry, SettingEngineBuilder,
 };
 
-/// Payload type Roger registers Opus under (what browsers use too).
-pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+pub use roger_protocol::codec::OPUS_PAYLOAD_TYPE;
 /// How long an answer may wait for ICE gathering.
 pub const GATHER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The Opus codec as Roger negotiates it: 48 kHz, in-band FEC on.
 pub fn opus_codec() -> RTCRtpCodec {
+    use roger_protocol::codec;
     RTCRtpCodec {
-        mime_type: "audio/opus".to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+        mime_type: codec::OPUS_MIME_TYPE.to_owned(),
+        clock_rate: codec::OPUS_CLOCK_RATE,
+        channels: codec::OPUS_SDP_CHANNELS,
+        sdp_fmtp_line: codec::OPUS_FMTP.to_owned(),
         rtcp_feedback: vec![],
     }
 }
