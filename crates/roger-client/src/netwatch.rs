@@ -5,17 +5,20 @@
 //! addresses appearing after there were none is `NetworkUp`. The burst of `Up` events
 //! if-watch reports at start-up is the initial snapshot, not a change.
 
-use crate::manager::NetSink;
 use crate::recovery::Event;
 use futures_util::StreamExt;
 use std::collections::HashSet;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Weak;
 use std::time::Duration;
 
-/// Changes closer together than this are one change (a roam adds one address and
-/// removes another within milliseconds).
-pub const DEBOUNCE: Duration = Duration::from_millis(150);
+/// What the watcher needs from its owner (the manager implements it).
+pub(crate) trait NetSink: Send + Sync {
+    /// Reports a debounced network event.
+    fn network_event(&self, ev: Event);
+    /// The signaling socket's local address.
+    fn signaling_local_addr(&self) -> Option<SocketAddr>;
+}
 
 fn usable(ip: &IpAddr) -> bool {
     !ip.is_loopback()
@@ -23,8 +26,9 @@ fn usable(ip: &IpAddr) -> bool {
         && !matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
 }
 
-/// Runs until the manager is gone.
-pub(crate) async fn watch(sink: Weak<dyn NetSink>) {
+/// Runs until the manager is gone. Changes closer together than `debounce` are one
+/// change (a roam adds one address and removes another within milliseconds).
+pub(crate) async fn watch(sink: Weak<dyn NetSink>, debounce: Duration) {
     let mut watcher = match if_watch::tokio::IfWatcher::new() {
         Ok(w) => w,
         Err(e) => {
@@ -36,7 +40,7 @@ pub(crate) async fn watch(sink: Weak<dyn NetSink>) {
     let mut lost: HashSet<IpAddr> = HashSet::new();
     let mut had_usable = false;
     let mut initial = true;
-    let mut pending: Option<tokio::time::Instant> = Some(tokio::time::Instant::now() + DEBOUNCE);
+    let mut pending: Option<tokio::time::Instant> = Some(tokio::time::Instant::now() + debounce);
     loop {
         let flush = async {
             match pending {
@@ -57,7 +61,7 @@ pub(crate) async fn watch(sink: Weak<dyn NetSink>) {
                     Some(Err(e)) => tracing::debug!(error = %e, "interface watch error"),
                     None => return,
                 }
-                pending = Some(tokio::time::Instant::now() + DEBOUNCE);
+                pending = Some(tokio::time::Instant::now() + debounce);
             }
             _ = flush => {
                 pending = None;

@@ -842,3 +842,41 @@ fn a_first_connection_that_never_connects_is_rebuilt_then_relayed_when_turn_is_o
     let a = h.tr(Recv, TransportState::Connected);
     assert_eq!(statuses(&a).last(), Some(&Status::Connected));
 }
+
+#[test]
+fn an_ice_restart_probes_the_socket_first_for_the_configured_time() {
+    let mut h = H::connected();
+    let a = h.ev(Event::NetworkChanged {
+        signaling_address_lost: false,
+    });
+    let probes: Vec<Duration> = a
+        .iter()
+        .filter_map(|a| match a {
+            Action::RestartIce { probe, .. } => Some(*probe),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(probes, vec![ms(600), ms(600)]);
+}
+
+#[test]
+fn a_socket_that_stops_answering_is_dropped_and_its_end_reconnects() {
+    let mut h = H::connected();
+    let gen = h.m.signaling_gen();
+    let a = h.ev(Event::SignalingUnresponsive { gen });
+    assert_eq!(a, vec![Action::DropSignaling { gen }]);
+    // The dropped socket's end is what starts the reconnect: a resume after the backoff.
+    assert!(connects(&h.sig_down(ErrorCode::SignalingTimeout)).is_empty());
+    assert_eq!(connects(&h.advance(secs(1))), vec![true]);
+}
+
+#[test]
+fn an_unresponsive_report_for_an_old_or_down_socket_does_nothing() {
+    let mut h = H::connected();
+    let old = h.m.signaling_gen();
+    h.sig_down(ErrorCode::SignalingClosed);
+    assert!(h.ev(Event::SignalingUnresponsive { gen: old }).is_empty());
+    h.advance(secs(2));
+    h.session_up(true, vec![Send, Recv]);
+    assert!(h.ev(Event::SignalingUnresponsive { gen: old }).is_empty());
+}

@@ -1,0 +1,328 @@
+//! What the manager's tasks share. State that changes together sits behind one lock:
+//! the session (socket, welcome, resume token, last error), the media (both
+//! transports), the channels (by id and by downlink SSRC), the talk spurt, the sink,
+//! the recovery figures and the outbox. No task holds two of these locks at once.
+
+use super::talker::Talk;
+use super::{ClientConfig, RecoveryStats};
+use crate::audio::AudioSink;
+use crate::event::{ClientEvent, FloorEvent, Status};
+use crate::outbox::{Kind, Outbox};
+use crate::recovery::Event;
+use crate::signaling::Signaling;
+use crate::transport::{Transport, TransportSettings};
+use roger_protocol::*;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot, watch};
+
+pub(super) type Reply = oneshot::Sender<Result<Response, ErrorBody>>;
+
+/// What the driver task reads.
+pub(super) enum Input {
+    Event(Event),
+    Close(oneshot::Sender<()>),
+}
+
+/// The signaling session.
+#[derive(Default)]
+pub(super) struct Session {
+    /// The socket of the current session and its generation, set once `hello`/`resume`
+    /// succeeded on it.
+    pub(super) signaling: Option<(u64, Signaling)>,
+    /// The socket's local address (the network watcher asks whether it was lost).
+    pub(super) local_addr: Option<SocketAddr>,
+    pub(super) welcome: Option<Welcome>,
+    pub(super) resume_token: Option<String>,
+    /// The last error reported (the message of a failed first connection).
+    pub(super) last_error: Option<ErrorBody>,
+}
+
+/// The send side: its transport, the one producer track and its RTP numbering.
+pub(super) struct SendSide {
+    pub(super) gen: u64,
+    pub(super) transport: Arc<Transport>,
+    pub(super) track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
+    pub(super) ssrc: u32,
+    pub(super) clock: Arc<Mutex<super::talker::RtpClock>>,
+}
+
+/// The receive side's transport.
+pub(super) struct RecvSide {
+    pub(super) gen: u64,
+    pub(super) transport: Arc<Transport>,
+}
+
+/// Both transports.
+#[derive(Default)]
+pub(super) struct Media {
+    pub(super) send: Option<SendSide>,
+    pub(super) recv: Option<RecvSide>,
+}
+
+/// The joined channels, and which downlink SSRC carries which.
+#[derive(Default)]
+pub(super) struct Channels {
+    pub(super) by_id: BTreeMap<ChannelId, ChannelState>,
+    pub(super) by_ssrc: HashMap<u32, ChannelId>,
+}
+
+#[derive(Default)]
+pub(super) struct Counters {
+    pub(super) sent: AtomicU64,
+    pub(super) received: AtomicU64,
+    pub(super) concealed: AtomicU64,
+    pub(super) recovered: AtomicU64,
+    /// Packet loss the encoder's FEC should protect against, in percent (from the
+    /// quality monitor; 5 until it has measured).
+    pub(super) loss_percent: AtomicU32,
+}
+
+pub(super) struct Shared {
+    pub(super) config: ClientConfig,
+    pub(super) inputs: mpsc::UnboundedSender<Input>,
+    events: mpsc::UnboundedSender<ClientEvent>,
+    pub(super) status: watch::Sender<Status>,
+    pub(super) session: Mutex<Session>,
+    pub(super) media: Mutex<Media>,
+    pub(super) channels: Mutex<Channels>,
+    pub(super) talk: Mutex<Option<Talk>>,
+    pub(super) counters: Counters,
+    pub(super) sink: Mutex<Box<dyn AudioSink>>,
+    pub(super) stats: Mutex<RecoveryStats>,
+    outbox: Mutex<Outbox<(Request, Reply)>>,
+    pub(super) closing: AtomicBool,
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these locks except a bug that already failed a task.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+pub(crate) fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The answer to a push-to-talk request that waited longer than `max_age` for the socket.
+fn stale_ptt(max_age: Duration) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::SignalingTimeout,
+        format!(
+            "dropped: a push-to-talk request older than {} ms is not replayed",
+            max_age.as_millis()
+        ),
+    )
+}
+
+impl Shared {
+    pub(super) fn new(
+        config: ClientConfig,
+        inputs: mpsc::UnboundedSender<Input>,
+        events: mpsc::UnboundedSender<ClientEvent>,
+        sink: Box<dyn AudioSink>,
+    ) -> Shared {
+        let (status, _) = watch::channel(Status::Offline);
+        Shared {
+            outbox: Mutex::new(Outbox::new(
+                config.recovery.outbox_capacity,
+                config.recovery.ptt_max_age,
+            )),
+            config,
+            inputs,
+            events,
+            status,
+            session: Mutex::default(),
+            media: Mutex::default(),
+            channels: Mutex::default(),
+            talk: Mutex::new(None),
+            counters: Counters {
+                loss_percent: AtomicU32::new(5),
+                ..Counters::default()
+            },
+            sink: Mutex::new(sink),
+            stats: Mutex::new(RecoveryStats {
+                reconnect_success_rate: 1.0,
+                ..Default::default()
+            }),
+            closing: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn emit(&self, ev: ClientEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    pub(super) fn input(&self, ev: Event) {
+        let _ = self.inputs.send(Input::Event(ev));
+    }
+
+    pub(super) fn floor(&self, channel: &ChannelId, floor: FloorEvent) {
+        self.emit(ClientEvent::Floor {
+            channel: channel.clone(),
+            floor,
+        });
+    }
+
+    pub(super) fn signaling(&self) -> Option<Signaling> {
+        lock(&self.session)
+            .signaling
+            .as_ref()
+            .map(|(_, s)| s.clone())
+    }
+
+    /// The generation of the current session's socket.
+    pub(super) fn signaling_gen(&self) -> Option<u64> {
+        lock(&self.session).signaling.as_ref().map(|(g, _)| *g)
+    }
+
+    /// Forgets the socket of generation `gen` if it is the current one.
+    pub(super) fn drop_signaling(&self, gen: u64) -> Option<Signaling> {
+        let mut s = lock(&self.session);
+        if s.signaling.as_ref().is_some_and(|(g, _)| *g == gen) {
+            s.signaling.take().map(|(_, sig)| sig)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn set_last_error(&self, error: ErrorBody) {
+        lock(&self.session).last_error = Some(error);
+    }
+
+    pub(super) fn last_error(&self) -> Option<ErrorBody> {
+        lock(&self.session).last_error.clone()
+    }
+
+    pub(super) fn stop_talking(&self) -> Option<ChannelId> {
+        let mut t = lock(&self.talk).take()?;
+        if let Some(stop) = t.stop.take() {
+            let _ = stop.send(());
+        }
+        Some(t.channel)
+    }
+
+    /// Sends a request on the current socket, or queues it until the socket is back.
+    pub(super) async fn request(&self, request: Request) -> Result<Response, ErrorBody> {
+        if let Some(sig) = self.signaling() {
+            return sig.request(request).await;
+        }
+        let kind = match request {
+            Request::FloorRequest { .. } | Request::FloorRelease { .. } => Kind::Ptt,
+            _ => Kind::Other,
+        };
+        let (tx, rx) = oneshot::channel();
+        let queued = lock(&self.outbox).push(Instant::now(), kind, (request, tx));
+        if queued.is_err() {
+            return Err(ErrorBody::new(
+                ErrorCode::SignalingClosed,
+                format!(
+                    "not connected, and {} requests are already waiting",
+                    self.config.recovery.outbox_capacity
+                ),
+            ));
+        }
+        // A PTT request is worth something for `ptt_max_age` only (then it is dropped,
+        // not replayed); anything else may wait out the recovery window.
+        let recovery = &self.config.recovery;
+        let wait = match kind {
+            Kind::Ptt => recovery.ptt_max_age + Duration::from_millis(50),
+            Kind::Other => recovery.recovery_window + self.config.request_timeout,
+        };
+        match tokio::time::timeout(wait, rx).await {
+            Ok(Ok(result)) => result,
+            _ => {
+                // Answer (and remove) every PTT request that has gone stale, ours too.
+                for (_, reply) in lock(&self.outbox).expire(Instant::now()) {
+                    let _ = reply.send(Err(stale_ptt(self.config.recovery.ptt_max_age)));
+                }
+                Err(ErrorBody::new(
+                    ErrorCode::SignalingTimeout,
+                    "the server was unreachable for too long",
+                ))
+            }
+        }
+    }
+
+    /// Sends what waited for the socket (stale PTT requests are answered, not sent).
+    pub(super) fn flush_outbox(&self, sig: &Signaling) {
+        let (send, stale) = lock(&self.outbox).drain(Instant::now());
+        for (_, reply) in stale {
+            let _ = reply.send(Err(stale_ptt(self.config.recovery.ptt_max_age)));
+        }
+        for (request, reply) in send {
+            let sig = sig.clone();
+            tokio::spawn(async move {
+                let _ = reply.send(sig.request(request).await);
+            });
+        }
+    }
+
+    pub(super) fn record_channel(&self, state: &ChannelState) {
+        let mut c = lock(&self.channels);
+        c.by_ssrc.retain(|_, ch| ch != &state.id);
+        c.by_ssrc.insert(state.downlink_ssrc, state.id.clone());
+        c.by_id.insert(state.id.clone(), state.clone());
+    }
+
+    /// Undoes [`record_channel`](Self::record_channel): the channel and its ssrc.
+    pub(super) fn forget_channel(&self, id: &ChannelId) -> Option<ChannelState> {
+        let mut c = lock(&self.channels);
+        c.by_ssrc.retain(|_, ch| ch != id);
+        c.by_id.remove(id)
+    }
+
+    /// The ids of the joined channels.
+    pub(super) fn channel_ids(&self) -> Vec<ChannelId> {
+        lock(&self.channels).by_id.keys().cloned().collect()
+    }
+
+    /// Applies `f` to a joined channel's state (notifications keep it current).
+    pub(super) fn update_channel(&self, id: &ChannelId, f: impl FnOnce(&mut ChannelState)) {
+        if let Some(s) = lock(&self.channels).by_id.get_mut(id) {
+            f(s);
+        }
+    }
+
+    pub(super) fn recv_slots(&self) -> u32 {
+        lock(&self.channels)
+            .by_id
+            .values()
+            .map(|c| c.recv_slots)
+            .max()
+            .unwrap_or(1)
+            .max(1)
+    }
+
+    /// The current transport of `dir`, if it is of generation `gen` (any, for `None`).
+    pub(super) fn transport(&self, dir: Direction, gen: Option<u64>) -> Option<Arc<Transport>> {
+        let media = lock(&self.media);
+        let (g, t) = match dir {
+            Direction::Send => media.send.as_ref().map(|s| (s.gen, &s.transport))?,
+            Direction::Recv => media.recv.as_ref().map(|r| (r.gen, &r.transport))?,
+        };
+        gen.is_none_or(|gen| gen == g).then(|| t.clone())
+    }
+
+    pub(super) fn transport_settings(&self, relay_only: bool) -> TransportSettings {
+        let ice_servers = lock(&self.session)
+            .welcome
+            .as_ref()
+            .map(|w| w.ice_servers.clone())
+            .unwrap_or_default();
+        let recovery = &self.config.recovery;
+        TransportSettings {
+            bind: self.config.bind_addresses(),
+            ice_servers,
+            ice_disconnected: recovery.ice_disconnected_timeout,
+            ice_failed: recovery.ice_failed_timeout,
+            ice_keepalive: recovery.ice_keepalive_interval,
+            relay_only,
+        }
+    }
+}
