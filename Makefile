@@ -38,6 +38,7 @@ ui-test: ui/node_modules/.installed
 ## Regenerate ui/src/bindings.ts from the Rust types (a test fails when it is stale).
 bindings: ui
 	UPDATE_BINDINGS=1 $(CARGO) test -p roger-desktop --test bindings
+	UPDATE_BINDINGS=1 $(CARGO) test -p roger-client --lib presentation
 
 ## A release .deb of the app: target/release/bundle/deb/.
 package: deps ui

@@ -5,10 +5,12 @@
 //! The TypeScript bindings in `ui/src/bindings.ts` are generated from these types by
 //! tauri-specta ([`specta_builder`]); `tests/bindings.rs` fails when they drift.
 
-use roger_client::app::{App, AppEvent, AppState, Diagnostics, Notice, Settings, DEFAULT_HOTKEY};
+use roger_client::app::{
+    App, AppEvent, AppState, Diagnostics, LaunchOptions, Notice, Settings, StatusPresentation,
+    DEFAULT_HOTKEY,
+};
 use roger_client::audio::device::DeviceInfo;
 use roger_client::event::AudioDirection;
-use roger_client::Status;
 use roger_protocol::ErrorBody;
 use serde::Serialize;
 use specta::Type;
@@ -131,19 +133,14 @@ async fn leave_channel(app: State<'_, App>) -> Result<(), ErrorBody> {
 #[tauri::command]
 #[specta::specta]
 fn ptt_down(app: State<'_, App>) {
-    let press = app.ptt_down();
-    tauri::async_runtime::spawn(async move {
-        if let Err(e) = press.await {
-            tracing::info!(error = %e, "PTT");
-        }
-    });
+    app.ptt_key(true, tauri::async_runtime::handle().inner());
 }
 
 /// PTT released (see [`ptt_down`] for why it is not async).
 #[tauri::command]
 #[specta::specta]
 fn ptt_up(app: State<'_, App>) {
-    tauri::async_runtime::spawn(app.ptt_up());
+    app.ptt_key(false, tauri::async_runtime::handle().inner());
 }
 
 /// The banner's Rejoin (async: it may start a new session's tasks).
@@ -246,28 +243,6 @@ struct Cli {
     minimized: bool,
 }
 
-/// The status dot's colour, as the tray shows it.
-fn dot_rgb(status: &Status) -> [u8; 3] {
-    match status {
-        Status::Connected => [0x2e, 0xa0, 0x43],
-        Status::Connecting | Status::Reconnecting { .. } | Status::Degraded { .. } => {
-            [0xe3, 0x9b, 0x0b]
-        }
-        Status::Failed { .. } => [0xd0, 0x31, 0x2d],
-        Status::Offline => [0x8a, 0x8f, 0x98],
-    }
-}
-
-/// The dot's colour by name (as the window's `data-color` says it).
-fn dot_name(status: &Status) -> &'static str {
-    match status {
-        Status::Connected => "green",
-        Status::Connecting | Status::Reconnecting { .. } | Status::Degraded { .. } => "amber",
-        Status::Failed { .. } => "red",
-        Status::Offline => "grey",
-    }
-}
-
 /// A 32x32 filled circle in `rgb` (the tray icon), drawn here so every status colour
 /// exists without image files.
 fn dot_icon(rgb: [u8; 3]) -> tauri::image::Image<'static> {
@@ -282,18 +257,6 @@ fn dot_icon(rgb: [u8; 3]) -> tauri::image::Image<'static> {
         }
     }
     tauri::image::Image::new_owned(rgba, N, N)
-}
-
-fn status_tooltip(status: &Status) -> String {
-    let s = match status {
-        Status::Offline => "offline".to_owned(),
-        Status::Connecting => "connecting".to_owned(),
-        Status::Connected => "connected".to_owned(),
-        Status::Degraded { reason } => format!("degraded ({reason})"),
-        Status::Reconnecting { attempt, max, .. } => format!("reconnecting ({attempt}/{max})"),
-        Status::Failed { code } => format!("failed ({code})"),
-    };
-    format!("Roger: {s}")
 }
 
 fn show_window(app: &AppHandle) {
@@ -430,20 +393,9 @@ pub fn run() -> anyhow::Result<()> {
         .plugin(
             tauri_plugin_global_shortcut::Builder::new()
                 .with_handler(|app, _shortcut, event| {
-                    let core = app.state::<App>().inner().clone();
-                    match event.state() {
-                        ShortcutState::Pressed => {
-                            let press = core.ptt_down();
-                            tauri::async_runtime::spawn(async move {
-                                if let Err(e) = press.await {
-                                    tracing::info!(error = %e, "PTT");
-                                }
-                            });
-                        }
-                        ShortcutState::Released => {
-                            tauri::async_runtime::spawn(core.ptt_up());
-                        }
-                    }
+                    let down = event.state() == ShortcutState::Pressed;
+                    app.state::<App>()
+                        .ptt_key(down, tauri::async_runtime::handle().inner());
                 })
                 .build(),
         )
@@ -468,27 +420,29 @@ pub fn run() -> anyhow::Result<()> {
 
             let emit_handle = handle.clone();
             let tray = tray_for_setup.clone();
-            let last_rgb: Mutex<Option<[u8; 3]>> = Mutex::new(None);
+            let last_look: Mutex<Option<StatusPresentation>> = Mutex::new(None);
             let core = App::new(
                 &config_dir,
                 std::sync::Arc::new(move |event| match event {
                     AppEvent::State(state) => {
-                        let rgb = dot_rgb(&state.status);
-                        let changed = last_rgb
+                        // The tray shows the presentation the window is sent with it.
+                        let look = &state.presentation;
+                        let changed = last_look
                             .lock()
-                            .map(|mut l| l.replace(rgb) != Some(rgb))
+                            .map(|mut l| l.replace(look.clone()).as_ref() != Some(look))
                             .unwrap_or(false);
                         if changed {
                             tracing::info!(
                                 status = state.status.name(),
-                                "status dot {}",
-                                dot_name(&state.status)
+                                "status dot {:?}: {}",
+                                look.dot,
+                                look.tooltip
                             );
                             if let Some(t) = tray.lock().ok().and_then(|t| t.clone()) {
                                 // Queued, not waited for: the tray's setters block until
                                 // the main thread has run them, and this is the thread
                                 // that sends every state to the window.
-                                let tooltip = status_tooltip(&state.status);
+                                let (rgb, tooltip) = (look.dot.rgb(), look.tooltip.clone());
                                 let _ = emit_handle.run_on_main_thread(move || {
                                     let _ = t.set_icon(Some(dot_icon(rgb)));
                                     let _ = t.set_tooltip(Some(tooltip));
@@ -515,24 +469,16 @@ pub fn run() -> anyhow::Result<()> {
                 }),
             );
             // Launch options become settings (so the next launch needs none).
-            let mut settings = core.settings();
-            if let Some(server) = cli.server.clone() {
-                settings.server_url = server;
-            }
-            if let Some(path) = &cli.token_file {
-                match std::fs::read_to_string(path) {
-                    Ok(t) => settings.token = t.trim().to_owned(),
-                    Err(e) => tracing::error!("cannot read --token-file {}: {e}", path.display()),
-                }
-            }
-            if let Some(channel) = cli.channel.clone() {
-                settings.channel = Some(channel);
-            }
-            if settings != core.settings() {
-                if let Err(e) = core.save_settings(settings.clone()) {
-                    tracing::error!(error = %e, "launch options not saved");
-                }
-            }
+            let settings = core
+                .apply_launch_options(&LaunchOptions {
+                    server: cli.server.clone(),
+                    token_file: cli.token_file.clone(),
+                    channel: cli.channel.clone(),
+                })
+                .unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "launch options not applied");
+                    core.settings()
+                });
             app.manage(core.clone());
             app.manage(Hotkey(Mutex::new(HotkeyInfo {
                 key: settings.hotkey.clone(),
@@ -552,9 +498,10 @@ pub fn run() -> anyhow::Result<()> {
             let rejoin = MenuItem::with_id(app, "rejoin", "Rejoin", true, None::<&str>)?;
             let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
             let menu = Menu::with_items(app, &[&show, &rejoin, &quit])?;
+            let look = core.state().presentation;
             let tray = TrayIconBuilder::with_id("status")
-                .icon(dot_icon(dot_rgb(&Status::Offline)))
-                .tooltip(status_tooltip(&Status::Offline))
+                .icon(dot_icon(look.dot.rgb()))
+                .tooltip(look.tooltip)
                 .menu(&menu)
                 .show_menu_on_left_click(false)
                 .on_menu_event(|app, event| match event.id.as_ref() {

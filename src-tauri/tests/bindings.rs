@@ -22,3 +22,34 @@ fn typescript_bindings_match_the_rust_types() {
         "ui/src/bindings.ts is stale: run `make bindings` and commit it"
     );
 }
+
+/// `ErrorCode::ALL` (which the presentation tests walk: every code has a message and an
+/// action) lists every code: the TypeScript union is derived from the enum itself.
+#[test]
+fn error_code_all_lists_every_code_of_the_enum() {
+    let bindings = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui/src/bindings.ts"),
+    )
+    .expect("ui/src/bindings.ts");
+    // The union's members, one per line after their doc comments; the last ends in `;`.
+    let start = bindings
+        .find("export type ErrorCode_Serialize =")
+        .expect("the ErrorCode union in the bindings");
+    let mut in_ts = Vec::new();
+    for line in bindings[start..].lines().skip(1) {
+        let line = line.trim();
+        if let Some(rest) = line.strip_prefix('"') {
+            in_ts.push(rest.split('"').next().unwrap_or_default());
+            if line.ends_with(';') {
+                break;
+            }
+        }
+    }
+    let mut in_rust: Vec<&str> = roger_client::protocol::ErrorCode::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    in_ts.sort_unstable();
+    in_rust.sort_unstable();
+    assert_eq!(in_ts, in_rust);
+}

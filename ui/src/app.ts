@@ -151,7 +151,7 @@ export function startApp(root: HTMLElement, opts: AppOptions = {}): AppHandle {
     banner.update(s);
     for (const v of Object.values(views)) v.update(s);
     syncShown();
-    const ticks = statusTicks(s.status) || pttTicks(s.ptt);
+    const ticks = statusTicks(s.presentation) || pttTicks(s.ptt);
     if (ticks && ticker === null) {
       ticker = setInterval(() => {
         header.tick();

@@ -113,6 +113,11 @@ export type AppState_Deserialize = {
 	mic_test: boolean,
 	/**  The error banner, if any. */
 	error?: AppError_Deserialize | null,
+	/**
+	 *  How the status looks (dot, text, tooltip): what the window's header and the tray
+	 *  both show. Filled by [`View::snapshot`] from `status` and `error`.
+	 */
+	presentation: StatusPresentation_Deserialize,
 };
 
 /**  Everything the window shows except levels (which stream separately). */
@@ -139,6 +144,11 @@ export type AppState_Serialize = {
 	mic_test: boolean,
 	/**  The error banner, if any. */
 	error: AppError_Serialize | null,
+	/**
+	 *  How the status looks (dot, text, tooltip): what the window's header and the tray
+	 *  both show. Filled by [`View::snapshot`] from `status` and `error`.
+	 */
+	presentation: StatusPresentation_Serialize,
 };
 
 /**  Which way audio flows. */
@@ -217,6 +227,8 @@ export type Diagnostics_Deserialize = {
 	version: string,
 	/**  The status now. */
 	status: Status_Deserialize,
+	/**  How it looks (the same as the header's). */
+	presentation: StatusPresentation_Deserialize,
 	/**  The recovery figures (as exported to metrics). */
 	recovery: RecoveryStats,
 	/**  Audio counters. */
@@ -235,6 +247,8 @@ export type Diagnostics_Serialize = {
 	version: string,
 	/**  The status now. */
 	status: Status_Serialize,
+	/**  How it looks (the same as the header's). */
+	presentation: StatusPresentation_Serialize,
 	/**  The recovery figures (as exported to metrics). */
 	recovery: RecoveryStats,
 	/**  Audio counters. */
@@ -246,6 +260,17 @@ export type Diagnostics_Serialize = {
 	/**  Recent events, oldest first. */
 	events: LoggedEvent[],
 };
+
+/**  The status dot's colour (the window's dot and the tray icon). */
+export type DotColor = 
+/**  Connected. */
+"green" | 
+/**  Connecting, reconnecting or degraded. */
+"amber" | 
+/**  Failed: the user must act. */
+"red" | 
+/**  Offline. */
+"grey";
 
 /**  What a UI offers the user for an error. The UI picks its button from this, not from text. */
 export type ErrorAction = 
@@ -590,6 +615,45 @@ export type StateChanged_Serialize = AppState_Serialize;
 
 /**  The one status that drives the tray, the dot and the banner. */
 export type Status = Status_Serialize | Status_Deserialize;
+
+/**  The connection as the window's header and the tray show it. */
+export type StatusPresentation = StatusPresentation_Serialize | StatusPresentation_Deserialize;
+
+/**  The connection as the window's header and the tray show it. */
+export type StatusPresentation_Deserialize = {
+	/**  The dot. */
+	dot: DotColor,
+	/**
+	 *  The status text without the ticking countdown ("Reconnecting (2/5)"): what the
+	 *  header shows first and what a screen reader is told.
+	 */
+	label: string,
+	/**
+	 *  When the next try is due (Unix ms): the header counts down to it after the
+	 *  label ("next try in 3 s", "next try now").
+	 */
+	countdown_to_ms?: number | null,
+	/**  The tray icon's tooltip. */
+	tooltip: string,
+};
+
+/**  The connection as the window's header and the tray show it. */
+export type StatusPresentation_Serialize = {
+	/**  The dot. */
+	dot: DotColor,
+	/**
+	 *  The status text without the ticking countdown ("Reconnecting (2/5)"): what the
+	 *  header shows first and what a screen reader is told.
+	 */
+	label: string,
+	/**
+	 *  When the next try is due (Unix ms): the header counts down to it after the
+	 *  label ("next try in 3 s", "next try now").
+	 */
+	countdown_to_ms: number | null,
+	/**  The tray icon's tooltip. */
+	tooltip: string,
+};
 
 /**  The one status that drives the tray, the dot and the banner. */
 export type Status_Deserialize = 

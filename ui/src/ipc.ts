@@ -29,6 +29,7 @@ type PayloadOf<E> = E extends { listen: (cb: (event: { payload: infer P }) => vo
 
 export type AppState = Ret<typeof commands.getState>;
 export type Status = AppState["status"];
+export type StatusPresentation = AppState["presentation"];
 export type PttState = AppState["ptt"];
 export type AppError = NonNullable<AppState["error"]>;
 export type ErrorCode = AppError["code"];

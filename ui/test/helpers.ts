@@ -5,10 +5,20 @@ import { emit } from "@tauri-apps/api/event";
 import { vi } from "vitest";
 import { startApp, type AppHandle } from "../src/app";
 import type { AppState, Diagnostics, HotkeyInfo, Settings } from "../src/ipc";
+import { present } from "./presentations";
 
 export const NOW = 1_700_000_000_000;
 
+/** A state as the core sends it: its presentation is Rust's for its status and banner. */
 export function makeState(overrides: Partial<AppState> = {}): AppState {
+  const state = makeBareState(overrides);
+  const { status, error } = state;
+  const failure =
+    status.status === "Failed" && error && error.code === status.code ? error.message : null;
+  return { ...state, presentation: overrides.presentation ?? present(status, failure) };
+}
+
+function makeBareState(overrides: Partial<AppState>): Omit<AppState, "presentation"> {
   return {
     status: { status: "Connected" },
     signed_in: true,
@@ -49,6 +59,7 @@ export function makeDiagnostics(overrides: Partial<Diagnostics> = {}): Diagnosti
   return {
     version: "0.1.0",
     status: { status: "Connected" },
+    presentation: present(overrides.status ?? { status: "Connected" }),
     recovery: {
       reconnect_attempts_total: 4,
       reconnect_successes: 3,

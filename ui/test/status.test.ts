@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
-import type { Status } from "../src/ipc";
-import { canTalk, codeText, statusTicks, statusView } from "../src/status";
+import type { Status, StatusPresentation } from "../src/ipc";
+import { canTalk, statusTicks, statusView } from "../src/status";
+import { PRESENTED, present } from "./presentations";
 
 const NOW = 1_700_000_000_000;
 
@@ -22,40 +23,48 @@ describe("statusView", () => {
     [{ status: "Offline" }, "grey", "Offline"],
   ];
   it.each(cases)("%j -> %s %s", (status, color, text) => {
-    const v = statusView(status, NOW);
+    const v = statusView(present(status), NOW);
     expect(v.color).toBe(color);
     expect(v.text).toBe(text);
   });
 
   it("counts the reconnect down, rounding up, and says now when due", () => {
-    const s: Status = { status: "Reconnecting", attempt: 1, max: 5, retry_at_ms: NOW + 2500 };
-    expect(statusView(s, NOW).text).toBe("Reconnecting (1/5), next try in 3 s");
-    expect(statusView(s, NOW + 1600).text).toBe("Reconnecting (1/5), next try in 1 s");
-    expect(statusView(s, NOW + 2500).text).toBe("Reconnecting (1/5), next try now");
-    expect(statusView(s, NOW + 9000).text).toBe("Reconnecting (1/5), next try now");
+    const p = present({ status: "Reconnecting", attempt: 1, max: 5, retry_at_ms: NOW + 2500 });
+    expect(statusView(p, NOW).text).toBe("Reconnecting (1/5), next try in 3 s");
+    expect(statusView(p, NOW + 1600).text).toBe("Reconnecting (1/5), next try in 1 s");
+    expect(statusView(p, NOW + 2500).text).toBe("Reconnecting (1/5), next try now");
+    expect(statusView(p, NOW + 9000).text).toBe("Reconnecting (1/5), next try now");
   });
 
   it("announces reconnecting without the ticking countdown", () => {
-    const s: Status = { status: "Reconnecting", attempt: 2, max: 5, retry_at_ms: NOW + 3000 };
-    expect(statusView(s, NOW).announce).toBe("Reconnecting (2/5)");
-    expect(statusTicks(s)).toBe(true);
-    expect(statusTicks({ status: "Connected" })).toBe(false);
+    const p = present({ status: "Reconnecting", attempt: 2, max: 5, retry_at_ms: NOW + 3000 });
+    expect(statusView(p, NOW).announce).toBe("Reconnecting (2/5)");
+    expect(statusTicks(p)).toBe(true);
+    expect(statusTicks(present({ status: "Connected" }))).toBe(false);
   });
 
   it("prefers the banner's message for Failed", () => {
-    const v = statusView({ status: "Failed", code: "TOKEN_EXPIRED" }, NOW, "Token expired at 10:00");
+    const v = statusView(present({ status: "Failed", code: "TOKEN_EXPIRED" }, "Token expired at 10:00"), NOW);
     expect(v).toMatchObject({ color: "red", text: "Failed: Token expired at 10:00" });
   });
 
-  it("degraded without a reason, and an unknown future variant", () => {
-    expect(statusView({ status: "Degraded", reason: "" }, NOW).text).toBe("Degraded");
-    const future = { status: "Hibernating" } as unknown as Status;
+  it("degraded without a reason, and a status this build does not know", () => {
+    expect(statusView(present({ status: "Degraded", reason: "" }), NOW).text).toBe("Degraded");
+    // A newer core presents its own statuses: shown as it says.
+    const future: StatusPresentation = { dot: "grey", label: "Hibernating", countdown_to_ms: null, tooltip: "Roger: hibernating" };
     expect(statusView(future, NOW)).toMatchObject({ color: "grey", text: "Hibernating" });
   });
 
-  it("has a short text for every code and a fallback", () => {
-    expect(codeText("TOKEN_INVALID")).toBe("Your sign-in was not accepted. Check the token.");
-    expect(codeText("SOMETHING_NEW")).toBe("Something went wrong.");
+  it("has a sentence for every code from Rust, never a code name", () => {
+    const failed = PRESENTED.filter((c) => c.status.status === "Failed" && c.failure === null);
+    expect(failed.length).toBeGreaterThanOrEqual(29);
+    for (const c of failed) {
+      expect(c.presentation.label).toMatch(/^Failed: [A-Z][^_]*\.$/);
+      expect(c.presentation.dot).toBe("red");
+    }
+    expect(present({ status: "Failed", code: "TOKEN_INVALID" }).label).toBe(
+      "Failed: Your sign-in was not accepted. Check the token.",
+    );
   });
 
   it("talking needs media up", () => {

@@ -113,6 +113,40 @@ pub enum ErrorAction {
 }
 
 impl ErrorCode {
+    /// Every code, in declaration order (a test checks it against the generated
+    /// TypeScript union, which specta derives from the enum itself).
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::MalformedMessage,
+        ErrorCode::UnknownMethod,
+        ErrorCode::UnsupportedProtocolVersion,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::RateLimited,
+        ErrorCode::NotAuthenticated,
+        ErrorCode::AlreadyAuthenticated,
+        ErrorCode::TokenExpired,
+        ErrorCode::TokenInvalid,
+        ErrorCode::ChannelNotAllowed,
+        ErrorCode::SessionExpired,
+        ErrorCode::SessionReplaced,
+        ErrorCode::ServerFull,
+        ErrorCode::ServerDraining,
+        ErrorCode::ChannelNotFound,
+        ErrorCode::NotInChannel,
+        ErrorCode::FloorNotHeld,
+        ErrorCode::FloorDenied,
+        ErrorCode::SdpNegotiationError,
+        ErrorCode::IceGatheringTimeout,
+        ErrorCode::IceFailed,
+        ErrorCode::MediaDeviceError,
+        ErrorCode::SignalingTimeout,
+        ErrorCode::SignalingUnreachable,
+        ErrorCode::SignalingClosed,
+        ErrorCode::CertificateInvalid,
+        ErrorCode::InvalidSettings,
+        ErrorCode::InternalError,
+        ErrorCode::Unknown,
+    ];
+
     /// The wire name (`"TOKEN_EXPIRED"`).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -270,6 +304,17 @@ mod tests {
             let back: ErrorCode = serde_json::from_str(&json).unwrap();
             assert_eq!(back, code);
         }
+    }
+
+    #[test]
+    fn every_code_round_trips_by_its_wire_name() {
+        for &code in ErrorCode::ALL {
+            let back: ErrorCode = serde_json::from_str(&format!("\"{code}\"")).unwrap();
+            assert_eq!(back, code);
+        }
+        let names: std::collections::HashSet<_> =
+            ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "a code is listed twice");
     }
 
     #[test]

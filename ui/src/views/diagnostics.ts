@@ -16,7 +16,7 @@ export function diagnosticsRows(d: Diagnostics, nowMs: number): [string, string]
   const recent = d.recovery.time_to_recover_ms.slice(-RECOVERIES_SHOWN);
   return [
     ["Version", d.version],
-    ["Status", statusView(d.status, nowMs).text],
+    ["Status", statusView(d.presentation, nowMs).text],
     ["Reconnect attempts", String(d.recovery.reconnect_attempts_total)],
     ["Reconnect successes", String(d.recovery.reconnect_successes)],
     ["Reconnect failures", String(d.recovery.reconnect_failures)],

@@ -85,11 +85,7 @@ export class Header {
   private paintStatus(): void {
     const state = this.state;
     if (!state) return;
-    const failedMessage =
-      state.status.status === "Failed" && state.error && state.error.code === state.status.code
-        ? state.error.message
-        : undefined;
-    const view = statusView(state.status, this.ctx.now(), failedMessage);
+    const view = statusView(state.presentation, this.ctx.now());
     setAttr(this.dot, "data-color", view.color);
     const tail = view.text.startsWith(view.announce) ? view.text.slice(view.announce.length) : "";
     setText(this.textMain, tail ? view.announce : view.text);

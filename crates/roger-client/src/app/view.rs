@@ -2,6 +2,7 @@
 //! folds the session's [`ClientEvent`]s into it ([`View::apply`]). No I/O: unit tests feed
 //! events and read the state.
 
+use super::presentation::StatusPresentation;
 use crate::event::{ClientEvent, FloorEvent, Status};
 use roger_protocol::{ChannelId, ChannelInfo, ErrorAction, ErrorBody, ErrorCode, Member};
 use serde::Serialize;
@@ -87,6 +88,9 @@ pub struct AppState {
     pub mic_test: bool,
     /// The error banner, if any.
     pub error: Option<AppError>,
+    /// How the status looks (dot, text, tooltip): what the window's header and the tray
+    /// both show. Filled by [`View::snapshot`] from `status` and `error`.
+    pub presentation: StatusPresentation,
 }
 
 impl Default for AppState {
@@ -103,6 +107,7 @@ impl Default for AppState {
             ptt: PttState::Idle,
             mic_test: false,
             error: None,
+            presentation: StatusPresentation::of(&Status::Offline, None),
         }
     }
 }
@@ -138,6 +143,19 @@ impl View {
     /// The current state.
     pub fn state(&self) -> &AppState {
         &self.state
+    }
+
+    /// The state as the window and the tray are sent it: with its presentation derived
+    /// from the status and the banner (whose message a failure shows, when the codes
+    /// agree).
+    pub fn snapshot(&self) -> AppState {
+        let mut state = self.state.clone();
+        let failure = match (&state.status, &state.error) {
+            (Status::Failed { code }, Some(e)) if e.code == *code => Some(e.message.as_str()),
+            _ => None,
+        };
+        state.presentation = StatusPresentation::of(&state.status, failure);
+        state
     }
 
     /// Mutable access for the shell's own changes (sign-in, join); callers emit after.
