@@ -377,6 +377,158 @@ fn webview_environment() {
     }
 }
 
+/// Where the tray icon lives once built (none on a desktop without a tray).
+type TraySlot = std::sync::Arc<Mutex<Option<TrayIcon>>>;
+
+/// Forwards the core's events to the window, and the status's presentation (the same
+/// one the window is sent) to the tray.
+fn window_emitter(handle: AppHandle, tray: TraySlot) -> roger_client::app::Emit {
+    let last_look: Mutex<Option<StatusPresentation>> = Mutex::new(None);
+    std::sync::Arc::new(move |event| match event {
+        AppEvent::State(state) => {
+            let look = &state.presentation;
+            let changed = last_look
+                .lock()
+                .map(|mut l| l.replace(look.clone()).as_ref() != Some(look))
+                .unwrap_or(false);
+            if changed {
+                tracing::info!(
+                    status = state.status.name(),
+                    "status dot {:?}: {}",
+                    look.dot,
+                    look.tooltip
+                );
+                if let Some(t) = tray.lock().ok().and_then(|t| t.clone()) {
+                    // Queued, not waited for: the tray's setters block until the main
+                    // thread has run them, and this is the thread that sends every state
+                    // to the window.
+                    let (rgb, tooltip) = (look.dot.rgb(), look.tooltip.clone());
+                    let _ = handle.run_on_main_thread(move || {
+                        let _ = t.set_icon(Some(dot_icon(rgb)));
+                        let _ = t.set_tooltip(Some(tooltip));
+                    });
+                }
+            }
+            let _ = StateChanged(*state).emit(&handle);
+        }
+        AppEvent::Level {
+            direction,
+            rms,
+            peak,
+        } => {
+            let _ = LevelChanged {
+                direction,
+                rms,
+                peak,
+            }
+            .emit(&handle);
+        }
+        AppEvent::Notice(n) => {
+            let _ = NoticeShown(n).emit(&handle);
+        }
+    })
+}
+
+/// The tray icon (coloured by status) with Show, Rejoin and Quit.
+fn build_tray(app: &tauri::App, core: &App) -> tauri::Result<TrayIcon> {
+    let show = MenuItem::with_id(app, "show", "Show Roger", true, None::<&str>)?;
+    let rejoin = MenuItem::with_id(app, "rejoin", "Rejoin", true, None::<&str>)?;
+    let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
+    let menu = Menu::with_items(app, &[&show, &rejoin, &quit])?;
+    let look = core.state().presentation;
+    TrayIconBuilder::with_id("status")
+        .icon(dot_icon(look.dot.rgb()))
+        .tooltip(look.tooltip)
+        .menu(&menu)
+        .show_menu_on_left_click(false)
+        .on_menu_event(|app, event| match event.id.as_ref() {
+            "show" => show_window(app),
+            "rejoin" => {
+                // Menu events come on the main thread; a rejoin may start tasks.
+                let core = app.state::<App>().inner().clone();
+                tauri::async_runtime::spawn(async move { core.rejoin() });
+            }
+            "quit" => {
+                let core = app.state::<App>().inner().clone();
+                let app = app.clone();
+                tauri::async_runtime::spawn(async move {
+                    core.shutdown().await;
+                    app.exit(0);
+                });
+            }
+            _ => {}
+        })
+        .on_tray_icon_event(|tray, event| {
+            if let TrayIconEvent::Click {
+                button: MouseButton::Left,
+                button_state: MouseButtonState::Up,
+                ..
+            } = event
+            {
+                show_window(tray.app_handle());
+            }
+        })
+        .build(app)
+}
+
+/// Logs, the core (with the launch options saved), the hotkey, the tray; then connects.
+fn setup(app: &mut tauri::App, cli: &Cli, tray_slot: &TraySlot) -> anyhow::Result<()> {
+    let handle = app.handle().clone();
+    let log_dir = app.path().app_log_dir()?;
+    let guard = init_logging(&log_dir);
+    app.manage(Mutex::new(guard));
+    let config_dir = app.path().app_config_dir()?;
+    tracing::info!(config = %config_dir.display(), logs = %log_dir.display(), "Roger starting");
+    let core = App::new(
+        &config_dir,
+        window_emitter(handle.clone(), tray_slot.clone()),
+    );
+    // Launch options become settings (so the next launch needs none).
+    let settings = core
+        .apply_launch_options(&LaunchOptions {
+            server: cli.server.clone(),
+            token_file: cli.token_file.clone(),
+            channel: cli.channel.clone(),
+        })
+        .unwrap_or_else(|e| {
+            tracing::error!(error = %e, "launch options not applied");
+            core.settings()
+        });
+    app.manage(core.clone());
+    app.manage(Hotkey(Mutex::new(HotkeyInfo {
+        key: settings.hotkey.clone(),
+        registered: false,
+        error: None,
+    })));
+    let key = if settings.hotkey.is_empty() {
+        DEFAULT_HOTKEY.to_owned()
+    } else {
+        settings.hotkey.clone()
+    };
+    if let Err(e) = apply_hotkey(&handle, &key) {
+        tracing::error!(error = %e.message, "no global push-to-talk key");
+    }
+    match build_tray(app, &core) {
+        Ok(t) => {
+            TRAY_OK.store(true, Ordering::Relaxed);
+            if let Ok(mut slot) = tray_slot.lock() {
+                *slot = Some(t);
+            }
+        }
+        // No tray on this desktop: the window stays the way back.
+        Err(e) => tracing::warn!(error = %e, "no tray icon"),
+    }
+    if cli.minimized {
+        if let Some(w) = app.get_webview_window("main") {
+            let _ = w.hide();
+        }
+    }
+    tauri::async_runtime::spawn(async move {
+        core.autostart();
+    });
+    Ok(())
+}
+
 /// Runs the app.
 pub fn run() -> anyhow::Result<()> {
     use clap::Parser;
@@ -384,8 +536,7 @@ pub fn run() -> anyhow::Result<()> {
     #[cfg(target_os = "linux")]
     webview_environment();
     let builder = specta_builder();
-    let tray_slot: std::sync::Arc<Mutex<Option<TrayIcon>>> = Default::default();
-    let tray_for_setup = tray_slot.clone();
+    let tray_slot = TraySlot::default();
     tauri::Builder::default()
         .plugin(tauri_plugin_single_instance::init(|app, _argv, _cwd| {
             show_window(app);
@@ -411,147 +562,7 @@ pub fn run() -> anyhow::Result<()> {
         })
         .setup(move |app| {
             builder.mount_events(app);
-            let handle = app.handle().clone();
-            let log_dir = app.path().app_log_dir()?;
-            let guard = init_logging(&log_dir);
-            app.manage(Mutex::new(guard));
-            let config_dir = app.path().app_config_dir()?;
-            tracing::info!(config = %config_dir.display(), logs = %log_dir.display(), "Roger starting");
-
-            let emit_handle = handle.clone();
-            let tray = tray_for_setup.clone();
-            let last_look: Mutex<Option<StatusPresentation>> = Mutex::new(None);
-            let core = App::new(
-                &config_dir,
-                std::sync::Arc::new(move |event| match event {
-                    AppEvent::State(state) => {
-                        // The tray shows the presentation the window is sent with it.
-                        let look = &state.presentation;
-                        let changed = last_look
-                            .lock()
-                            .map(|mut l| l.replace(look.clone()).as_ref() != Some(look))
-                            .unwrap_or(false);
-                        if changed {
-                            tracing::info!(
-                                status = state.status.name(),
-                                "status dot {:?}: {}",
-                                look.dot,
-                                look.tooltip
-                            );
-                            if let Some(t) = tray.lock().ok().and_then(|t| t.clone()) {
-                                // Queued, not waited for: the tray's setters block until
-                                // the main thread has run them, and this is the thread
-                                // that sends every state to the window.
-                                let (rgb, tooltip) = (look.dot.rgb(), look.tooltip.clone());
-                                let _ = emit_handle.run_on_main_thread(move || {
-                                    let _ = t.set_icon(Some(dot_icon(rgb)));
-                                    let _ = t.set_tooltip(Some(tooltip));
-                                });
-                            }
-                        }
-                        let _ = StateChanged(*state).emit(&emit_handle);
-                    }
-                    AppEvent::Level {
-                        direction,
-                        rms,
-                        peak,
-                    } => {
-                        let _ = LevelChanged {
-                            direction,
-                            rms,
-                            peak,
-                        }
-                        .emit(&emit_handle);
-                    }
-                    AppEvent::Notice(n) => {
-                        let _ = NoticeShown(n).emit(&emit_handle);
-                    }
-                }),
-            );
-            // Launch options become settings (so the next launch needs none).
-            let settings = core
-                .apply_launch_options(&LaunchOptions {
-                    server: cli.server.clone(),
-                    token_file: cli.token_file.clone(),
-                    channel: cli.channel.clone(),
-                })
-                .unwrap_or_else(|e| {
-                    tracing::error!(error = %e, "launch options not applied");
-                    core.settings()
-                });
-            app.manage(core.clone());
-            app.manage(Hotkey(Mutex::new(HotkeyInfo {
-                key: settings.hotkey.clone(),
-                registered: false,
-                error: None,
-            })));
-            let key = if settings.hotkey.is_empty() {
-                DEFAULT_HOTKEY.to_owned()
-            } else {
-                settings.hotkey.clone()
-            };
-            if let Err(e) = apply_hotkey(&handle, &key) {
-                tracing::error!(error = %e.message, "no global push-to-talk key");
-            }
-
-            let show = MenuItem::with_id(app, "show", "Show Roger", true, None::<&str>)?;
-            let rejoin = MenuItem::with_id(app, "rejoin", "Rejoin", true, None::<&str>)?;
-            let quit = MenuItem::with_id(app, "quit", "Quit", true, None::<&str>)?;
-            let menu = Menu::with_items(app, &[&show, &rejoin, &quit])?;
-            let look = core.state().presentation;
-            let tray = TrayIconBuilder::with_id("status")
-                .icon(dot_icon(look.dot.rgb()))
-                .tooltip(look.tooltip)
-                .menu(&menu)
-                .show_menu_on_left_click(false)
-                .on_menu_event(|app, event| match event.id.as_ref() {
-                    "show" => show_window(app),
-                    "rejoin" => {
-                        // Menu events come on the main thread; a rejoin may start tasks.
-                        let core = app.state::<App>().inner().clone();
-                        tauri::async_runtime::spawn(async move { core.rejoin() });
-                    }
-                    "quit" => {
-                        let core = app.state::<App>().inner().clone();
-                        let app = app.clone();
-                        tauri::async_runtime::spawn(async move {
-                            core.shutdown().await;
-                            app.exit(0);
-                        });
-                    }
-                    _ => {}
-                })
-                .on_tray_icon_event(|tray, event| {
-                    if let TrayIconEvent::Click {
-                        button: MouseButton::Left,
-                        button_state: MouseButtonState::Up,
-                        ..
-                    } = event
-                    {
-                        show_window(tray.app_handle());
-                    }
-                })
-                .build(app);
-            match tray {
-                Ok(t) => {
-                    TRAY_OK.store(true, Ordering::Relaxed);
-                    if let Ok(mut slot) = tray_slot.lock() {
-                        *slot = Some(t);
-                    }
-                }
-                // No tray on this desktop: the window stays the way back.
-                Err(e) => tracing::warn!(error = %e, "no tray icon"),
-            }
-            if cli.minimized {
-                if let Some(w) = app.get_webview_window("main") {
-                    let _ = w.hide();
-                }
-            }
-            let core_start = core.clone();
-            tauri::async_runtime::spawn(async move {
-                core_start.autostart();
-            });
-            Ok(())
+            setup(app, &cli, &tray_slot).map_err(Into::into)
         })
         .build(tauri::generate_context!())
         .map_err(|e| anyhow::anyhow!("the app failed to start: {e}"))?
