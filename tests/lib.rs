@@ -7,6 +7,7 @@
 //! - [`RawClient`]: a bare WebSocket speaking the protocol, for sending what a broken or
 //!   hostile client would.
 //! - [`audio`]: lag search and correlation between a reference and a recording.
+//! - [`scenario`]: the fault tests' lab, server and bots on either side of the fault.
 //!
 //! The binaries must be built first (`make test` does `cargo build --bins`).
 
@@ -14,6 +15,7 @@ pub mod audio;
 pub mod desktop;
 pub mod netns;
 pub mod pulse;
+pub mod scenario;
 
 use futures_util::{SinkExt, StreamExt};
 use roger_protocol::*;

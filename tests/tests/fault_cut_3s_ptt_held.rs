@@ -1,61 +1,21 @@
 //! A talker holds PTT across a 3 s path cut: it keeps the floor, nobody else sees it go
 //! idle, and its audio reaches the listener again once the path is back.
 
-use roger_e2e::netns::{self, Lab};
-use roger_e2e::timeline::{audio_at, first_status_after, floors};
-use roger_e2e::{now_ms, speech_wav, Bot, Server, TempDir};
-use std::time::Duration;
-
-const S: Duration = Duration::from_secs(1);
+use roger_e2e::scenario::{connected_at, frames_after, noticed_at, Scenario, Side, S};
+use roger_e2e::timeline::floors;
 
 #[test]
 fn a_talker_keeps_the_floor_across_a_3_second_cut_and_is_heard_again() {
-    if !netns::available() {
+    let Some(sc) = Scenario::start("cut3") else {
         return;
-    }
-    let lab = Lab::create();
-    let server = Server::start_in_lab(&lab, "");
-    let url = server.url_at(netns::SERVER_IP);
-    let dir = TempDir::new("cut3");
-    let far = Bot::spawn_with(
-        Some(&lab.server_ns),
-        &url,
-        &server.token("far", &["general"]),
-        &[
-            "listen",
-            "--channel",
-            "general",
-            "--out",
-            dir.join("far.wav").to_str().unwrap(),
-            "--seconds",
-            "22",
-        ],
-    );
-    far.wait_event(15 * S, "joined");
-    let speech = speech_wav();
-    let near = Bot::spawn_with(
-        Some(&lab.client_ns),
-        &url,
-        &server.token("near", &["general"]),
-        &[
-            "talk",
-            "--channel",
-            "general",
-            "--wav",
-            speech.to_str().unwrap(),
-            "--repeat",
-            "5",
-        ],
-    );
+    };
+    let far = sc.listener(Side::Far, "far", 22);
+    let near = sc.talker(Side::Near, "near", 5);
     near.wait_for(15 * S, "floor granted", |v| {
         v["event"] == "floor" && v["state"] == "granted"
     });
     std::thread::sleep(3 * S);
-    let cut = now_ms();
-    lab.cut();
-    std::thread::sleep(3 * S);
-    lab.restore();
-    let restored = now_ms();
+    let (cut, restored) = sc.fault_for(3 * S, |lab| lab.cut());
 
     let (ok, lines, stderr) = near.wait(30 * S);
     if std::env::var("ROGER_E2E_BOT_LOG").is_ok() {
@@ -82,10 +42,10 @@ fn a_talker_keeps_the_floor_across_a_3_second_cut_and_is_heard_again() {
         "{f:?}"
     );
     // The dead path was noticed within 3 s, even though TCP itself had not failed.
-    let noticed = first_status_after(&lines, cut, |s| s != "Connected").expect("noticed the cut");
+    let noticed = noticed_at(&lines, cut, &stderr);
     println!("cut noticed after {} ms", noticed - cut);
     assert!(noticed - cut <= 3_000, "noticed after {} ms", noticed - cut);
-    let back = first_status_after(&lines, restored, |s| s == "Connected").expect("connected again");
+    let back = connected_at(&lines, restored, &stderr);
     println!(
         "connected again {} ms after the path returned",
         back.saturating_sub(restored)
@@ -94,8 +54,7 @@ fn a_talker_keeps_the_floor_across_a_3_second_cut_and_is_heard_again() {
     let (ok, far_lines, stderr) = far.wait(30 * S);
     assert!(ok, "the listener failed: {stderr}");
     // The listener heard the talker again after the cut, and saw no idle floor in between.
-    let heard_after = audio_at(&far_lines, "frames_received", u64::MAX)
-        - audio_at(&far_lines, "frames_received", restored + 2_000);
+    let heard_after = frames_after(&far_lines, "frames_received", restored + 2_000);
     assert!(
         heard_after >= 150,
         "only {heard_after} frames after the path returned"

@@ -1,59 +1,19 @@
 //! Heavy packet loss is reported honestly: `Degraded` while it lasts (loss > 10 %),
 //! `Connected` again once it is gone (below 5 %, the hysteresis).
 
-use roger_e2e::netns::{self, Lab};
+use roger_e2e::scenario::{Scenario, Side, S};
 use roger_e2e::timeline::first_status_after;
-use roger_e2e::{now_ms, speech_wav, Bot, Server, TempDir};
-use std::time::Duration;
-
-const S: Duration = Duration::from_secs(1);
 
 #[test]
 fn twenty_five_percent_loss_is_degraded_and_clears_when_the_loss_stops() {
-    if !netns::available() {
+    let Some(sc) = Scenario::start("loss") else {
         return;
-    }
-    let lab = Lab::create();
-    let server = Server::start_in_lab(&lab, "");
-    let url = server.url_at(netns::SERVER_IP);
-    let dir = TempDir::new("loss");
-    let near = Bot::spawn_with(
-        Some(&lab.client_ns),
-        &url,
-        &server.token("near", &["general"]),
-        &[
-            "listen",
-            "--channel",
-            "general",
-            "--out",
-            dir.join("near.wav").to_str().unwrap(),
-            "--seconds",
-            "26",
-        ],
-    );
-    near.wait_event(15 * S, "joined");
-    let speech = speech_wav();
-    let far = Bot::spawn_with(
-        Some(&lab.server_ns),
-        &url,
-        &server.token("far", &["general"]),
-        &[
-            "talk",
-            "--channel",
-            "general",
-            "--wav",
-            speech.to_str().unwrap(),
-            "--repeat",
-            "8",
-        ],
-    );
+    };
+    let near = sc.listener(Side::Near, "near", 26);
+    let far = sc.talker(Side::Far, "far", 8);
     near.wait_event(15 * S, "first_audio");
     std::thread::sleep(3 * S);
-    let lossy = now_ms();
-    lab.lose_incoming_udp(25);
-    std::thread::sleep(9 * S);
-    lab.restore();
-    let clean = now_ms();
+    let (lossy, clean) = sc.fault_for(9 * S, |lab| lab.lose_incoming_udp(25));
     let (_, lines, stderr) = near.wait(40 * S);
     if std::env::var("ROGER_E2E_BOT_LOG").is_ok() {
         println!("loss from {lossy} to {clean}\nNEAR STDERR:\n{stderr}");

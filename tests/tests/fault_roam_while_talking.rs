@@ -1,36 +1,24 @@
 //! The talker's address changes mid-transmission (Wi-Fi roam): the client restarts ICE
 //! and reconnects signaling at once, before any timeout, and keeps talking.
 
-use roger_e2e::netns::{self, Lab};
+use roger_e2e::now_ms;
+use roger_e2e::scenario::{frames_after, Scenario, S};
 use roger_e2e::timeline::{audio_at, floors};
-use roger_e2e::{now_ms, Bot, Plan, Server};
 use std::time::Duration;
-
-const S: Duration = Duration::from_secs(1);
 
 #[test]
 fn a_roam_while_talking_recovers_at_once_and_both_directions_work_after() {
-    if !netns::available() {
+    let Some(sc) = Scenario::start("roam") else {
         return;
-    }
-    let lab = Lab::create();
-    let server = Server::start_in_lab(&lab, "");
-    let url = server.url_at(netns::SERVER_IP);
-    let plan = |offset| Plan {
-        every: 7.0,
-        offset,
-        seconds: 22.0,
     };
-    let near = Bot::duplex(&server, &lab.client_ns, &url, "near", plan(1.0), &[]);
-    let far = Bot::duplex(&server, &lab.server_ns, &url, "far", plan(4.5), &[]);
-    near.wait_event(15 * S, "joined");
-    far.wait_event(15 * S, "joined");
+    let server = &sc.server;
+    let (near, far) = sc.conversation(7.0, 22.0, (1.0, 4.5), &[]);
     near.wait_for(10 * S, "floor granted", |v| {
         v["event"] == "floor" && v["state"] == "granted"
     });
     std::thread::sleep(Duration::from_millis(1200));
     let roamed = now_ms();
-    lab.roam();
+    sc.lab.roam();
 
     let (_, near_lines, near_err) = near.wait(40 * S);
     let (_, far_lines, _) = far.wait(40 * S);
@@ -78,10 +66,8 @@ fn a_roam_while_talking_recovers_at_once_and_both_directions_work_after() {
         "far heard only {far_first} frames of the roaming talk"
     );
     let settle = recovered["t_ms"].as_u64().unwrap() + 1_000;
-    let near_heard = audio_at(&near_lines, "frames_received", u64::MAX)
-        - audio_at(&near_lines, "frames_received", settle);
-    let far_heard = audio_at(&far_lines, "frames_received", u64::MAX)
-        - audio_at(&far_lines, "frames_received", settle);
+    let near_heard = frames_after(&near_lines, "frames_received", settle);
+    let far_heard = frames_after(&far_lines, "frames_received", settle);
     println!("after the roam: near heard {near_heard}, far heard {far_heard}");
     assert!(near_heard >= 140 && far_heard >= 140, "{near_err}");
 }

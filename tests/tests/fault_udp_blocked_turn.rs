@@ -2,12 +2,11 @@
 //! relay, with credentials the server hands out (TURN REST convention), both ways.
 
 use roger_e2e::netns::{self, Lab};
+use roger_e2e::scenario::{Scenario, Side, S};
 use roger_e2e::timeline::audio_at;
-use roger_e2e::{now_ms, Bot, Plan, Server, TempDir};
+use roger_e2e::{now_ms, Plan, TempDir};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-const S: Duration = Duration::from_secs(1);
 const TURN_SECRET: &str = "roger-e2e-turn-secret";
 
 struct Coturn(Child);
@@ -74,23 +73,17 @@ fn start_coturn(lab: &Lab, dir: &TempDir) -> Option<Coturn> {
 
 #[test]
 fn with_udp_blocked_audio_flows_both_ways_through_a_turn_relay() {
-    if !netns::available() {
-        return;
-    }
-    let lab = Lab::create();
-    let dir = TempDir::new("turn");
-    let Some(coturn) = start_coturn(&lab, &dir) else {
+    let turn = format!(
+        "[turn]\nurls = [\"turn:{}:3478?transport=udp\"]\nsecret = \"{TURN_SECRET}\"\nttl_s = 600\n",
+        netns::SERVER_IP
+    );
+    let Some(sc) = Scenario::start_with("turn", &turn) else {
         return;
     };
-    let server = Server::start_in_lab(
-        &lab,
-        &format!(
-            "[turn]\nurls = [\"turn:{}:3478?transport=udp\"]\nsecret = \"{TURN_SECRET}\"\nttl_s = 600\n",
-            netns::SERVER_IP
-        ),
-    );
-    lab.block_udp_except(3478);
-    let url = server.url_at(netns::SERVER_IP);
+    let Some(coturn) = start_coturn(&sc.lab, &sc.dir) else {
+        return;
+    };
+    sc.lab.block_udp_except(3478);
     let plan = |offset, seconds| Plan {
         every: 7.0,
         offset,
@@ -100,16 +93,9 @@ fn with_udp_blocked_audio_flows_both_ways_through_a_turn_relay() {
     let started = now_ms();
     // Each bot's schedule starts when it has joined; the relay makes the near one slower
     // to connect, so the far one starts once it has, and their turns alternate.
-    let near = Bot::duplex(
-        &server,
-        &lab.client_ns,
-        &url,
-        "near",
-        plan(1.0, 22.0),
-        &slow,
-    );
+    let near = sc.duplex(Side::Near, "near", plan(1.0, 22.0), &slow);
     near.wait_event(40 * S, "joined");
-    let far = Bot::duplex(&server, &lab.server_ns, &url, "far", plan(4.5, 18.0), &slow);
+    let far = sc.duplex(Side::Far, "far", plan(4.5, 18.0), &slow);
     let (_, near_lines, near_err) = near.wait(60 * S);
     let (_, far_lines, far_err) = far.wait(60 * S);
     let connected = near_lines
@@ -118,7 +104,7 @@ fn with_udp_blocked_audio_flows_both_ways_through_a_turn_relay() {
         .unwrap_or_else(|| {
             panic!(
                 "never connected through the relay: {near_lines:#?}\n{near_err}\nturn log:\n{}",
-                std::fs::read_to_string(dir.join("turn.log")).unwrap_or_default()
+                std::fs::read_to_string(sc.dir.join("turn.log")).unwrap_or_default()
             )
         });
     println!(
@@ -136,7 +122,7 @@ fn with_udp_blocked_audio_flows_both_ways_through_a_turn_relay() {
     // The relay really carried it: coturn logged an allocation for the client (its log
     // is buffered until it stops).
     drop(coturn);
-    let turn_log = std::fs::read_to_string(dir.join("turn.log")).unwrap_or_default();
+    let turn_log = std::fs::read_to_string(sc.dir.join("turn.log")).unwrap_or_default();
     assert!(
         turn_log.contains("ALLOCATE processed, success"),
         "no allocation in the coturn log:\n{turn_log}"
