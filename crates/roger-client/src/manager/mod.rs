@@ -20,7 +20,8 @@
 //!   rejoin;
 //! - `media.rs`: building, recreating and ICE-restarting the transports;
 //! - `talker.rs`: push-to-talk: the floor, Opus encoding and RTP packets;
-//! - `receiver.rs`: received RTP -> decoding with FEC and concealment -> the sink;
+//! - `receiver.rs`: received RTP -> the sink by channel (and decoded with FEC and
+//!   concealment here when the sink does not decode at playout itself);
 //! - `quality.rs`: RTT and loss samples, and what the network watcher needs.
 
 mod drive;

@@ -1,5 +1,7 @@
 //! The receiver: RTP from the receive transport's tracks, to the channel its SSRC
-//! carries, decoded with FEC and concealment, into the sink.
+//! carries, into the sink. A sink that decodes at playout (the app's speaker, with its
+//! jitter buffer) gets the packets; for one that does not (a bot's recording) they are
+//! decoded here, with FEC for a single loss and concealment for short gaps.
 
 use super::state::{lock, Shared};
 use crate::audio::{level, Decoder, FRAME_SAMPLES};
