@@ -2,8 +2,8 @@
 //! turning its PeerConnection events into recovery events.
 
 use super::receiver::receive_track;
+use super::rtp::RtpClock;
 use super::state::{lock, RecvSide, SendSide, Shared};
-use super::talker::RtpClock;
 use crate::recovery::{Event, TransportState};
 use crate::transport::{Transport, TransportEvent};
 use roger_protocol::*;

@@ -19,7 +19,8 @@
 //! - `session.rs`: signaling (hello / resume, pings, notifications) and a fresh session's
 //!   rejoin;
 //! - `media.rs`: building, recreating and ICE-restarting the transports;
-//! - `talker.rs`: push-to-talk: the floor, Opus encoding and RTP packets;
+//! - `talker.rs`: push-to-talk: the floor, Opus encoding and RTP packets (`rtp.rs`:
+//!   their numbering);
 //! - `receiver.rs`: received RTP -> the sink by channel (and decoded with FEC and
 //!   concealment here when the sink does not decode at playout itself);
 //! - `quality.rs`: RTT and loss samples, and what the network watcher needs.
@@ -28,6 +29,7 @@ mod drive;
 mod media;
 mod quality;
 mod receiver;
+mod rtp;
 mod session;
 mod state;
 mod talker;

@@ -3,7 +3,6 @@
 //! transports), the channels (by id and by downlink SSRC), the talk spurt, the sink,
 //! the recovery figures and the outbox. No task holds two of these locks at once.
 
-use super::talker::Talk;
 use super::{ClientConfig, RecoveryStats};
 use crate::audio::AudioSink;
 use crate::event::{ClientEvent, FloorEvent, Status};
@@ -27,6 +26,13 @@ pub(super) enum Input {
     Close(oneshot::Sender<()>),
 }
 
+/// The talk spurt in progress.
+pub(super) struct Talk {
+    pub(super) channel: ChannelId,
+    pub(super) stop: Option<oneshot::Sender<()>>,
+    pub(super) done: Option<oneshot::Receiver<()>>,
+}
+
 /// The signaling session.
 #[derive(Default)]
 pub(super) struct Session {
@@ -47,7 +53,7 @@ pub(super) struct SendSide {
     pub(super) transport: Arc<Transport>,
     pub(super) track: Arc<webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP>,
     pub(super) ssrc: u32,
-    pub(super) clock: Arc<Mutex<super::talker::RtpClock>>,
+    pub(super) clock: Arc<Mutex<super::rtp::RtpClock>>,
 }
 
 /// The receive side's transport.
