@@ -118,7 +118,8 @@ impl Scenario {
 
     /// Two people talking in turns for `seconds`: `near` and `far`, each every `every`
     /// s from its own offset, `near_extra` options for the near one; returns once both
-    /// have joined.
+    /// have joined. The far one starts first: each plan counts from its own join, so
+    /// the near one's offset is never shortened by the far one's later join.
     pub fn conversation(
         &self,
         every: f64,
@@ -131,10 +132,10 @@ impl Scenario {
             offset,
             seconds,
         };
-        let near = self.duplex(Side::Near, "near", plan(near_offset), near_extra);
         let far = self.duplex(Side::Far, "far", plan(far_offset), &[]);
-        near.wait_event(15 * S, "joined");
+        let near = self.duplex(Side::Near, "near", plan(near_offset), near_extra);
         far.wait_event(15 * S, "joined");
+        near.wait_event(15 * S, "joined");
         (near, far)
     }
 

@@ -387,24 +387,30 @@ fn window_emitter(handle: AppHandle, tray: TraySlot) -> roger_client::app::Emit 
     std::sync::Arc::new(move |event| match event {
         AppEvent::State(state) => {
             let look = &state.presentation;
-            let changed = last_look
+            let before = last_look
                 .lock()
-                .map(|mut l| l.replace(look.clone()).as_ref() != Some(look))
-                .unwrap_or(false);
-            if changed {
+                .map(|mut l| l.replace(look.clone()))
+                .unwrap_or_default();
+            let new_dot = before.as_ref().map(|b| b.dot) != Some(look.dot);
+            let new_tooltip = before.as_ref().map(|b| &b.tooltip) != Some(&look.tooltip);
+            if new_dot {
                 tracing::info!(
                     status = state.status.name(),
-                    "status dot {:?}: {}",
-                    look.dot,
-                    look.tooltip
+                    "status dot {}",
+                    look.dot.name()
                 );
+            }
+            if new_dot || new_tooltip {
                 if let Some(t) = tray.lock().ok().and_then(|t| t.clone()) {
                     // Queued, not waited for: the tray's setters block until the main
                     // thread has run them, and this is the thread that sends every state
                     // to the window.
-                    let (rgb, tooltip) = (look.dot.rgb(), look.tooltip.clone());
+                    let rgb = new_dot.then(|| look.dot.rgb());
+                    let tooltip = look.tooltip.clone();
                     let _ = handle.run_on_main_thread(move || {
-                        let _ = t.set_icon(Some(dot_icon(rgb)));
+                        if let Some(rgb) = rgb {
+                            let _ = t.set_icon(Some(dot_icon(rgb)));
+                        }
                         let _ = t.set_tooltip(Some(tooltip));
                     });
                 }

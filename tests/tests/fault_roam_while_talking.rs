@@ -1,9 +1,9 @@
 //! The talker's address changes mid-transmission (Wi-Fi roam): the client restarts ICE
 //! and reconnects signaling at once, before any timeout, and keeps talking.
 
-use roger_e2e::now_ms;
-use roger_e2e::scenario::{frames_after, Scenario, S};
+use roger_e2e::scenario::{frames_after, Scenario, Side, S};
 use roger_e2e::timeline::{audio_at, floors};
+use roger_e2e::{now_ms, Plan};
 use std::time::Duration;
 
 #[test]
@@ -12,7 +12,15 @@ fn a_roam_while_talking_recovers_at_once_and_both_directions_work_after() {
         return;
     };
     let server = &sc.server;
-    let (near, far) = sc.conversation(7.0, 22.0, (1.0, 4.5), &[]);
+    let plan = |offset| Plan {
+        every: 7.0,
+        offset,
+        seconds: 22.0,
+    };
+    let near = sc.duplex(Side::Near, "near", plan(1.0), &[]);
+    let far = sc.duplex(Side::Far, "far", plan(4.5), &[]);
+    near.wait_event(15 * S, "joined");
+    far.wait_event(15 * S, "joined");
     near.wait_for(10 * S, "floor granted", |v| {
         v["event"] == "floor" && v["state"] == "granted"
     });

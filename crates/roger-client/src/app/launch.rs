@@ -3,7 +3,7 @@
 //! every source: the global hotkey, the on-screen button, Space).
 
 use super::{App, Settings};
-use roger_protocol::{ErrorBody, ErrorCode};
+use roger_protocol::ErrorBody;
 use std::path::PathBuf;
 
 /// Options given at launch (`roger --server URL --token-file F --channel C`).
@@ -19,22 +19,19 @@ pub struct LaunchOptions {
 
 impl App {
     /// Launch options become settings, so the next launch needs none. Returns the
-    /// settings now in force. A token file that cannot be read is an
-    /// `INVALID_SETTINGS` error naming it, and nothing is changed; settings that do
-    /// not validate are refused the same way as in the Settings view.
+    /// settings now in force. A token file that cannot be read is logged (naming it)
+    /// and skipped; the other options still apply. Settings that do not validate are
+    /// refused as in the Settings view (`INVALID_SETTINGS`), and nothing is saved.
     pub fn apply_launch_options(&self, options: &LaunchOptions) -> Result<Settings, ErrorBody> {
         let mut settings = self.settings();
         if let Some(server) = &options.server {
             settings.server_url = server.clone();
         }
         if let Some(path) = &options.token_file {
-            let token = std::fs::read_to_string(path).map_err(|e| {
-                ErrorBody::new(
-                    ErrorCode::InvalidSettings,
-                    format!("cannot read the token file {}: {e}", path.display()),
-                )
-            })?;
-            settings.token = token.trim().to_owned();
+            match std::fs::read_to_string(path) {
+                Ok(token) => settings.token = token.trim().to_owned(),
+                Err(e) => tracing::error!("cannot read --token-file {}: {e}", path.display()),
+            }
         }
         if let Some(channel) = &options.channel {
             settings.channel = Some(channel.clone());
@@ -66,6 +63,7 @@ impl App {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use roger_protocol::ErrorCode;
     use std::sync::Arc;
 
     fn app(dir: &std::path::Path) -> App {
@@ -106,20 +104,21 @@ mod tests {
     }
 
     #[test]
-    fn an_unreadable_token_file_is_invalid_settings_and_changes_nothing() {
+    fn an_unreadable_token_file_is_skipped_and_the_other_options_still_apply() {
         let dir = temp_dir("unreadable");
         let a = app(&dir);
         let before = a.settings();
-        let e = a
+        let s = a
             .apply_launch_options(&LaunchOptions {
                 server: Some("ws://127.0.0.1:7070/ws".into()),
                 token_file: Some(dir.join("missing")),
-                channel: None,
+                channel: Some("echo".into()),
             })
-            .expect_err("refused");
-        assert_eq!(e.code, ErrorCode::InvalidSettings);
-        assert!(e.message.contains("missing"), "{}", e.message);
-        assert_eq!(a.settings(), before);
+            .expect("applied");
+        assert_eq!(s.token, before.token);
+        assert_eq!(s.server_url, "ws://127.0.0.1:7070/ws");
+        assert_eq!(s.channel.as_deref(), Some("echo"));
+        assert_eq!(a.settings(), s);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

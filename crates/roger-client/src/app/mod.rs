@@ -479,10 +479,11 @@ impl App {
     pub fn diagnostics(&self) -> Diagnostics {
         let manager = self.manager();
         let speaker = lock(&self.inner.speaker).clone();
+        let view = lock(&self.inner.view).snapshot();
         Diagnostics {
             version: env!("CARGO_PKG_VERSION").to_owned(),
-            presentation: lock(&self.inner.view).snapshot().presentation,
-            status: lock(&self.inner.view).state().status.clone(),
+            status: view.status,
+            presentation: view.presentation,
             recovery: manager
                 .as_ref()
                 .map(|m| m.recovery_stats())

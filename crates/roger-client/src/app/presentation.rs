@@ -25,6 +25,16 @@ pub enum DotColor {
 }
 
 impl DotColor {
+    /// Its name, as the window's `data-color` says it (and the log's "status dot").
+    pub fn name(self) -> &'static str {
+        match self {
+            DotColor::Green => "green",
+            DotColor::Amber => "amber",
+            DotColor::Red => "red",
+            DotColor::Grey => "grey",
+        }
+    }
+
     /// The colour as RGB (the tray draws its icon in it; the window's CSS uses the same).
     pub fn rgb(self) -> [u8; 3] {
         match self {
@@ -280,6 +290,7 @@ mod tests {
             (DotColor::Grey, "grey"),
         ] {
             assert_eq!(serde_json::to_string(&dot).unwrap(), format!("\"{name}\""));
+            assert_eq!(dot.name(), name);
             let [r, g, b] = dot.rgb();
             let decl = format!("--dot-{name}: #{r:02x}{g:02x}{b:02x};");
             assert!(css.contains(&decl), "style.css lacks {decl}");

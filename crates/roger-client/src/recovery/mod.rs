@@ -529,11 +529,11 @@ impl Recovery {
             }
             Event::SignalingUnresponsive { gen } => {
                 // A socket that cannot answer a ping is dead even if TCP has not
-                // noticed: close it, and its end starts the reconnect.
-                if gen == self.sig_gen && self.sig == Sig::Up {
-                    tracing::info!(gen, "signaling stopped answering: dropping the socket");
-                    self.actions.push_back(Action::DropSignaling { gen });
-                }
+                // noticed: close it. If it is the current one, its end starts the
+                // reconnect; an older one (an attempt that finished after the machine
+                // moved on or gave up) is only closed.
+                tracing::info!(gen, "signaling stopped answering: dropping the socket");
+                self.actions.push_back(Action::DropSignaling { gen });
             }
             Event::ServerDraining { reconnect_after } => {
                 self.drain = Some(Drain {

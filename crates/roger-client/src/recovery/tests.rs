@@ -871,12 +871,17 @@ fn a_socket_that_stops_answering_is_dropped_and_its_end_reconnects() {
 }
 
 #[test]
-fn an_unresponsive_report_for_an_old_or_down_socket_does_nothing() {
+fn an_unresponsive_older_socket_is_closed_without_touching_the_current_one() {
     let mut h = H::connected();
     let old = h.m.signaling_gen();
     h.sig_down(ErrorCode::SignalingClosed);
-    assert!(h.ev(Event::SignalingUnresponsive { gen: old }).is_empty());
     h.advance(secs(2));
     h.session_up(true, vec![Send, Recv]);
-    assert!(h.ev(Event::SignalingUnresponsive { gen: old }).is_empty());
+    assert_eq!(h.m.status(), &Status::Connected);
+    // An older attempt's socket that lingers in the shell is closed; the session on
+    // the current one carries on.
+    let a = h.ev(Event::SignalingUnresponsive { gen: old });
+    assert_eq!(a, vec![Action::DropSignaling { gen: old }]);
+    assert_eq!(h.m.status(), &Status::Connected);
+    assert!(connects(&h.advance(secs(5))).is_empty());
 }
