@@ -1,7 +1,7 @@
 //! Quality samples (RTT, loss): `Degraded` with hysteresis, and one ICE restart per
 //! episode of sustained bad quality.
 
-use super::{idx, Action, Phase, Recovery, Sig, Telemetry, DIRS};
+use super::{Phase, Recovery, Sig, DIRS};
 use std::time::{Duration, Instant};
 
 impl Recovery {
@@ -42,14 +42,7 @@ impl Recovery {
                 self.quality_restart_done = true;
                 tracing::info!(?loss, ?rtt, "sustained bad quality: one ICE restart");
                 for dir in DIRS {
-                    let gen = self.tr[idx(dir)].gen;
-                    self.actions
-                        .push_back(Action::Telemetry(Telemetry::IceRestart { dir }));
-                    self.actions.push_back(Action::RestartIce {
-                        dir,
-                        gen,
-                        probe: self.config.restart_probe_timeout,
-                    });
+                    self.restart_ice(dir);
                 }
             }
         } else {

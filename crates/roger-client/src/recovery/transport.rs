@@ -60,19 +60,12 @@ impl Recovery {
                 relay_only,
             });
         } else {
-            let gen = t.gen;
             self.actions
                 .push_back(Action::Telemetry(Telemetry::Attempt {
                     attempt,
                     what: "ice restart",
                 }));
-            self.actions
-                .push_back(Action::Telemetry(Telemetry::IceRestart { dir }));
-            self.actions.push_back(Action::RestartIce {
-                dir,
-                gen,
-                probe: self.config.restart_probe_timeout,
-            });
+            self.restart_ice(dir);
         }
         // If this attempt does not bring the transport up, try again after the backoff.
         let b = &self.config.retry_backoff;
@@ -86,6 +79,19 @@ impl Recovery {
         let delay = base.mul_f64(1.0 + self.config.retry_jitter * self.jitter.next_unit());
         let gen = self.tr[idx(dir)].gen;
         self.set_timer(Timer::TransportRetry(dir), now + delay, gen);
+    }
+
+    /// Asks the shell to restart ICE on the current generation of `dir` (after its
+    /// probe of the signaling socket), and counts it.
+    pub(super) fn restart_ice(&mut self, dir: Direction) {
+        let gen = self.tr[idx(dir)].gen;
+        self.actions
+            .push_back(Action::Telemetry(Telemetry::IceRestart { dir }));
+        self.actions.push_back(Action::RestartIce {
+            dir,
+            gen,
+            probe: self.config.restart_probe_timeout,
+        });
     }
 
     pub(super) fn on_transport(
