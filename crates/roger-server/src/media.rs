@@ -335,7 +335,9 @@ impl Downlink {
         p.header.ssrc = self.ssrc;
         p.header.sequence_number = out.seq;
         p.header.timestamp = out.timestamp;
-        p.header.marker = out.marker || packet.header.marker;
+        // The rewriter decides: the first packet of each spurt, whatever the talker set
+        // (a stack that marks every packet would make each look like a new spurt).
+        p.header.marker = out.marker;
         p.header.payload_type = self.payload_type.load(Ordering::Relaxed);
         // The ingress leg's extension ids mean nothing on the egress leg.
         p.header.extension = false;
@@ -784,6 +786,27 @@ mod tests {
         assert_eq!(&p.payload[..], b"opus");
         // The speaker does not hear itself.
         assert!(rx_a.try_recv().is_err());
+    }
+
+    #[test]
+    fn a_talker_that_marks_every_packet_is_marked_on_the_first_of_each_spurt_only() {
+        let router = ChannelRouter::default();
+        let alice = SessionId::from("alice");
+        let (dl, mut rx) = downlink(7);
+        router.add_listener("bob".into(), dl);
+        let mut marks = Vec::new();
+        for spurt in 0..2u16 {
+            router.set_speaker(Some(alice.clone()));
+            for k in 0..3u16 {
+                let seq = spurt * 10 + k;
+                let mut p = packet(1, seq, u32::from(seq) * 960);
+                p.header.marker = true;
+                assert!(router.forward(Instant::now(), &alice, &p));
+                marks.push(rx.try_recv().unwrap().header.marker);
+            }
+            router.set_speaker(None);
+        }
+        assert_eq!(marks, [true, false, false, true, false, false]);
     }
 
     #[test]
