@@ -473,6 +473,40 @@ impl Drop for Bot {
     }
 }
 
+/// The part of `message` that looks like Rust's `Debug` output of a value (a type name
+/// wrapping something, `ChannelId("echo")`, `Some(..)`, a path with `::`), if any.
+pub fn rust_debug_in(message: &str) -> Option<String> {
+    if let Some(i) = message.find("::") {
+        return Some(message[i.saturating_sub(10)..].chars().take(30).collect());
+    }
+    // An identifier glued to an opening bracket: `ChannelId(`, `Some(`, `Member {`.
+    let chars: Vec<char> = message.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if c != '(' && c != '{' {
+            continue;
+        }
+        let end = if c == '{' && i > 0 && chars[i - 1] == ' ' {
+            i - 1
+        } else {
+            i
+        };
+        let start = chars[..end]
+            .iter()
+            .rposition(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+            .map_or(0, |p| p + 1);
+        let ident: String = chars[start..end].iter().collect();
+        let camel = ident.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && ident.chars().skip(1).any(|c| c.is_ascii_uppercase())
+            && ident.chars().any(|c| c.is_ascii_lowercase());
+        let type_like = ident.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+            && ident.chars().any(|c| c.is_ascii_lowercase());
+        if camel || (c == '{' && type_like) || matches!(ident.as_str(), "Some" | "Ok" | "Err") {
+            return Some(chars[start..(i + 1).min(chars.len())].iter().collect());
+        }
+    }
+    None
+}
+
 /// A bare protocol client over one WebSocket.
 pub struct RawClient {
     ws: tokio_tungstenite::WebSocketStream<
@@ -539,10 +573,49 @@ impl RawClient {
                 .ok()??
                 .ok()?;
             if let tokio_tungstenite::tungstenite::Message::Text(t) = frame {
-                return Some(decode_server(&t).expect("server frames decode"));
+                let message = decode_server(&t).expect("server frames decode");
+                // Every error a server sends is for people: no Rust in it.
+                let error = match &message {
+                    ServerMessage::Response(r) => match &r.outcome {
+                        Outcome::Err(e) => Some(e),
+                        Outcome::Ok(_) => None,
+                    },
+                    ServerMessage::Notification(Notification::Error(e)) => Some(e),
+                    ServerMessage::Notification(_) => None,
+                };
+                if let Some(e) = error {
+                    assert!(
+                        rust_debug_in(&e.message).is_none(),
+                        "an error message shows Rust's debug form: {e:?}"
+                    );
+                }
+                return Some(message);
             }
             if let tokio_tungstenite::tungstenite::Message::Close(_) = frame {
                 return None;
+            }
+        }
+    }
+
+    /// Reads until the server closes the socket (keeping the notifications on the way):
+    /// the close frame's code, or `None` if it closed without one or not within `within`.
+    pub async fn close_code(&mut self, within: Duration) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()??
+                .ok()?;
+            match frame {
+                tokio_tungstenite::tungstenite::Message::Close(c) => {
+                    return c.map(|c| u16::from(c.code));
+                }
+                tokio_tungstenite::tungstenite::Message::Text(t) => {
+                    if let Ok(ServerMessage::Notification(n)) = decode_server(&t) {
+                        self.notifications.push(n);
+                    }
+                }
+                _ => {}
             }
         }
     }
@@ -1024,5 +1097,22 @@ impl Bot {
         ];
         args.extend_from_slice(extra);
         Bot::spawn_with(Some(ns), url, &server.token(user, &["general"]), &args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::rust_debug_in;
+
+    #[test]
+    fn rust_debug_output_is_told_from_a_sentence() {
+        assert!(rust_debug_in(r#"join ChannelId("echo") first"#).is_some());
+        assert!(rust_debug_in("expected welcome, got Some(Pong)").is_some());
+        assert!(rust_debug_in("roger_protocol::ChannelId").is_some());
+        assert!(rust_debug_in(r#"join "echo" first"#).is_none());
+        assert!(rust_debug_in("None of your channels (general) is open. JSON: bad").is_none());
+        assert!(rust_debug_in("bad join request: missing field `channel`").is_none());
+        assert!(rust_debug_in("got Member { user: x }").is_some());
+        assert!(rust_debug_in("ICE (the path) and TURN(relay) failed").is_none());
     }
 }

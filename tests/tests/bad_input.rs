@@ -384,3 +384,86 @@ async fn sessions_beyond_the_limit_get_server_full_and_a_freed_place_is_reusable
         Ok(Response::Welcome(_))
     ));
 }
+
+/// What a client written from docs/protocol.md with another stack sends: `"params": {}`
+/// on requests that take none, and it reads every error as a sentence (the RawClient
+/// checks that no error message shows Rust's debug form, here and in every test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_params_on_ping_and_bye_are_answered_and_errors_read_as_sentences() {
+    let server = Server::start("");
+    let mut c = RawClient::connect(&server).await;
+    c.hello(&server.token("ada", &["echo"])).await.unwrap();
+    c.send_text(r#"{"id":901,"method":"ping","params":{}}"#.into())
+        .await;
+    assert!(matches!(
+        c.response_to(901).await,
+        Ok(Response::Pong { .. })
+    ));
+    // The channel errors name the channel as people write it.
+    for (request, want, name) in [
+        (
+            Request::Join {
+                channel: "general".into(),
+            },
+            ErrorCode::ChannelNotAllowed,
+            "\"general\"",
+        ),
+        (
+            Request::Join {
+                channel: "nowhere".into(),
+            },
+            ErrorCode::ChannelNotFound,
+            "\"nowhere\"",
+        ),
+        (
+            Request::FloorRequest {
+                channel: "echo".into(),
+            },
+            ErrorCode::NotInChannel,
+            "\"echo\"",
+        ),
+        (
+            Request::FloorRelease {
+                channel: "echo".into(),
+            },
+            ErrorCode::NotInChannel,
+            "\"echo\"",
+        ),
+    ] {
+        let e = c.call(request).await.expect_err("refused");
+        assert_eq!(e.code, want);
+        assert!(e.message.contains(name), "{e:?}");
+    }
+    c.call(Request::Join {
+        channel: "echo".into(),
+    })
+    .await
+    .unwrap();
+    let e = c
+        .call(Request::FloorRelease {
+            channel: "echo".into(),
+        })
+        .await
+        .expect_err("not held");
+    assert_eq!(e.code, ErrorCode::FloorNotHeld);
+    assert!(e.message.contains("\"echo\""), "{e:?}");
+    c.send_text(r#"{"id":902,"method":"bye","params":{}}"#.into())
+        .await;
+    assert_eq!(c.response_to(902).await, Ok(Response::Goodbye));
+}
+
+/// A socket that says nothing is told why before it is closed, with a close code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_socket_is_told_why_and_closed_with_a_code() {
+    let server = Server::start("[session]\nping_interval_ms = 200\n");
+    let mut c = RawClient::connect(&server).await;
+    let code = c.close_code(Duration::from_secs(5)).await;
+    assert_eq!(code, Some(1008), "closed without a code");
+    match c.notifications.first() {
+        Some(Notification::Error(e)) => {
+            assert_eq!(e.code, ErrorCode::SignalingTimeout);
+            assert!(e.message.contains("600 ms"), "{e:?}");
+        }
+        other => panic!("no error before the close: {other:?}"),
+    }
+}

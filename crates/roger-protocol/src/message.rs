@@ -362,7 +362,9 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
     let method = obj
         .get("method")
         .and_then(|v| v.as_str())
-        .ok_or_else(|| DecodeError::malformed(id, "missing \"method\" (a string)"))?;
+        .ok_or_else(|| DecodeError::malformed(id, "missing \"method\" (a string)"))?
+        .to_owned();
+    let method = method.as_str();
     if !METHODS.contains(&method) {
         return Err(DecodeError {
             id,
@@ -371,6 +373,19 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
                 format!("unknown method {method:?}"),
             ),
         });
+    }
+    // A method without parameters (`ping`, `bye`) may still carry `"params": {}` or
+    // `null`: other stacks send an empty object with every request.
+    let mut value = value;
+    if matches!(method, "ping" | "bye") {
+        if let Some(obj) = value.as_object_mut() {
+            let empty = obj
+                .get("params")
+                .is_some_and(|p| p.is_null() || p.as_object().is_some_and(|o| o.is_empty()));
+            if empty {
+                obj.remove("params");
+            }
+        }
     }
     let request = Request::deserialize(&value)
         .map_err(|e| DecodeError::malformed(id, format!("bad {method} request: {e}")))?;
@@ -623,6 +638,20 @@ mod tests {
                 channel: "g".into()
             }
         );
+    }
+
+    #[test]
+    fn ping_and_bye_take_empty_params_as_other_stacks_send_them() {
+        for (text, want) in [
+            (r#"{"id":1,"method":"ping","params":{}}"#, Request::Ping),
+            (r#"{"id":1,"method":"ping","params":null}"#, Request::Ping),
+            (r#"{"id":1,"method":"bye","params":{}}"#, Request::Bye),
+            (r#"{"id":1,"method":"bye"}"#, Request::Bye),
+        ] {
+            assert_eq!(decode_client(text).unwrap().request, want, "{text}");
+        }
+        // Parameters a method without any cannot have are still refused.
+        assert!(decode_client(r#"{"id":1,"method":"ping","params":{"x":1}}"#).is_err());
     }
 
     #[test]

@@ -80,6 +80,18 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
             Err(_) => {
                 tracing::info!(%peer, ?session, "socket silent for {idle:?}: closing");
                 metrics::counter!("roger_ws_idle_closed_total").increment(1);
+                // Say why before closing: a client learns to ping, a person reads it.
+                refuse(
+                    None,
+                    ErrorBody::new(
+                        ErrorCode::SignalingTimeout,
+                        format!(
+                            "nothing received for {} ms: closing (send a ping every ping_interval_ms)",
+                            idle.as_millis()
+                        ),
+                    ),
+                );
+                let _ = tx.try_send(Outbound::Close(CLOSE_POLICY, "idle".into()));
                 break;
             }
             Ok(None) | Ok(Some(Err(_))) => break,

@@ -39,13 +39,13 @@ impl Hub {
         if !st.channels.contains_key(channel) {
             return Err(ErrorBody::new(
                 ErrorCode::ChannelNotFound,
-                format!("no channel named {channel:?}"),
+                format!("no channel named \"{channel}\""),
             ));
         }
         if !s.claims.allows(channel) {
             return Err(ErrorBody::new(
                 ErrorCode::ChannelNotAllowed,
-                format!("your token does not allow channel {channel:?}"),
+                format!("your token does not allow channel \"{channel}\""),
             ));
         }
         if !s.channels.contains(channel) {
@@ -155,7 +155,7 @@ impl Hub {
         } else {
             Err(ErrorBody::new(
                 ErrorCode::FloorNotHeld,
-                format!("you do not hold the floor in {channel:?}"),
+                format!("you do not hold the floor in \"{channel}\""),
             ))
         }
     }
@@ -173,7 +173,7 @@ pub(super) fn member_of<'a>(
     } else {
         Err(ErrorBody::new(
             ErrorCode::NotInChannel,
-            format!("join {channel:?} first"),
+            format!("join \"{channel}\" first"),
         ))
     }
 }
