@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The secret every test server signs with.
-pub const TEST_SECRET: &str = "roger-e2e-test-secret";
+pub const TEST_SECRET: &str = "roger-e2e-test-secret-32-bytes-long";
 
 /// Path of a workspace binary (`roger-server`, `roger-bot`) next to the test executable.
 pub fn bin(name: &str) -> PathBuf {

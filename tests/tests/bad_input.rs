@@ -28,6 +28,7 @@ async fn every_kind_of_bad_input_gets_its_code_and_the_server_keeps_serving() {
         name: "Eve".into(),
         channels: vec!["general".into()],
         exp: roger_server::auth::unix_now() - 60,
+        ..Default::default()
     });
     let forged = roger_server::auth::Authenticator::new(b"not-the-secret").issue(
         "eve",

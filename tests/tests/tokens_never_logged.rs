@@ -15,6 +15,7 @@ async fn no_token_appears_in_the_server_log_even_at_debug_level() {
         name: "Eve".into(),
         channels: vec!["general".into()],
         exp: roger_server::auth::unix_now() - 60,
+        ..Default::default()
     });
     let forged = roger_server::auth::Authenticator::new(b"other-secret").issue(
         "mallory",

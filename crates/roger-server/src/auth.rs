@@ -1,4 +1,5 @@
-//! Tokens: HS256 JWTs with `sub`, `name`, `channels` and `exp`.
+//! Tokens: HS256 JWTs with `sub`, `name`, `channels` and `exp`; `nbf` is honoured, and
+//! `iss` and `aud` are checked (and required) when the server pins them.
 //!
 //! Each way a token can be wrong has its own error code so a client knows whether to ask
 //! for a new sign-in (`TOKEN_EXPIRED`) or report a bad configuration (`TOKEN_INVALID`).
@@ -12,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The claims Roger reads from a token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Stable user id.
     pub sub: String,
@@ -22,6 +23,31 @@ pub struct Claims {
     pub channels: Vec<String>,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// Not before, Unix seconds: refused until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// Issuer (checked when the server pins one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Audience (checked when the server pins one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// The shortest HS256 secret a server accepts: RFC 7518 asks for a key at least as long
+/// as the hash (256 bits); a short one can be brute-forced offline from any token.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// Why a secret cannot sign tokens, if it cannot.
+pub fn check_secret(secret: &[u8]) -> Result<(), String> {
+    if secret.len() < MIN_SECRET_BYTES {
+        return Err(format!(
+            "the JWT secret is {} bytes; it must be at least {MIN_SECRET_BYTES} \
+             (for example the output of `openssl rand -base64 32`)",
+            secret.len()
+        ));
+    }
+    Ok(())
 }
 
 impl Claims {
@@ -39,6 +65,8 @@ pub struct Authenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    issuer: Option<String>,
+    audience: Option<String>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -48,16 +76,36 @@ impl std::fmt::Debug for Authenticator {
 }
 
 impl Authenticator {
-    /// An authenticator for `secret`.
+    /// An authenticator for `secret` that pins no issuer or audience.
     pub fn new(secret: &[u8]) -> Self {
+        Self::pinned(secret, None, None)
+    }
+
+    /// An authenticator for `secret`. A token must carry `issuer` as `iss` and
+    /// `audience` as `aud` when they are given; tokens it issues carry them.
+    pub fn pinned(secret: &[u8], issuer: Option<&str>, audience: Option<&str>) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         // Expiry is exact: a token is refused the second it expires.
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        if let Some(iss) = issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        // Without a pinned audience, an `aud` claim is not this server's business.
+        validation.validate_aud = audience.is_some();
+        if let Some(aud) = audience {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        validation.set_required_spec_claims(&required);
         Authenticator {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            issuer: issuer.map(str::to_owned),
+            audience: audience.map(str::to_owned),
         }
     }
 
@@ -68,6 +116,9 @@ impl Authenticator {
             name: name.to_owned(),
             channels: channels.to_vec(),
             exp: unix_now().saturating_add(ttl.as_secs()),
+            nbf: None,
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
         };
         self.sign(&claims)
     }
@@ -98,6 +149,18 @@ impl Authenticator {
                 ErrorKind::InvalidSignature => ErrorBody::new(
                     ErrorCode::TokenInvalid,
                     "the token's signature does not match this server's secret",
+                ),
+                ErrorKind::ImmatureSignature => ErrorBody::new(
+                    ErrorCode::TokenInvalid,
+                    "the token is not valid yet (its nbf is in the future)",
+                ),
+                ErrorKind::InvalidIssuer => ErrorBody::new(
+                    ErrorCode::TokenInvalid,
+                    "the token was issued by someone this server does not accept (iss)",
+                ),
+                ErrorKind::InvalidAudience => ErrorBody::new(
+                    ErrorCode::TokenInvalid,
+                    "the token is meant for another service (aud)",
                 ),
                 _ => ErrorBody::new(
                     ErrorCode::TokenInvalid,
@@ -175,6 +238,7 @@ mod tests {
             name: "Alice".into(),
             channels: vec![],
             exp: unix_now() - 10,
+            ..Claims::default()
         });
         assert_eq!(
             a.verify(&expired).unwrap_err().code,
@@ -195,6 +259,7 @@ mod tests {
             name: "a".into(),
             channels: vec!["*".into()],
             exp: 0,
+            ..Claims::default()
         };
         assert!(c.allows(&"anything".into()));
     }
@@ -226,5 +291,70 @@ mod tests {
     fn the_debug_form_hides_the_secret() {
         let a = Authenticator::new(b"supersecret");
         assert!(!format!("{a:?}").contains("supersecret"));
+    }
+
+    fn claims(exp_in: u64) -> Claims {
+        Claims {
+            sub: "alice".into(),
+            name: "Alice".into(),
+            channels: vec!["general".into()],
+            exp: unix_now() + exp_in,
+            ..Claims::default()
+        }
+    }
+
+    #[test]
+    fn a_token_is_refused_before_its_nbf() {
+        let a = Authenticator::new(b"secret");
+        let early = a.sign(&Claims {
+            nbf: Some(unix_now() + 60),
+            ..claims(600)
+        });
+        let e = a.verify(&early).unwrap_err();
+        assert_eq!(e.code, ErrorCode::TokenInvalid);
+        assert!(e.message.contains("nbf"), "{e:?}");
+        let now = a.sign(&Claims {
+            nbf: Some(unix_now().saturating_sub(1)),
+            ..claims(600)
+        });
+        assert!(a.verify(&now).is_ok());
+    }
+
+    #[test]
+    fn a_pinned_issuer_and_audience_are_required_and_checked() {
+        let a = Authenticator::pinned(b"secret", Some("roger-ops"), Some("crew"));
+        // Its own tokens carry both.
+        let own = a.issue("alice", "Alice", &[], Duration::from_secs(60));
+        assert!(a.verify(&own).is_ok());
+        for (iss, aud, why) in [
+            (None, Some("crew"), "iss"),
+            (Some("mallory"), Some("crew"), "iss"),
+            (Some("roger-ops"), None, "aud"),
+            (Some("roger-ops"), Some("payroll"), "aud"),
+        ] {
+            let t = a.sign(&Claims {
+                iss: iss.map(str::to_owned),
+                aud: aud.map(str::to_owned),
+                ..claims(60)
+            });
+            let e = a.verify(&t).unwrap_err();
+            assert_eq!(e.code, ErrorCode::TokenInvalid, "{iss:?} {aud:?}");
+            assert!(e.message.contains(why), "{e:?}");
+        }
+        // A server that pins nothing takes tokens with or without them.
+        let open = Authenticator::new(b"secret");
+        let t = open.sign(&Claims {
+            iss: Some("anyone".into()),
+            aud: Some("anything".into()),
+            ..claims(60)
+        });
+        assert!(open.verify(&t).is_ok());
+    }
+
+    #[test]
+    fn a_secret_under_32_bytes_cannot_sign() {
+        assert!(check_secret(b"roger-e2e-test-secret").is_err());
+        assert!(check_secret(&[7u8; 32]).is_ok());
+        assert!(check_secret(b"").unwrap_err().contains("at least 32"));
     }
 }

@@ -14,8 +14,12 @@ pub struct Config {
     /// HTTP/WebSocket listen address (`/ws`, `/healthz`, `/metrics`).
     pub listen: SocketAddr,
     /// HS256 secret for tokens. When empty, `ROGER_JWT_SECRET` is used, else a dev secret
-    /// generated and kept in the data dir.
+    /// generated and kept in the data dir. At least 32 bytes.
     pub jwt_secret: String,
+    /// When set, a token must carry this `iss` (and `roger-server token` writes it).
+    pub jwt_issuer: String,
+    /// When set, a token must carry this `aud` (and `roger-server token` writes it).
+    pub jwt_audience: String,
     /// Session timing.
     pub session: SessionConfig,
     /// Floor timing.
@@ -123,6 +127,8 @@ impl Default for Config {
         Config {
             listen: "127.0.0.1:7070".parse().expect("valid literal address"),
             jwt_secret: String::new(),
+            jwt_issuer: String::new(),
+            jwt_audience: String::new(),
             session: SessionConfig::default(),
             floor: FloorConfig::default(),
             limits: LimitsConfig::default(),

@@ -76,7 +76,12 @@ fn main() -> anyhow::Result<()> {
             data_dir.display()
         )
     })?;
-    let auth = Authenticator::new(&secret);
+    if let Err(why) = roger_server::auth::check_secret(&secret) {
+        anyhow::bail!("{why}; it came from {secret_from}");
+    }
+    let pin = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let (issuer, audience) = (pin(&config.jwt_issuer), pin(&config.jwt_audience));
+    let auth = Authenticator::pinned(&secret, issuer.as_deref(), audience.as_deref());
 
     if let Some(Command::Token {
         user,
