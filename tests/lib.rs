@@ -14,6 +14,7 @@
 pub mod audio;
 pub mod desktop;
 pub mod netns;
+pub mod producer;
 pub mod pulse;
 pub mod scenario;
 
@@ -547,6 +548,11 @@ impl RawClient {
             .send(tokio_tungstenite::tungstenite::Message::text(text))
             .await
             .expect("send");
+    }
+
+    /// Sends any WebSocket frame (binary, ping, ...); false if the socket is gone.
+    pub async fn send_frame(&mut self, frame: tokio_tungstenite::tungstenite::Message) -> bool {
+        self.ws.send(frame).await.is_ok()
     }
 
     /// Sends a request; returns its id.

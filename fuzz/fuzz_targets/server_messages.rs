@@ -10,6 +10,7 @@ use roger_protocol::decode_server;
 use roger_server::auth::Authenticator;
 use roger_server::config::Config;
 use roger_server::hub::{Conn, Hub, Outbound};
+use roger_server::limits::TokenBucket;
 use roger_server::ws::{handle_text, Flow};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -61,13 +62,19 @@ fuzz_target!(|data: &[u8]| {
             tx,
         };
         let mut session = None;
+        let config = w.hub.config();
+        let mut fanout = TokenBucket::new(
+            std::time::Instant::now(),
+            config.limits.fanout_per_second,
+            config.limits.fanout_burst,
+        );
         for line in text.lines().take(64) {
             let line = match line {
                 "!" => w.hellos[0].as_str(),
                 "!2" => w.hellos[1].as_str(),
                 other => other,
             };
-            let flow = handle_text(&w.hub, &conn, &mut session, line).await;
+            let flow = handle_text(&w.hub, &conn, &mut session, &mut fanout, line).await;
             while let Ok(out) = rx.try_recv() {
                 if let Outbound::Message(m) = out {
                     decode_server(&m.to_json()).expect("every answer decodes");

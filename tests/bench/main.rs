@@ -110,6 +110,7 @@ async fn start_server() -> (String, Authenticator) {
     let url = format!("ws://{}/ws", listener.local_addr().unwrap());
     tokio::spawn(roger_server::serve(
         listener,
+        None,
         hub,
         None,
         std::future::pending(),

@@ -468,3 +468,71 @@ async fn a_silent_socket_is_told_why_and_closed_with_a_code() {
         other => panic!("no error before the close: {other:?}"),
     }
 }
+
+/// Every frame counts: binary frames and WebSocket pings are not free, a socket that
+/// keeps sending frames outside the protocol or floods pings is closed, and requests
+/// that reach every member of a channel have their own, lower limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_frame_counts_and_fan_out_requests_have_their_own_limit() {
+    use tokio_tungstenite::tungstenite::Message;
+    let server = Server::start("");
+
+    // Binary frames: each answered MALFORMED_MESSAGE, the 10th closes the socket.
+    let mut c = RawClient::connect(&server).await;
+    c.hello(&server.token("bin", &["general"])).await.unwrap();
+    for _ in 0..10 {
+        assert!(c.send_frame(Message::binary(vec![0u8; 16])).await);
+    }
+    assert_eq!(c.close_code(Duration::from_secs(3)).await, Some(1008));
+    let malformed = c
+        .notifications
+        .iter()
+        .filter(|n| matches!(n, Notification::Error(e) if e.code == ErrorCode::MalformedMessage))
+        .count();
+    assert!(malformed >= 10, "{:?}", c.notifications);
+
+    // A ping flood (WebSocket pings cost a pong each) is rate limited, then closed.
+    let mut c = RawClient::connect(&server).await;
+    c.hello(&server.token("pinger", &["general"]))
+        .await
+        .unwrap();
+    let mut sent = 0;
+    while sent < 1_000 && c.send_frame(Message::Ping(vec![1].into())).await {
+        sent += 1;
+    }
+    assert_eq!(c.close_code(Duration::from_secs(3)).await, Some(1008));
+    assert!(c
+        .notifications
+        .iter()
+        .any(|n| matches!(n, Notification::Error(e) if e.code == ErrorCode::RateLimited)));
+    assert!(server.metric("roger_ws_flood_closed_total") >= 1.0);
+
+    // 30 joins at once: the fan-out burst (20) passes, the rest are refused by id, and
+    // the socket keeps working.
+    let mut c = RawClient::connect(&server).await;
+    c.hello(&server.token("joiner", &["general"]))
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for _ in 0..30 {
+        ids.push(
+            c.send(Request::Join {
+                channel: "general".into(),
+            })
+            .await,
+        );
+    }
+    let mut limited = 0;
+    for id in ids {
+        if let Err(e) = c.response_to(id).await {
+            assert_eq!(e.code, ErrorCode::RateLimited, "{e:?}");
+            limited += 1;
+        }
+    }
+    assert!((5..=10).contains(&limited), "{limited} of 30 joins refused");
+    assert!(matches!(
+        c.call(Request::Ping).await,
+        Ok(Response::Pong { .. })
+    ));
+    assert!(server.metric("roger_fanout_limited_total{method=\"join\"}") >= 5.0);
+}

@@ -48,13 +48,14 @@ async fn tls_server(pki: &Pki) -> (u16, Authenticator) {
     config.media.bind = vec!["127.0.0.1:0".into()];
     let auth = Authenticator::new(TEST_SECRET.as_bytes());
     let hub = Hub::new(Arc::new(config), auth.clone());
-    let acceptor =
-        roger_server::tls::acceptor(&pki.dir.join("cert.pem"), &pki.dir.join("key.pem")).unwrap();
+    let store =
+        roger_server::tls::CertStore::load(&pki.dir.join("cert.pem"), &pki.dir.join("key.pem"))
+            .unwrap();
     let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = tcp.local_addr().unwrap().port();
-    let listener = roger_server::tls::TlsListener::new(tcp, acceptor).unwrap();
     tokio::spawn(roger_server::serve(
-        listener,
+        tcp,
+        Some(store),
         hub,
         None,
         std::future::pending(),

@@ -23,6 +23,10 @@ pub struct Claims {
     pub channels: Vec<String>,
     /// Expiry, Unix seconds.
     pub exp: u64,
+    /// Issued at, Unix seconds. A revocation refuses tokens issued at or before it (and
+    /// every token without `iat`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
     /// Not before, Unix seconds: refused until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
@@ -116,6 +120,7 @@ impl Authenticator {
             name: name.to_owned(),
             channels: channels.to_vec(),
             exp: unix_now().saturating_add(ttl.as_secs()),
+            iat: Some(unix_now()),
             nbf: None,
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
@@ -183,6 +188,11 @@ pub fn turn_credentials(secret: &str, user: &str, expiry_unix: u64) -> (String, 
     mac.update(username.as_bytes());
     let password = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
     (username, password)
+}
+
+/// Compares two secrets in a time that depends only on their lengths.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Seconds since the Unix epoch.

@@ -26,6 +26,10 @@ pub struct Config {
     pub floor: FloorConfig,
     /// Abuse limits.
     pub limits: LimitsConfig,
+    /// Caps and deadlines before authentication.
+    pub admission: AdmissionConfig,
+    /// Where `/metrics` is served and who may read it.
+    pub metrics: MetricsConfig,
     /// Media (UDP) addresses.
     pub media: MediaConfig,
     /// TURN relay handed to clients (time-limited credentials, TURN REST convention).
@@ -73,6 +77,91 @@ pub struct LimitsConfig {
     pub request_burst: u32,
     /// Sessions (connected or in grace) before `SERVER_FULL`.
     pub max_sessions: usize,
+    /// Sustained `join`, `leave` and `floor_request` per second per connection: each is
+    /// broadcast to every member of a channel, so they have their own, lower limit.
+    /// (`floor_release` is never limited: refusing it would keep a floor held.)
+    pub fanout_per_second: u32,
+    /// Burst allowance for those.
+    pub fanout_burst: u32,
+}
+
+/// Caps and deadlines for connections, before and after authentication. Every cap is
+/// lowered at start to fit the process's open-file limit (logged).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// A connection must finish its TLS handshake, and each HTTP request its headers,
+    /// within this long (an idle keep-alive connection is closed after it too).
+    pub header_timeout_ms: u64,
+    /// After the WebSocket upgrade, `hello` or `resume` must succeed within this long.
+    /// Pings and other messages do not extend it.
+    pub hello_timeout_ms: u64,
+    /// Open connections in total (signaling and HTTP).
+    pub max_connections: usize,
+    /// Open connections from one source address (an office behind one NAT counts once).
+    pub max_connections_per_address: usize,
+    /// Connections not yet authenticated (handshake, HTTP, WebSocket before hello).
+    pub max_pending: usize,
+    /// Connections not yet authenticated from one source address.
+    pub max_pending_per_address: usize,
+}
+
+impl AdmissionConfig {
+    /// The caps.
+    pub fn caps(&self) -> crate::admission::Caps {
+        crate::admission::Caps {
+            connections: self.max_connections,
+            connections_per_address: self.max_connections_per_address,
+            pending: self.max_pending,
+            pending_per_address: self.max_pending_per_address,
+        }
+    }
+    /// Sets the caps (after fitting them to the descriptor limit).
+    pub fn set_caps(&mut self, caps: crate::admission::Caps) {
+        self.max_connections = caps.connections;
+        self.max_connections_per_address = caps.connections_per_address;
+        self.max_pending = caps.pending;
+        self.max_pending_per_address = caps.pending_per_address;
+    }
+    /// `header_timeout_ms`.
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    /// `hello_timeout_ms`.
+    pub fn hello_timeout(&self) -> Duration {
+        Duration::from_millis(self.hello_timeout_ms)
+    }
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        AdmissionConfig {
+            header_timeout_ms: 10_000,
+            hello_timeout_ms: 5_000,
+            max_connections: 10_000,
+            max_connections_per_address: 1_000,
+            max_pending: 1_000,
+            max_pending_per_address: 256,
+        }
+    }
+}
+
+/// `/metrics`: on the signaling address (default), or on its own address, and optionally
+/// behind a bearer token. A server terminating TLS on a public address should use one.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` here (plain HTTP, meant for a private address) and not on `listen`.
+    pub listen: Option<SocketAddr>,
+    /// When set, `/metrics` wants `Authorization: Bearer <token>`.
+    pub bearer_token: String,
+}
+
+impl MetricsConfig {
+    /// The token, when set.
+    pub fn bearer_token(&self) -> Option<std::sync::Arc<str>> {
+        (!self.bearer_token.is_empty()).then(|| self.bearer_token.as_str().into())
+    }
 }
 
 /// Where media flows.
@@ -86,6 +175,12 @@ pub struct MediaConfig {
     /// NAT or in a container announces its public address), like mediasoup's
     /// `announcedAddress`.
     pub announced_ips: Vec<String>,
+    /// Packets per second one session may send (Opus sends 50, or 100 at 10 ms
+    /// frames); more are dropped before they reach any listener, and counted.
+    pub max_packets_per_second: u32,
+    /// Bytes of payload per second one session may send (40000 = 320 kb/s, far above
+    /// any voice bitrate); more are dropped and counted.
+    pub max_bytes_per_second: u32,
 }
 
 /// A TURN server sharing a secret with this server (coturn `--use-auth-secret
@@ -132,6 +227,8 @@ impl Default for Config {
             session: SessionConfig::default(),
             floor: FloorConfig::default(),
             limits: LimitsConfig::default(),
+            admission: AdmissionConfig::default(),
+            metrics: MetricsConfig::default(),
             media: MediaConfig::default(),
             turn: TurnConfig::default(),
             tls: TlsConfig::default(),
@@ -175,6 +272,8 @@ impl Default for LimitsConfig {
             requests_per_second: 20,
             request_burst: 40,
             max_sessions: 2_000,
+            fanout_per_second: 5,
+            fanout_burst: 20,
         }
     }
 }
@@ -184,6 +283,8 @@ impl Default for MediaConfig {
         MediaConfig {
             bind: vec!["0.0.0.0:0".into()],
             announced_ips: vec![],
+            max_packets_per_second: 200,
+            max_bytes_per_second: 40_000,
         }
     }
 }
@@ -251,9 +352,12 @@ impl Config {
                 "session.ping_interval_ms >= 100".into(),
             ));
         }
-        if self.floor.max_talk_ms == 0 || self.limits.requests_per_second == 0 {
+        if self.floor.max_talk_ms == 0
+            || self.limits.requests_per_second == 0
+            || self.limits.fanout_per_second == 0
+        {
             return Err(ConfigError::Invalid(
-                "floor.max_talk_ms and limits.requests_per_second must be > 0".into(),
+                "floor.max_talk_ms, limits.requests_per_second and limits.fanout_per_second must be > 0".into(),
             ));
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
@@ -264,6 +368,21 @@ impl Config {
         }
         if self.media.bind.is_empty() {
             return Err(ConfigError::Invalid("media.bind needs an address".into()));
+        }
+        let a = &self.admission;
+        if a.header_timeout_ms == 0 || a.hello_timeout_ms == 0 {
+            return Err(ConfigError::Invalid(
+                "admission.header_timeout_ms and admission.hello_timeout_ms must be > 0".into(),
+            ));
+        }
+        if a.max_connections == 0
+            || a.max_connections_per_address == 0
+            || a.max_pending == 0
+            || a.max_pending_per_address == 0
+        {
+            return Err(ConfigError::Invalid(
+                "admission.max_* caps must be > 0".into(),
+            ));
         }
         Ok(())
     }

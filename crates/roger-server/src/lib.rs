@@ -11,32 +11,42 @@
 //! - [`rewrite`]: SSRC/sequence/timestamp rewriting into one stream per listener (pure).
 //! - [`ws`]: one WebSocket connection: limits, decoding, dispatch.
 //! - [`limits`]: the per-connection token bucket.
+//! - [`admission`]: caps on connections before and after authentication.
+//! - [`listen`]: the accept loop, TLS, HTTP with a header-read timeout.
+//! - [`tls`]: certificates, reloadable.
+//! - [`sync`]: the one lock-poison policy.
 //!
 //! [`serve`] wires it into an axum router: `GET /ws` (signaling), `GET /healthz`,
-//! `GET /metrics` (Prometheus text).
+//! `GET /metrics` (Prometheus text; on its own address or behind a bearer token when
+//! configured, see [`serve_metrics`]).
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod floor;
 pub mod hub;
 pub mod limits;
+pub mod listen;
 pub mod media;
+pub mod revoke;
 pub mod rewrite;
+pub mod sync;
 pub mod tls;
 pub mod ws;
 
-use axum::extract::connect_info::Connected;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use admission::Admission;
+use axum::extract::{Extension, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::serve::{IncomingStream, Listener};
 use axum::Router;
 use hub::Hub;
+use listen::{ConnInfo, Endpoint};
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
-use tls::PeerAddr;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
 
 /// How long clients are asked to wait before reconnecting after a drain.
 pub const DRAIN_RECONNECT_AFTER: Duration = Duration::from_millis(500);
@@ -45,6 +55,8 @@ pub const DRAIN_RECONNECT_AFTER: Duration = Duration::from_millis(500);
 struct AppState {
     hub: Arc<Hub>,
     metrics: Option<PrometheusHandle>,
+    /// When set, `/metrics` wants `Authorization: Bearer <this>`.
+    metrics_token: Option<Arc<str>>,
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
@@ -66,30 +78,42 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
         .ok()
 }
 
-/// Serves `hub` on `listener` (a plain [`tokio::net::TcpListener`] or a
-/// [`tls::TlsListener`]) until `shutdown` resolves, then drains: clients are told
-/// (`server_draining`), floors are revoked, sockets closed, media closed.
-pub async fn serve<L>(
-    listener: L,
+/// Serves `hub` on `listener` (`wss://` when `tls` is given) until `shutdown` resolves,
+/// then drains: clients are told (`server_draining`), floors are revoked, sockets closed,
+/// media closed. `/metrics` is on this listener unless the config gives it its own
+/// address (`metrics.listen`, served by [`serve_metrics`]).
+pub async fn serve(
+    listener: TcpListener,
+    tls: Option<Arc<tls::CertStore>>,
     hub: Arc<Hub>,
     metrics: Option<PrometheusHandle>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()>
-where
-    L: Listener,
-    L::Addr: std::fmt::Debug,
-    for<'a> PeerAddr: Connected<IncomingStream<'a, L>>,
-{
+) -> std::io::Result<()> {
+    let config = hub.config().clone();
     let upkeep_handle = metrics.clone();
     let state = AppState {
         hub: hub.clone(),
         metrics,
+        metrics_token: config.metrics.bearer_token(),
     };
-    let app = Router::new()
+    let mut app = Router::new()
         .route("/ws", get(ws_upgrade))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/metrics", get(metrics_text))
-        .with_state(state);
+        .route("/healthz", get(|| async { "ok\n" }));
+    if config.metrics.listen.is_none() {
+        app = app.route("/metrics", get(metrics_text));
+    }
+    let door = Admission::new(config.admission.caps());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let accept = tokio::spawn(listen::accept_loop(
+        Endpoint {
+            listener,
+            tls,
+            router: app.with_state(state),
+            door: door.clone(),
+            header_timeout: config.admission.header_timeout(),
+        },
+        stop_rx,
+    ));
     let timers = tokio::spawn(hub.clone().run_timers());
     let health = tokio::spawn(hub.clone().run_health(Duration::from_secs(2)));
     let upkeep = upkeep_handle.map(|handle| {
@@ -100,54 +124,100 @@ where
             }
         })
     });
-    let (drained_tx, drained_rx) = tokio::sync::oneshot::channel::<()>();
-    let drain_hub = hub.clone();
-    let graceful = async move {
-        shutdown.await;
-        drain_hub.drain(DRAIN_RECONNECT_AFTER);
-        let _ = drained_tx.send(());
-    };
-    let server = axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<PeerAddr>(),
-    )
-    .with_graceful_shutdown(graceful);
-    // Open sockets are closed by the drain; don't let a stuck one hold shutdown forever.
-    let result = tokio::select! {
-        r = server => r,
-        _ = async {
-            let _ = drained_rx.await;
-            tokio::time::sleep(Duration::from_secs(3)).await;
-        } => Ok(()),
-    };
+    shutdown.await;
+    hub.drain(DRAIN_RECONNECT_AFTER);
+    let _ = stop_tx.send(true);
+    // The drain closes every socket; don't let a stuck one hold shutdown for long.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while door.counts().0 > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = accept.await;
     hub.close_all_media().await;
     timers.abort();
     health.abort();
     if let Some(u) = upkeep {
         u.abort();
     }
-    result
+    Ok(())
+}
+
+/// Serves `/metrics` alone on `listener` (plain HTTP, for a private address) until
+/// `shutdown` resolves. With a bearer token in the config it is required here too.
+pub async fn serve_metrics(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    metrics: Option<PrometheusHandle>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let config = hub.config().clone();
+    let state = AppState {
+        metrics_token: config.metrics.bearer_token(),
+        hub,
+        metrics,
+    };
+    let app = Router::new()
+        .route("/metrics", get(metrics_text))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .with_state(state);
+    // A scraper or two: small caps, the same header timeout.
+    let door = Admission::new(admission::Caps {
+        connections: 64,
+        connections_per_address: 16,
+        pending: 64,
+        pending_per_address: 16,
+    });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let accept = tokio::spawn(listen::accept_loop(
+        Endpoint {
+            listener,
+            tls: None,
+            router: app,
+            door,
+            header_timeout: config.admission.header_timeout(),
+        },
+        stop_rx,
+    ));
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    let _ = accept.await;
 }
 
 async fn ws_upgrade(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
-    ConnectInfo(PeerAddr(peer)): ConnectInfo<PeerAddr>,
+    Extension(info): Extension<ConnInfo>,
 ) -> impl IntoResponse {
     // Frames up to 4x the protocol limit are read and answered with MESSAGE_TOO_LARGE;
     // anything bigger closes the socket (1009) before it is buffered.
     let hard_limit = state.hub.config().limits.max_message_bytes * 4;
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
-        .on_upgrade(move |socket| ws::serve_socket(state.hub, socket, peer))
+        .on_upgrade(move |socket| ws::serve_socket(state.hub, socket, info))
 }
 
-async fn metrics_text(State(state): State<AppState>) -> impl IntoResponse {
+async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {
+    if let Some(want) = &state.metrics_token {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !given.is_some_and(|g| auth::constant_time_eq(g.as_bytes(), want.as_bytes())) {
+            metrics::counter!("roger_metrics_unauthorized_total").increment(1);
+            return (
+                StatusCode::UNAUTHORIZED,
+                "a bearer token is needed\n".to_string(),
+            );
+        }
+    }
     match &state.metrics {
         Some(h) => {
             metrics::gauge!("roger_sessions").set(state.hub.session_count() as f64);
-            h.render()
+            (StatusCode::OK, h.render())
         }
-        None => String::from("# metrics recorder not installed\n"),
+        None => (
+            StatusCode::OK,
+            String::from("# metrics recorder not installed\n"),
+        ),
     }
 }

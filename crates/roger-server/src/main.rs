@@ -4,6 +4,7 @@
 //! roger-server [--listen ADDR:PORT] [--config FILE] [--data-dir DIR]
 //! roger-server [--config FILE] [--data-dir DIR] token --user U --channels C1,C2 --ttl 1h
 //!              [--count N]
+//! roger-server [--data-dir DIR] revoke --user U
 //! ```
 
 use anyhow::Context;
@@ -11,6 +12,7 @@ use clap::{Parser, Subcommand};
 use roger_server::auth::{parse_ttl, Authenticator};
 use roger_server::config::{default_data_dir, resolve_secret, Config};
 use roger_server::hub::Hub;
+use roger_server::revoke::Revocations;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -55,6 +57,14 @@ enum Command {
         #[arg(long)]
         count: Option<usize>,
     },
+    /// Void every token issued to a user until now and end their sessions (a running
+    /// server on the same data dir acts on it within a second; kept across restarts).
+    /// The user signs in again with a token issued after this.
+    Revoke {
+        /// User id (`sub`).
+        #[arg(long)]
+        user: String,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -70,6 +80,17 @@ fn main() -> anyhow::Result<()> {
         config.media.bind = cli.media_bind.clone();
     }
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
+    let revoked_path = data_dir.join(roger_server::revoke::FILE);
+    if let Some(Command::Revoke { user }) = &cli.command {
+        let mut list = Revocations::load(&revoked_path)?;
+        list.revoke(user, roger_server::auth::unix_now());
+        list.save(&revoked_path)?;
+        eprintln!(
+            "revoked {user}'s tokens issued until now (in {})",
+            revoked_path.display()
+        );
+        return Ok(());
+    }
     let (secret, secret_from) = resolve_secret(&config, &data_dir).with_context(|| {
         format!(
             "cannot read or create the JWT secret in {}",
@@ -121,9 +142,29 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Every socket is a descriptor: take what the system allows, and fit the caps to it.
+    match roger_server::admission::raise_fd_limit() {
+        Some(limit) => {
+            let (caps, lowered) =
+                roger_server::admission::fit_to_fd_limit(config.admission.caps(), limit);
+            if lowered {
+                tracing::warn!(
+                    fd_limit = limit,
+                    ?caps,
+                    "admission caps lowered to fit the open-file limit (raise it with ulimit -n or LimitNOFILE=)"
+                );
+                config.admission.set_caps(caps);
+            } else {
+                tracing::info!(fd_limit = limit, "open-file limit");
+            }
+        }
+        None => tracing::warn!("the open-file limit could not be read or raised"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let revoked = Revocations::load(&revoked_path)
+        .context("the revocation list cannot be used; fix or remove it")?;
     runtime.block_on(async move {
         let metrics = roger_server::install_metrics();
         let listener = tokio::net::TcpListener::bind(config.listen)
@@ -131,22 +172,68 @@ fn main() -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let tls = match (&config.tls.cert, &config.tls.key) {
-            (Some(cert), Some(key)) => Some(roger_server::tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(roger_server::tls::CertStore::load(cert, key)?),
             _ => None,
+        };
+        let metrics_listener = match config.metrics.listen {
+            Some(at) => Some(
+                tokio::net::TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("cannot listen for metrics on {at}"))?,
+            ),
+            None => None,
         };
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         tracing::info!(%addr, secret = %secret_from, channels = config.channels.len(), "roger-server listening on {scheme}://{addr}/ws");
-        let hub = Hub::new(Arc::new(config), auth);
-        match tls {
-            Some(acceptor) => {
-                let listener = roger_server::tls::TlsListener::new(listener, acceptor)?;
-                roger_server::serve(listener, hub, metrics, shutdown_signal()).await?
-            }
-            None => roger_server::serve(listener, hub, metrics, shutdown_signal()).await?,
+        if let Some(store) = tls.clone() {
+            tokio::spawn(reload_on_hangup(store));
         }
+        let hub = Hub::new(Arc::new(config), auth);
+        hub.set_revocations(revoked);
+        let watched = hub.clone();
+        tokio::spawn(roger_server::revoke::watch(
+            revoked_path,
+            std::time::Duration::from_secs(1),
+            move |list| watched.set_revocations(list),
+        ));
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        if let Some(l) = metrics_listener {
+            tracing::info!(addr = %l.local_addr()?, "metrics on their own address");
+            let mut stop = stop_rx.clone();
+            tokio::spawn(roger_server::serve_metrics(l, hub.clone(), metrics.clone(), async move {
+                let _ = stop.wait_for(|s| *s).await;
+            }));
+        }
+        roger_server::serve(listener, tls, hub, metrics, shutdown_signal()).await?;
+        let _ = stop_tx.send(true);
         tracing::info!("roger-server stopped");
         Ok(())
     })
+}
+
+/// SIGHUP reloads the TLS certificate and key: new handshakes use them, sessions already
+/// up are not touched. A bad file keeps the old certificate (and says so).
+async fn reload_on_hangup(store: Arc<roger_server::tls::CertStore>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("no SIGHUP handler: the certificate will not be reloaded");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match store.reload() {
+                Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Err(e) => {
+                    tracing::error!("SIGHUP: certificate not reloaded, the old one stays: {e}")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = store;
+    }
 }
 
 async fn shutdown_signal() {

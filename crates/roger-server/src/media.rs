@@ -16,6 +16,7 @@
 //! handler stalls that connection's driver.
 
 use crate::rewrite::{SourcePacket, StreamRewriter};
+use crate::sync::lock as lock_std;
 use roger_protocol::{ChannelId, Direction, ErrorBody, ErrorCode, SessionId};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
@@ -27,7 +28,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -60,6 +61,10 @@ pub struct MediaSettings {
     pub bind: Vec<String>,
     /// Addresses announced instead of the bound ones.
     pub announced_ips: Vec<String>,
+    /// A producer's packets per second; more are dropped (and counted).
+    pub max_packets_per_second: u32,
+    /// A producer's bytes per second; more are dropped (and counted).
+    pub max_bytes_per_second: u32,
 }
 
 /// What a transport reports to its session.
@@ -199,6 +204,7 @@ impl Transport {
             .last_negotiation
             .is_some_and(|last| negotiation_id <= last)
         {
+            metrics::counter!("roger_offers_refused_total", "reason" => "stale").increment(1);
             return Err(ErrorBody::new(
                 ErrorCode::SdpNegotiationError,
                 format!(
@@ -284,7 +290,7 @@ struct SlotTrack(Mutex<Arc<TrackLocalStaticRTP>>);
 impl DownlinkOut for SlotTrack {
     fn try_write(&self, packet: rtp::Packet) -> bool {
         use futures_util::FutureExt;
-        let track = self.0.lock().expect("slot track lock").clone();
+        let track = lock_std(&self.0).clone();
         // `write_rtp` takes an uncontended lock and puts the packet on the PeerConnection
         // driver's queue: ready at once unless that queue is full (a stuck transport).
         // Polling it once here, instead of a task per listener, saves a task wake-up per
@@ -316,7 +322,7 @@ impl Downlink {
     fn push(&self, now: Instant, spurt: u64, packet: &rtp::Packet) {
         let out = {
             // Lock held for a few arithmetic operations; nothing awaits under it.
-            let mut rw = self.rewriter.lock().expect("rewriter lock poisoned");
+            let mut rw = lock_std(&self.rewriter);
             rw.rewrite(
                 now,
                 SourcePacket {
@@ -406,13 +412,12 @@ impl Slot {
 
     /// The current track.
     fn current_track(&self) -> Arc<TrackLocalStaticRTP> {
-        self.track.0.lock().expect("slot track lock").clone()
+        lock_std(&self.track.0).clone()
     }
 
     /// A fresh track for a new PeerConnection.
     fn renew_track(&mut self) {
-        *self.track.0.lock().expect("slot track lock") =
-            downlink_track(self.index, self.downlink.ssrc);
+        *lock_std(&self.track.0) = downlink_track(self.index, self.downlink.ssrc);
         self.in_pc = false;
     }
 }
@@ -433,7 +438,7 @@ struct RouterState {
 impl ChannelRouter {
     /// Sets (or clears) who may send. Each new grant starts a new talk spurt.
     pub fn set_speaker(&self, speaker: Option<SessionId>) {
-        let mut s = self.inner.lock().expect("router lock poisoned");
+        let mut s = lock_std(&self.inner);
         if speaker.is_some() {
             s.spurt += 1;
         }
@@ -442,20 +447,20 @@ impl ChannelRouter {
 
     /// Adds or replaces a listener's downlink.
     pub fn add_listener(&self, session: SessionId, downlink: Arc<Downlink>) {
-        let mut s = self.inner.lock().expect("router lock poisoned");
+        let mut s = lock_std(&self.inner);
         s.listeners.insert(session, downlink);
     }
 
     /// Removes a listener.
     pub fn remove_listener(&self, session: &SessionId) {
-        let mut s = self.inner.lock().expect("router lock poisoned");
+        let mut s = lock_std(&self.inner);
         s.listeners.remove(session);
     }
 
     /// Forwards a packet from `from` to every other listener, if `from` holds the floor.
     /// Returns false when the packet was not from the speaker.
     pub fn forward(&self, now: Instant, from: &SessionId, packet: &rtp::Packet) -> bool {
-        let s = self.inner.lock().expect("router lock poisoned");
+        let s = lock_std(&self.inner);
         if s.speaker.as_ref() != Some(from) {
             return false;
         }
@@ -467,6 +472,10 @@ impl ChannelRouter {
         true
     }
 }
+
+/// An offer waiting for its transport: its negotiation id, and how to tell it that a
+/// newer one superseded it.
+type WaitingOffer = (u64, oneshot::Sender<()>);
 
 /// A session's transports and downlink slots.
 pub struct SessionMedia {
@@ -481,6 +490,14 @@ pub struct SessionMedia {
     route: Mutex<Option<Arc<ChannelRouter>>>,
     received: AtomicU64,
     states: Mutex<[Option<RTCPeerConnectionState>; 2]>,
+    /// Receive slots this session may have: the channels its token allows.
+    max_slots: usize,
+    /// Per transport (send, recv): the offer waiting for the one in flight, if any, by
+    /// negotiation id. A newer offer supersedes it, so at most one runs and one waits.
+    waiting: [Mutex<Option<WaitingOffer>>; 2],
+    /// The producer track in force: a newer track (the client recreated its send
+    /// transport) ends the older one's forwarding, so one track per session is forwarded.
+    producer_gen: AtomicU64,
 }
 
 impl SessionMedia {
@@ -489,6 +506,7 @@ impl SessionMedia {
     pub fn new(
         session: SessionId,
         settings: MediaSettings,
+        max_slots: usize,
     ) -> (Arc<SessionMedia>, mpsc::UnboundedReceiver<TransportEvent>) {
         let (events, rx) = mpsc::unbounded_channel();
         (
@@ -502,24 +520,70 @@ impl SessionMedia {
                 route: Mutex::new(None),
                 received: AtomicU64::new(0),
                 states: Mutex::new([None, None]),
+                max_slots: max_slots.max(1),
+                waiting: [Mutex::new(None), Mutex::new(None)],
+                producer_gen: AtomicU64::new(0),
             }),
             rx,
         )
     }
 
-    /// Answers an offer on one transport (created on the first offer). Negotiations on a
-    /// transport are serialized by its lock.
+    /// Answers an offer on one transport (created on the first offer). One negotiation
+    /// runs per transport at a time; of the offers that arrive meanwhile only the newest
+    /// waits, the others are answered "superseded" at once.
     pub async fn negotiate(
         &self,
         direction: Direction,
         negotiation_id: u64,
         sdp: String,
     ) -> Result<String, ErrorBody> {
-        let lock = match direction {
-            Direction::Send => &self.send,
-            Direction::Recv => &self.recv,
+        let mlines = audio_mlines(&sdp);
+        let most = match direction {
+            Direction::Send => 1,
+            Direction::Recv => self.max_slots,
         };
-        let mut guard = lock.lock().await;
+        if mlines > most {
+            metrics::counter!("roger_offers_refused_total", "reason" => "too_many_mlines")
+                .increment(1);
+            return Err(ErrorBody::new(
+                ErrorCode::SdpNegotiationError,
+                format!(
+                    "the offer has {mlines} audio m-lines; a {direction} transport of this session takes at most {most}"
+                ),
+            ));
+        }
+        let (lock, waiting) = match direction {
+            Direction::Send => (&self.send, &self.waiting[0]),
+            Direction::Recv => (&self.recv, &self.waiting[1]),
+        };
+        let superseded = || {
+            metrics::counter!("roger_offers_superseded_total").increment(1);
+            ErrorBody::new(
+                ErrorCode::SdpNegotiationError,
+                format!("offer {negotiation_id} was superseded by a newer offer on the {direction} transport"),
+            )
+        };
+        let (cancel_tx, cancel_rx) = oneshot::channel();
+        {
+            // The newest offer (by negotiation id) is the one that waits.
+            let mut w = lock_std(waiting);
+            if w.as_ref().is_some_and(|(id, _)| *id > negotiation_id) {
+                return Err(superseded());
+            }
+            if let Some((_, older)) = w.replace((negotiation_id, cancel_tx)) {
+                let _ = older.send(());
+            }
+        }
+        let mut guard = tokio::select! {
+            g = lock.lock() => g,
+            _ = cancel_rx => return Err(superseded()),
+        };
+        {
+            let mut w = lock_std(waiting);
+            if w.as_ref().is_some_and(|(id, _)| *id == negotiation_id) {
+                w.take();
+            }
+        }
         // An offer from a new client PeerConnection (new DTLS certificate) replaces the
         // old server side: the client recreated its transport.
         let fingerprint = dtls_fingerprint(&sdp).map(str::to_owned);
@@ -531,7 +595,7 @@ impl SessionMedia {
                     old.close().await;
                 }
                 if direction == Direction::Recv {
-                    for slot in self.slots.lock().expect("slots lock poisoned").iter_mut() {
+                    for slot in lock_std(&self.slots).iter_mut() {
                         slot.renew_track();
                     }
                 }
@@ -544,8 +608,7 @@ impl SessionMedia {
         }
         let transport = guard.as_mut().expect("created above");
         if direction == Direction::Recv {
-            self.attach_slots(transport.pc(), audio_mlines(&sdp))
-                .await?;
+            self.attach_slots(transport.pc(), mlines).await?;
         }
         let answer = transport.answer(negotiation_id, sdp).await?;
         if direction == Direction::Recv {
@@ -562,7 +625,7 @@ impl SessionMedia {
         mlines: usize,
     ) -> Result<(), ErrorBody> {
         let to_add: Vec<Arc<TrackLocalStaticRTP>> = {
-            let mut slots = self.slots.lock().expect("slots lock poisoned");
+            let mut slots = lock_std(&self.slots);
             while slots.len() < mlines {
                 let index = slots.len();
                 slots.push(Slot::new(index));
@@ -604,7 +667,7 @@ impl SessionMedia {
                 .iter()
                 .filter_map(|e| e.rtp_coding_parameters.ssrc)
                 .collect();
-            let slots = self.slots.lock().expect("slots lock poisoned");
+            let slots = lock_std(&self.slots);
             for slot in slots.iter().filter(|s| ssrcs.contains(&s.downlink.ssrc)) {
                 slot.downlink
                     .payload_type
@@ -616,7 +679,7 @@ impl SessionMedia {
     /// Assigns `channel` a downlink slot (reusing a free one). Returns the slot's SSRC and
     /// the number of slots the client's receive transport must offer.
     pub fn assign_slot(&self, channel: &ChannelId) -> (Arc<Downlink>, u32) {
-        let mut slots = self.slots.lock().expect("slots lock poisoned");
+        let mut slots = lock_std(&self.slots);
         let index = match slots
             .iter()
             .position(|s| s.channel.as_ref() == Some(channel))
@@ -637,7 +700,7 @@ impl SessionMedia {
 
     /// Frees the slot of `channel`.
     pub fn release_slot(&self, channel: &ChannelId) {
-        let mut slots = self.slots.lock().expect("slots lock poisoned");
+        let mut slots = lock_std(&self.slots);
         for s in slots
             .iter_mut()
             .filter(|s| s.channel.as_ref() == Some(channel))
@@ -648,12 +711,12 @@ impl SessionMedia {
 
     /// The number of slots.
     pub fn slot_count(&self) -> u32 {
-        self.slots.lock().expect("slots lock poisoned").len() as u32
+        lock_std(&self.slots).len() as u32
     }
 
     /// Routes this session's microphone to `router` (floor granted) or nowhere.
     pub fn set_route(&self, router: Option<Arc<ChannelRouter>>) {
-        *self.route.lock().expect("route lock poisoned") = router;
+        *lock_std(&self.route) = router;
     }
 
     /// Which transports exist.
@@ -674,15 +737,12 @@ impl SessionMedia {
             Direction::Send => 0,
             Direction::Recv => 1,
         };
-        self.states.lock().expect("states lock poisoned")[i] = Some(state);
+        lock_std(&self.states)[i] = Some(state);
     }
 
     /// Whether any transport is in `failed`.
     pub fn any_failed(&self) -> bool {
-        self.states
-            .lock()
-            .expect("states lock poisoned")
-            .contains(&Some(RTCPeerConnectionState::Failed))
+        lock_std(&self.states).contains(&Some(RTCPeerConnectionState::Failed))
     }
 
     /// Packets received from this session's producer.
@@ -690,12 +750,34 @@ impl SessionMedia {
         self.received.load(Ordering::Relaxed)
     }
 
-    /// Reads the client's producer track and forwards what the floor allows.
+    /// Reads the client's producer track and forwards what the floor and the producer
+    /// limits allow. A newer track of the same session ends this one.
     pub async fn run_producer(self: Arc<Self>, track: Arc<dyn TrackRemote>) {
+        let gen = self.producer_gen.fetch_add(1, Ordering::AcqRel) + 1;
+        if gen > 1 {
+            metrics::counter!("roger_producer_tracks_replaced_total").increment(1);
+        }
+        let mut limit = crate::limits::ProducerLimit::new(
+            Instant::now(),
+            self.settings.max_packets_per_second,
+            self.settings.max_bytes_per_second,
+        );
         while let Some(event) = track.poll().await {
+            if self.producer_gen.load(Ordering::Acquire) != gen {
+                tracing::debug!(session = %self.session, "a newer producer track took over");
+                break;
+            }
             if let TrackRemoteEvent::OnRtpPacket(packet) = event {
                 self.received.fetch_add(1, Ordering::Relaxed);
-                let router = self.route.lock().expect("route lock poisoned").clone();
+                if let Err(over) = limit.check(Instant::now(), packet.payload.len()) {
+                    let reason = match over {
+                        crate::limits::OverLimit::Packets => "packet_rate",
+                        crate::limits::OverLimit::Bytes => "byte_rate",
+                    };
+                    metrics::counter!("roger_rtp_dropped_total", "reason" => reason).increment(1);
+                    continue;
+                }
+                let router = lock_std(&self.route).clone();
                 let forwarded = router
                     .map(|r| r.forward(Instant::now(), &self.session, &packet))
                     .unwrap_or(false);

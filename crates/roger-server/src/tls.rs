@@ -1,22 +1,13 @@
 //! `wss://`: the signaling listener with rustls, certificate and key from PEM files.
 //!
-//! TLS handshakes run in their own tasks (with a timeout) and only finished connections
-//! are handed to the HTTP server, so a client that stalls its handshake cannot hold up
-//! anyone else's.
+//! Each handshake runs in its connection's own task with the header-read timeout (see
+//! `listen`), so a client that stalls its handshake holds up nobody else's.
 
-use axum::extract::connect_info::Connected;
-use axum::serve::{IncomingStream, Listener};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use crate::sync::lock;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
-
-/// How long a TLS handshake may take.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why TLS could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -65,78 +56,33 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// A listener that yields connections whose TLS handshake has completed.
-pub struct TlsListener {
-    ready: mpsc::Receiver<(tokio_rustls::server::TlsStream<TcpStream>, SocketAddr)>,
-    local: SocketAddr,
+/// The certificate and key in force, reloadable (SIGHUP) without dropping anyone: a
+/// reload swaps the acceptor that new handshakes use; connections already up keep theirs.
+pub struct CertStore {
+    cert: PathBuf,
+    key: PathBuf,
+    current: Mutex<TlsAcceptor>,
 }
 
-impl TlsListener {
-    /// Accepts TCP on `tcp` and runs each handshake in its own task.
-    pub fn new(tcp: TcpListener, acceptor: TlsAcceptor) -> std::io::Result<TlsListener> {
-        let local = tcp.local_addr()?;
-        let (tx, ready) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let (acceptor, tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = tx.send((tls, peer)).await;
-                        }
-                        Ok(Err(e)) => {
-                            metrics::counter!("roger_tls_handshake_failures_total").increment(1);
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        }
-                        Err(_) => {
-                            metrics::counter!("roger_tls_handshake_failures_total").increment(1);
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                        }
-                    }
-                });
-            }
-        });
-        Ok(TlsListener { ready, local })
-    }
-}
-
-impl Listener for TlsListener {
-    type Io = tokio_rustls::server::TlsStream<TcpStream>;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.ready.recv().await {
-            Some(c) => c,
-            // The accept task only ends with the runtime.
-            None => std::future::pending().await,
-        }
+impl CertStore {
+    /// Loads `cert` and `key` (PEM).
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertStore>, TlsError> {
+        Ok(Arc::new(CertStore {
+            current: Mutex::new(acceptor(cert, key)?),
+            cert: cert.to_owned(),
+            key: key.to_owned(),
+        }))
     }
 
-    fn local_addr(&self) -> std::io::Result<Self::Addr> {
-        Ok(self.local)
+    /// Reads the files again. On error the previous certificate stays in force.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let fresh = acceptor(&self.cert, &self.key)?;
+        *lock(&self.current) = fresh;
+        Ok(())
     }
-}
 
-/// The peer's address, for both plain and TLS listeners.
-#[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub SocketAddr);
-
-impl Connected<IncomingStream<'_, TcpListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
-    }
-}
-
-impl Connected<IncomingStream<'_, TlsListener>> for PeerAddr {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
-        PeerAddr(*stream.remote_addr())
+    /// The acceptor for a new handshake.
+    pub fn acceptor(&self) -> TlsAcceptor {
+        lock(&self.current).clone()
     }
 }

@@ -7,10 +7,10 @@
 
 use crate::hub::{server_time_ms, Conn, Hub, Outbound, CLOSE_POLICY};
 use crate::limits::TokenBucket;
+use crate::listen::ConnInfo;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{SinkExt, StreamExt};
 use roger_protocol::*;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,11 +20,15 @@ static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
 
 /// Outbound queue depth per socket. A client this far behind is too slow to serve.
 const OUTBOUND_QUEUE: usize = 256;
-/// Consecutive rate-limited requests after which the socket is closed.
+/// Consecutive rate-limited frames after which the socket is closed.
 const MAX_RATE_STRIKES: u32 = 200;
+/// Frames that are not protocol messages (binary, oversize) after which the socket is
+/// closed: a client that keeps sending them is broken or hostile either way.
+const MAX_BAD_FRAMES: u32 = 10;
 
 /// Serves one socket until it closes.
-pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
+pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, info: ConnInfo) {
+    let ConnInfo { peer, ticket } = info;
     let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
     let (mut sink, mut stream) = socket.split();
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
@@ -55,30 +59,69 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
 
     let config = hub.config().clone();
     let idle = config.socket_idle_timeout();
+    let hello_by = tokio::time::Instant::now() + config.admission.hello_timeout();
     let max_bytes = config.limits.max_message_bytes;
     let mut bucket = TokenBucket::new(
         Instant::now(),
         config.limits.requests_per_second,
         config.limits.request_burst,
     );
+    let mut fanout = TokenBucket::new(
+        Instant::now(),
+        config.limits.fanout_per_second,
+        config.limits.fanout_burst,
+    );
     let mut strikes = 0u32;
-    let mut session: Option<SessionId> = None;
-    let mut said_bye = false;
+    let mut bad_frames = 0u32;
+    // Owns the session from here on: if this task ends in any way, a panic included,
+    // the session is detached (grace, then cleanup), never left attached to a dead socket.
+    let mut guard = SocketGuard {
+        hub: hub.clone(),
+        conn_id,
+        session: None,
+        said_bye: false,
+    };
     let conn = Conn {
         id: conn_id,
         tx: tx.clone(),
     };
     let refuse = |id: Option<RequestId>, err: ErrorBody| refuse(&tx, id, err);
+    let close = |why: &str| {
+        let _ = tx.try_send(Outbound::Close(CLOSE_POLICY, why.into()));
+    };
 
     loop {
+        // Before hello the deadline is fixed from the upgrade: nothing a client sends
+        // (pings included) extends it. After hello, any frame keeps the socket alive.
+        let wait = match guard.session {
+            None => tokio::time::sleep_until(hello_by.min(tokio::time::Instant::now() + idle)),
+            Some(_) => tokio::time::sleep(idle),
+        };
         let next = tokio::select! {
-            next = tokio::time::timeout(idle, stream.next()) => next,
+            next = stream.next() => Some(next),
+            _ = wait => None,
             // The writer ended (the hub closed this socket, or the peer stopped reading).
             _ = tx.closed() => break,
         };
         let frame = match next {
-            Err(_) => {
-                tracing::info!(%peer, ?session, "socket silent for {idle:?}: closing");
+            None if guard.session.is_none() && tokio::time::Instant::now() >= hello_by => {
+                tracing::debug!(%peer, "no hello within {:?}: closing", config.admission.hello_timeout());
+                metrics::counter!("roger_hello_timeouts_total").increment(1);
+                refuse(
+                    None,
+                    ErrorBody::new(
+                        ErrorCode::NotAuthenticated,
+                        format!(
+                            "no hello or resume within {} ms of connecting: closing",
+                            config.admission.hello_timeout().as_millis()
+                        ),
+                    ),
+                );
+                close("no hello");
+                break;
+            }
+            None => {
+                tracing::info!(%peer, session = ?guard.session, "socket silent for {idle:?}: closing");
                 metrics::counter!("roger_ws_idle_closed_total").increment(1);
                 // Say why before closing: a client learns to ping, a person reads it.
                 refuse(
@@ -91,56 +134,35 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
                         ),
                     ),
                 );
-                let _ = tx.try_send(Outbound::Close(CLOSE_POLICY, "idle".into()));
+                close("idle");
                 break;
             }
-            Ok(None) | Ok(Some(Err(_))) => break,
-            Ok(Some(Ok(frame))) => frame,
+            Some(None) | Some(Some(Err(_))) => break,
+            Some(Some(Ok(Message::Close(_)))) => break,
+            Some(Some(Ok(frame))) => frame,
         };
-        let text = match frame {
-            Message::Text(t) => t,
-            Message::Binary(_) => {
-                refuse(
-                    None,
-                    ErrorBody::new(
-                        ErrorCode::MalformedMessage,
-                        "binary frames are not part of the protocol",
-                    ),
-                );
-                continue;
-            }
-            Message::Close(_) => break,
-            Message::Ping(_) | Message::Pong(_) => continue,
-        };
-        if text.len() > max_bytes {
-            refuse(
-                None,
-                ErrorBody::new(
-                    ErrorCode::MessageTooLarge,
-                    format!(
-                        "frame of {} bytes is over the {max_bytes}-byte limit",
-                        text.len()
-                    ),
-                ),
-            );
-            continue;
-        }
+        // Every frame counts against the rate limit: binary, oversize and WebSocket
+        // pings (each of which costs us a pong) included.
         if !bucket.try_take(Instant::now()) {
             strikes += 1;
             if strikes >= MAX_RATE_STRIKES {
                 tracing::warn!(%peer, "request flood: closing socket and ending its session");
+                metrics::counter!("roger_ws_flood_closed_total").increment(1);
                 // An abusive client gets no grace period to resume in.
-                if let Some(sid) = &session {
+                if let Some(sid) = &guard.session {
                     hub.end(sid, "flood");
-                    said_bye = true;
+                    guard.said_bye = true;
                 }
-                let _ = tx.try_send(Outbound::Close(CLOSE_POLICY, "request flood".into()));
+                close("request flood");
                 break;
             }
             // Only the first refusal of a burst is answered: answering every request of a
             // flood would let the flood drive our own output.
             if strikes == 1 || strikes.is_multiple_of(50) {
-                let id = decode_client(&text).ok().map(|m| m.id);
+                let id = match &frame {
+                    Message::Text(t) => decode_client(t).ok().map(|m| m.id),
+                    _ => None,
+                };
                 refuse(
                     id,
                     ErrorBody::new(ErrorCode::RateLimited, "too many requests; slow down"),
@@ -151,19 +173,74 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, peer: SocketAddr) {
             continue;
         }
         strikes = 0;
-        if handle_text(&hub, &conn, &mut session, &text).await == Flow::Close {
-            said_bye = session.is_some();
+        let bad = match frame {
+            Message::Text(t) if t.len() > max_bytes => ErrorBody::new(
+                ErrorCode::MessageTooLarge,
+                format!(
+                    "frame of {} bytes is over the {max_bytes}-byte limit",
+                    t.len()
+                ),
+            ),
+            Message::Text(text) => {
+                let flow = handle_text(&hub, &conn, &mut guard.session, &mut fanout, &text).await;
+                if guard.session.is_some() {
+                    ticket.authenticated();
+                }
+                if flow == Flow::Close {
+                    guard.said_bye = guard.session.is_some();
+                    break;
+                }
+                continue;
+            }
+            Message::Binary(_) => ErrorBody::new(
+                ErrorCode::MalformedMessage,
+                "binary frames are not part of the protocol",
+            ),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+        };
+        bad_frames += 1;
+        refuse(None, bad);
+        if bad_frames >= MAX_BAD_FRAMES {
+            tracing::info!(%peer, "{bad_frames} frames outside the protocol: closing");
+            metrics::counter!("roger_ws_bad_frames_closed_total").increment(1);
+            refuse(
+                None,
+                ErrorBody::new(
+                    ErrorCode::MalformedMessage,
+                    format!("{bad_frames} frames outside the protocol: closing"),
+                ),
+            );
+            close("frames outside the protocol");
             break;
         }
     }
 
-    if let (Some(sid), false) = (&session, said_bye) {
-        hub.detach(sid, conn_id);
-    }
+    drop(guard);
     drop(conn);
     drop(tx);
     let _ = writer.await;
-    metrics::gauge!("roger_ws_connections").decrement(1.0);
+}
+
+/// Detaches the socket's session when the socket's task ends, however it ends.
+struct SocketGuard {
+    hub: Arc<Hub>,
+    conn_id: u64,
+    session: Option<SessionId>,
+    /// The session ended on purpose (`bye`, flood): nothing to detach.
+    said_bye: bool,
+}
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            metrics::counter!("roger_socket_panics_total").increment(1);
+            tracing::error!(session = ?self.session, "a socket's handler panicked: detaching its session");
+        }
+        if let (Some(sid), false) = (&self.session, self.said_bye) {
+            self.hub.detach(sid, self.conn_id);
+        }
+        metrics::gauge!("roger_ws_connections").decrement(1.0);
+    }
 }
 
 /// What the reader does after a frame.
@@ -191,11 +268,13 @@ fn refuse(tx: &mpsc::Sender<Outbound>, id: Option<RequestId>, err: ErrorBody) {
 
 /// Handles one text frame that passed the size and rate limits: decodes it, dispatches
 /// it to the hub for `session` (set by `hello`/`resume`), and queues the answer on the
-/// connection. Public so the fuzz target drives exactly what a socket drives.
+/// connection. `fanout` limits the requests that reach every member of a channel.
+/// Public so the fuzz target drives exactly what a socket drives.
 pub async fn handle_text(
     hub: &Arc<Hub>,
     conn: &Conn,
     session: &mut Option<SessionId>,
+    fanout: &mut TokenBucket,
     text: &str,
 ) -> Flow {
     let tx = &conn.tx;
@@ -210,6 +289,22 @@ pub async fn handle_text(
     };
     metrics::counter!("roger_requests_total", "method" => msg.request.method()).increment(1);
     let id = msg.id;
+    let fans_out = matches!(
+        msg.request,
+        Request::Join { .. } | Request::Leave { .. } | Request::FloorRequest { .. }
+    );
+    if fans_out && session.is_some() && !fanout.try_take(Instant::now()) {
+        metrics::counter!("roger_fanout_limited_total", "method" => msg.request.method())
+            .increment(1);
+        refuse(
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::RateLimited,
+                "too many join, leave or floor requests (each reaches every member of the channel); slow down",
+            ),
+        );
+        return Flow::Continue;
+    }
     match (msg.request, &*session) {
         (
             Request::Hello {
@@ -327,4 +422,45 @@ pub async fn handle_text(
         }
     }
     Flow::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Authenticator;
+    use crate::config::Config;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_panicking_socket_task_still_detaches_its_session() {
+        let mut config = Config::default();
+        config.media.bind = vec!["127.0.0.1:0".into()];
+        let auth = Authenticator::new(&[7u8; 32]);
+        let token = auth.issue(
+            "alice",
+            "alice",
+            &["general".into()],
+            Duration::from_secs(60),
+        );
+        let hub = Hub::new(Arc::new(config), auth);
+        let (tx, _rx) = mpsc::channel(8);
+        let (sid, _) = hub
+            .hello(Conn { id: 1, tx }, PROTOCOL_VERSION, &token, "test")
+            .unwrap();
+        assert_eq!(hub.health_check().detached, 0);
+        let h = hub.clone();
+        let task = tokio::spawn(async move {
+            let _guard = SocketGuard {
+                hub: h,
+                conn_id: 1,
+                session: Some(sid),
+                said_bye: false,
+            };
+            panic!("a bug in a handler");
+        });
+        assert!(task.await.unwrap_err().is_panic());
+        // Detached: kept for resume during the grace, then ended by the timers.
+        let h = hub.health_check();
+        assert_eq!((h.sessions, h.detached), (1, 1));
+    }
 }

@@ -310,8 +310,9 @@ fn handle_notification(shared: &Arc<Shared>, n: Notification) {
             });
         }
         Notification::Error(error) => {
-            if error.code == ErrorCode::SessionReplaced {
-                // Terminal: reported through the machine so it stops reconnecting.
+            if error.code.is_terminal() {
+                // Terminal (replaced elsewhere, token expired or revoked): reported
+                // through the machine so it stops reconnecting and asks for a sign-in.
                 if let Some(gen) = shared.signaling_gen() {
                     shared.input(Event::SignalingDown {
                         gen,

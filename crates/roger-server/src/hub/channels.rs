@@ -58,6 +58,7 @@ impl Hub {
             let c = st.channels.get_mut(channel).expect("checked above");
             c.router.add_listener(session.clone(), downlink);
             c.members.push((session.clone(), member.clone()));
+            st.members += 1;
             broadcast(
                 &st,
                 channel,
@@ -269,6 +270,7 @@ pub(super) fn leave_channel(st: &mut HubState, session: &SessionId, channel: &Ch
         return;
     };
     let (_, member) = c.members.remove(pos);
+    st.members -= 1;
     broadcast(
         st,
         channel,
@@ -281,10 +283,10 @@ pub(super) fn leave_channel(st: &mut HubState, session: &SessionId, channel: &Ch
     tracing::info!(session = %session, channel = %channel, "left");
 }
 
+/// Publishes the hub's gauges from counts kept up to date by each change: constant time,
+/// so a flood of requests cannot make every request scan every session.
 pub(super) fn publish_gauges(st: &HubState) {
     metrics::gauge!("roger_sessions").set(st.sessions.len() as f64);
-    metrics::gauge!("roger_sessions_connected")
-        .set(st.sessions.values().filter(|s| s.conn.is_some()).count() as f64);
-    metrics::gauge!("roger_channel_members")
-        .set(st.channels.values().map(|c| c.members.len()).sum::<usize>() as f64);
+    metrics::gauge!("roger_sessions_connected").set(st.connected as f64);
+    metrics::gauge!("roger_channel_members").set(st.members as f64);
 }

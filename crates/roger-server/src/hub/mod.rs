@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 
 mod channels;
+mod tokens;
 use channels::{apply_revoked, leave_channel, publish_gauges};
 
 /// What a socket's writer task sends.
@@ -65,6 +66,8 @@ struct Session {
     resume_token: String,
     conn: Option<Conn>,
     detached_at: Option<Instant>,
+    /// When the token expires: the session ends then.
+    expires_at: Instant,
     channels: BTreeSet<ChannelId>,
     downlinks: HashMap<ChannelId, u32>,
     media: Arc<SessionMedia>,
@@ -83,6 +86,14 @@ struct HubState {
     by_resume: HashMap<String, SessionId>,
     channels: BTreeMap<ChannelId, Channel>,
     draining: bool,
+    /// Users whose older tokens are void.
+    revoked: crate::revoke::Revocations,
+    /// Sessions with a socket, kept by every change (for the gauge).
+    connected: usize,
+    /// Channel memberships, kept by every join and leave (for the gauge).
+    members: usize,
+    /// Resume tokens of sessions ended for their token: the error to answer, until when.
+    tombstones: HashMap<String, (ErrorBody, Instant)>,
 }
 
 /// Sessions, channels and floors.
@@ -130,6 +141,8 @@ impl Hub {
         let media = MediaSettings {
             bind: config.media.bind.clone(),
             announced_ips: config.media.announced_ips.clone(),
+            max_packets_per_second: config.media.max_packets_per_second,
+            max_bytes_per_second: config.media.max_bytes_per_second,
         };
         Arc::new(Hub {
             config,
@@ -141,6 +154,10 @@ impl Hub {
                 by_resume: HashMap::new(),
                 channels,
                 draining: false,
+                revoked: Default::default(),
+                connected: 0,
+                members: 0,
+                tombstones: HashMap::new(),
             }),
             timers: Notify::new(),
         })
@@ -152,12 +169,12 @@ impl Hub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
-        // A panic under this lock is a bug that already crashed a request; keep serving.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// ICE servers for `user`: TURN with fresh time-limited credentials, if configured.
-    fn ice_servers(&self, user: &UserId) -> Vec<IceServer> {
+    /// They never outlive the token (`token_exp`, Unix seconds).
+    fn ice_servers(&self, user: &UserId, token_exp: u64) -> Vec<IceServer> {
         let turn = &self.config.turn;
         if turn.urls.is_empty() {
             return vec![];
@@ -166,7 +183,7 @@ impl Hub {
         let (username, credential) = crate::auth::turn_credentials(
             &turn.secret,
             user.as_str(),
-            crate::auth::unix_now() + ttl,
+            (crate::auth::unix_now() + ttl).min(token_exp),
         );
         vec![IceServer {
             urls: turn.urls.clone(),
@@ -204,6 +221,9 @@ impl Hub {
                 "the server is shutting down",
             ));
         }
+        if let Some(e) = self.token_refusal(&st, &claims) {
+            return Err(e);
+        }
         if let Some(old) = st.by_user.get(&user).cloned() {
             tracing::info!(user = %user, old = %old, "same identity connected again: replacing the older session");
             if let Some(c) = st.sessions.get(&old).and_then(|s| s.conn.clone()) {
@@ -232,7 +252,13 @@ impl Hub {
                 claims.name.clone()
             },
         };
-        let (media, events) = SessionMedia::new(id.clone(), self.media.clone());
+        // A session receives at most one slot per channel its token allows.
+        let allowed = st
+            .channels
+            .values()
+            .filter(|c| claims.allows(&c.info.id))
+            .count();
+        let (media, events) = SessionMedia::new(id.clone(), self.media.clone(), allowed);
         spawn_transport_events(id.clone(), media.clone(), events);
         let resume_token = random_token();
         let channels: Vec<ChannelInfo> = st
@@ -243,6 +269,9 @@ impl Hub {
             .collect();
         st.by_user.insert(user, id.clone());
         st.by_resume.insert(resume_token.clone(), id.clone());
+        let token_exp = claims.exp;
+        let expires_at = tokens::expiry_instant(&claims, Instant::now());
+        st.connected += 1;
         st.sessions.insert(
             id.clone(),
             Session {
@@ -251,6 +280,7 @@ impl Hub {
                 resume_token: resume_token.clone(),
                 conn: Some(conn),
                 detached_at: None,
+                expires_at,
                 channels: BTreeSet::new(),
                 downlinks: HashMap::new(),
                 media,
@@ -259,7 +289,10 @@ impl Hub {
         tracing::info!(session = %id, user = %member.user, client, "session created");
         metrics::counter!("roger_sessions_created_total").increment(1);
         publish_gauges(&st);
-        let ice_servers = self.ice_servers(&member.user);
+        drop(st);
+        // The timers learn the new token expiry.
+        self.timers.notify_one();
+        let ice_servers = self.ice_servers(&member.user, token_exp);
         Ok((
             id.clone(),
             Welcome {
@@ -302,21 +335,40 @@ impl Hub {
             };
             metrics::counter!("reconnect_attempts_total").increment(1);
             RESUME_ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let id = st.by_resume.remove(resume_token).ok_or_else(expired)?;
+            if let Some((e, _)) = st.tombstones.get(resume_token) {
+                return Err(e.clone());
+            }
+            let id = st
+                .by_resume
+                .get(resume_token)
+                .cloned()
+                .ok_or_else(expired)?;
+            let claims = &st.sessions.get(&id).ok_or_else(expired)?.claims;
+            if let Some(e) = self.token_refusal(&st, claims) {
+                self.end_for_token(&mut st, &id, e.clone(), Instant::now());
+                return Err(e);
+            }
+            st.by_resume.remove(resume_token);
             let new_token = random_token();
             st.by_resume.insert(new_token.clone(), id.clone());
             let session = st.sessions.get_mut(&id).ok_or_else(expired)?;
-            if let Some(old) = session.conn.replace(conn) {
-                old.close(CLOSE_POLICY, "resumed on another socket");
-            }
+            let reattached = match session.conn.replace(conn) {
+                Some(old) => {
+                    old.close(CLOSE_POLICY, "resumed on another socket");
+                    false
+                }
+                None => true,
+            };
             if let Some(at) = session.detached_at.take() {
                 metrics::histogram!("time_to_recover_ms")
                     .record(at.elapsed().as_secs_f64() * 1000.0);
             }
             session.resume_token = new_token.clone();
             let user = session.member.user.clone();
+            let token_exp = session.claims.exp;
             let joined: Vec<ChannelId> = session.channels.iter().cloned().collect();
             let media = session.media.clone();
+            st.connected += usize::from(reattached);
             let mut floors_held = Vec::new();
             for ch in &joined {
                 if let Some(c) = st.channels.get_mut(ch) {
@@ -340,7 +392,7 @@ impl Hub {
                 Resumed {
                     session_id: id,
                     resume_token: new_token,
-                    ice_servers: self.ice_servers(&user),
+                    ice_servers: self.ice_servers(&user, token_exp),
                     ping_interval_ms: self.config.session.ping_interval_ms,
                     channels,
                     transports: vec![],
@@ -376,6 +428,7 @@ impl Hub {
         s.conn = None;
         s.detached_at = Some(now);
         let channels: Vec<ChannelId> = s.channels.iter().cloned().collect();
+        st.connected -= 1;
         for ch in channels {
             if let Some(c) = st.channels.get_mut(&ch) {
                 c.floor.connection_lost(now, session);
@@ -408,6 +461,7 @@ impl Hub {
             leave_channel(st, session, &ch);
         }
         let s = st.sessions.remove(session).expect("present above");
+        st.connected -= usize::from(s.conn.is_some());
         st.by_resume.remove(&s.resume_token);
         if st.by_user.get(&s.member.user) == Some(session) {
             st.by_user.remove(&s.member.user);
@@ -426,8 +480,9 @@ impl Hub {
             .sessions
             .values()
             .filter_map(|s| s.detached_at.map(|d| d + grace));
+        let tokens = st.sessions.values().map(|s| s.expires_at);
         let floors = st.channels.values().filter_map(|c| c.floor.poll_timeout());
-        sessions.chain(floors).min()
+        sessions.chain(tokens).chain(floors).min()
     }
 
     /// Applies every deadline that has passed at `now`.
@@ -443,6 +498,7 @@ impl Hub {
         for id in expired {
             self.end_session(&mut st, &id, "grace_expired");
         }
+        self.end_expired_tokens(&mut st, now);
         let channels: Vec<ChannelId> = st.channels.keys().cloned().collect();
         for ch in channels {
             let revoked = st

@@ -1,0 +1,112 @@
+//! A hand-built client: real signaling and a real send transport, driven packet by
+//! packet, for tests of what the server does with a producer that breaks the rules.
+
+use roger_client::protocol::{Direction, Request, Response, PROTOCOL_VERSION};
+use roger_client::signaling::Signaling;
+use roger_client::transport::{Transport, TransportEvent, TransportSettings};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+/// A signed-in session with a connected send transport.
+pub struct Producer {
+    /// Its signaling.
+    pub sig: Signaling,
+    /// Its send transport.
+    pub send: Arc<Transport>,
+    /// The track it writes RTP into.
+    pub track: Arc<TrackLocalStaticRTP>,
+    /// The track's SSRC.
+    pub ssrc: u32,
+    payload: Vec<u8>,
+}
+
+impl Producer {
+    /// Signs in at `url` with `token`, joins `channels`, and connects a send transport.
+    pub async fn connect(url: &str, token: &str, channels: &[&str]) -> Producer {
+        let (sig, _events) = Signaling::connect(url, Duration::from_secs(5))
+            .await
+            .expect("signaling");
+        let welcome = sig
+            .request(Request::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                token: token.to_owned(),
+                client: "hand-built producer".into(),
+            })
+            .await
+            .expect("hello");
+        assert!(matches!(welcome, Response::Welcome(_)), "{welcome:?}");
+        for ch in channels {
+            sig.request(Request::Join {
+                channel: (*ch).into(),
+            })
+            .await
+            .expect("join");
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let settings = TransportSettings {
+            bind: vec!["127.0.0.1:0".into()],
+            ice_servers: vec![],
+            ice_disconnected: Duration::from_secs(2),
+            ice_failed: Duration::from_secs(5),
+            ice_keepalive: Duration::from_millis(500),
+            relay_only: false,
+        };
+        let send = Transport::new(Direction::Send, &settings, tx)
+            .await
+            .expect("transport");
+        let (track, ssrc) = send.add_send_track().await.expect("track");
+        send.negotiate(&sig, false).await.expect("negotiate");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ev = tokio::time::timeout_at(deadline.into(), rx.recv())
+                .await
+                .expect("send transport connects within 10 s")
+                .expect("events");
+            if let TransportEvent::State(_, RTCPeerConnectionState::Connected) = ev {
+                break;
+            }
+        }
+        // A valid Opus packet (silence, 20 ms): the server must judge a packet by who
+        // sent it and how often, not by what it is.
+        let mut encoder = roger_client::audio::Encoder::new(24_000, 0).expect("encoder");
+        let payload = encoder
+            .encode(&[0i16; roger_client::audio::FRAME_SAMPLES])
+            .expect("encode");
+        Producer {
+            sig,
+            send,
+            track,
+            ssrc,
+            payload,
+        }
+    }
+
+    /// Writes `n` packets from sequence number `first_seq`, `per_tick` every `tick`.
+    pub async fn stream(&self, first_seq: u16, n: u16, per_tick: u16, tick: Duration) {
+        let mut timer = tokio::time::interval(tick);
+        let mut i = 0u16;
+        while i < n {
+            timer.tick().await;
+            for _ in 0..per_tick.min(n - i) {
+                let mut p = rtc::rtp::Packet::default();
+                p.header.version = 2;
+                p.header.payload_type = 111;
+                p.header.sequence_number = first_seq.wrapping_add(i);
+                p.header.timestamp = u32::from(first_seq.wrapping_add(i)) * 960;
+                p.header.ssrc = self.ssrc;
+                p.payload = bytes::Bytes::from(self.payload.clone());
+                self.track.write_rtp(p).await.expect("write rtp");
+                i += 1;
+            }
+        }
+    }
+
+    /// Says bye and closes the transport.
+    pub async fn close(self) {
+        let _ = self.sig.request(Request::Bye).await;
+        self.send.close().await;
+    }
+}
