@@ -138,6 +138,15 @@ impl Server {
         Self::launch(dir, None, addr, addr, "127.0.0.1:0", extra_toml)
     }
 
+    /// Starts a server listening on `port` whose `/healthz` and `/metrics` the test
+    /// reaches at `probe`: a `[metrics] listen` address given in `extra_toml` (a
+    /// `wss://` server, or one that keeps its metrics off the public address).
+    pub fn start_probed(port: u16, probe: SocketAddr, extra_toml: &str) -> Server {
+        let listen: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let dir = TempDir::new("server");
+        Self::launch(dir, None, listen, probe, "127.0.0.1:0", extra_toml)
+    }
+
     /// Starts a server inside the lab's server namespace, listening on every address
     /// there, with media on the link the client namespace reaches.
     pub fn start_in_lab(lab: &netns::Lab, extra_toml: &str) -> Server {
