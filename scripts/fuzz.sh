@@ -19,7 +19,7 @@ SECONDS_EACH=${1:-60}
 shift || true
 TARGETS=("$@")
 if [ ${#TARGETS[@]} -eq 0 ]; then
-  TARGETS=(protocol_decode server_messages)
+  TARGETS=(protocol_decode server_messages client_messages)
 fi
 
 export RUSTFLAGS="-Cpasses=sancov-module \

@@ -30,6 +30,7 @@ pub mod manager;
 pub mod netwatch;
 pub mod outbox;
 pub mod recovery;
+pub mod server_values;
 pub mod signaling;
 pub mod transport;
 

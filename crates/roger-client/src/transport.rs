@@ -256,6 +256,7 @@ impl Transport {
     /// Adds `recvonly` audio m-lines until there are `slots` of them (receive transport).
     /// Returns whether any were added.
     pub async fn ensure_recv_slots(&self, slots: u32) -> Result<bool, ErrorBody> {
+        let slots = crate::server_values::recv_slots(slots);
         let have = self.pc.get_transceivers().await.len() as u32;
         for _ in have..slots {
             self.pc

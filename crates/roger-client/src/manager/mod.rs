@@ -26,6 +26,8 @@
 //! - `quality.rs`: RTT and loss samples, and what the network watcher needs.
 
 mod drive;
+#[doc(hidden)]
+pub mod fuzzing;
 mod media;
 mod quality;
 mod receiver;

@@ -6,11 +6,11 @@ use super::state::{lock, Shared};
 use super::unexpected;
 use crate::event::{ClientEvent, FloorEvent};
 use crate::recovery::Event;
+use crate::server_values;
 use crate::signaling::{Signaling, SignalingEvent};
 use roger_protocol::*;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tracing::Instrument;
 
@@ -207,7 +207,7 @@ async fn fresh_media(shared: &Arc<Shared>, sig: &Signaling, next: [u64; 2]) {
 /// reported to the machine, which drops the socket.
 fn spawn_ping(shared: &Arc<Shared>, gen: u64, sig: Signaling, interval_ms: u64) {
     let weak = Arc::downgrade(shared);
-    let interval = Duration::from_millis(interval_ms.max(100));
+    let interval = server_values::ping_interval(interval_ms);
     let timeout = interval * shared.config.recovery.ping_timeout_intervals.max(1);
     tokio::spawn(
         async move {
@@ -266,7 +266,7 @@ async fn pump_signaling(
     }
 }
 
-fn handle_notification(shared: &Arc<Shared>, n: Notification) {
+pub(super) fn handle_notification(shared: &Arc<Shared>, n: Notification) {
     match n {
         Notification::MemberJoined { channel, member } => {
             shared.update_channel(&channel, |s| s.members.push(member.clone()));
@@ -281,6 +281,7 @@ fn handle_notification(shared: &Arc<Shared>, n: Notification) {
             by,
             expires_in_ms,
         } => {
+            let expires_in_ms = server_values::floor_expiry_ms(expires_in_ms);
             shared.update_channel(&channel, |s| {
                 s.floor = FloorState::Taken {
                     holder: by.clone(),
@@ -306,7 +307,7 @@ fn handle_notification(shared: &Arc<Shared>, n: Notification) {
         Notification::ServerDraining { reconnect_after_ms } => {
             tracing::info!(reconnect_after_ms, "server is draining");
             shared.input(Event::ServerDraining {
-                reconnect_after: Duration::from_millis(reconnect_after_ms),
+                reconnect_after: server_values::reconnect_after(reconnect_after_ms),
             });
         }
         Notification::Error(error) => {

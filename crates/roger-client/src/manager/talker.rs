@@ -52,6 +52,7 @@ impl ConnectionManager {
         };
         match response {
             Response::FloorGranted { expires_in_ms, .. } => {
+                let expires_in_ms = crate::server_values::floor_expiry_ms(expires_in_ms);
                 self.shared
                     .floor(channel, FloorEvent::Granted { expires_in_ms });
                 self.start_talker(channel.clone(), source).await?;
@@ -273,6 +274,7 @@ pub(super) async fn reacquire_floor(shared: Arc<Shared>, channel: ChannelId) {
         .await
     {
         Ok(Response::FloorGranted { expires_in_ms, .. }) => {
+            let expires_in_ms = crate::server_values::floor_expiry_ms(expires_in_ms);
             tracing::info!(%channel, "floor re-acquired after reconnect");
             shared.floor(&channel, FloorEvent::Granted { expires_in_ms });
         }
