@@ -86,6 +86,20 @@ impl Producer {
 
     /// Writes `n` packets from sequence number `first_seq`, `per_tick` every `tick`.
     pub async fn stream(&self, first_seq: u16, n: u16, per_tick: u16, tick: Duration) {
+        self.stream_marked(first_seq, n, per_tick, tick, false)
+            .await
+    }
+
+    /// [`Producer::stream`], with the RTP marker bit set on every packet when `marker`
+    /// (as some third-party stacks do).
+    pub async fn stream_marked(
+        &self,
+        first_seq: u16,
+        n: u16,
+        per_tick: u16,
+        tick: Duration,
+        marker: bool,
+    ) {
         let mut timer = tokio::time::interval(tick);
         let mut i = 0u16;
         while i < n {
@@ -97,6 +111,7 @@ impl Producer {
                 p.header.sequence_number = first_seq.wrapping_add(i);
                 p.header.timestamp = u32::from(first_seq.wrapping_add(i)) * 960;
                 p.header.ssrc = self.ssrc;
+                p.header.marker = marker;
                 p.payload = bytes::Bytes::from(self.payload.clone());
                 self.track.write_rtp(p).await.expect("write rtp");
                 i += 1;
@@ -108,5 +123,78 @@ impl Producer {
     pub async fn close(self) {
         let _ = self.sig.request(Request::Bye).await;
         self.send.close().await;
+    }
+}
+
+/// A signed-in session with a connected receive transport of one slot, recording the
+/// RTP headers it receives (sequence number, marker bit).
+pub struct RawListener {
+    /// Its signaling.
+    pub sig: Signaling,
+    recv: Arc<Transport>,
+    /// (sequence number, marker) of each packet received, in order.
+    pub packets: Arc<std::sync::Mutex<Vec<(u16, bool)>>>,
+}
+
+impl RawListener {
+    /// Signs in, joins `channel`, and connects a receive transport.
+    pub async fn connect(url: &str, token: &str, channel: &str) -> RawListener {
+        let (sig, _events) = Signaling::connect(url, Duration::from_secs(5))
+            .await
+            .expect("signaling");
+        let welcome = sig
+            .request(Request::Hello {
+                protocol_version: PROTOCOL_VERSION,
+                token: token.to_owned(),
+                client: "hand-built listener".into(),
+            })
+            .await
+            .expect("hello");
+        assert!(matches!(welcome, Response::Welcome(_)), "{welcome:?}");
+        sig.request(Request::Join {
+            channel: channel.into(),
+        })
+        .await
+        .expect("join");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let settings = TransportSettings {
+            bind: vec!["127.0.0.1:0".into()],
+            ice_servers: vec![],
+            ice_disconnected: Duration::from_secs(2),
+            ice_failed: Duration::from_secs(5),
+            ice_keepalive: Duration::from_millis(500),
+            relay_only: false,
+        };
+        let recv = Transport::new(Direction::Recv, &settings, tx)
+            .await
+            .expect("transport");
+        recv.ensure_recv_slots(1).await.expect("slot");
+        recv.negotiate(&sig, false).await.expect("negotiate");
+        let packets = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = packets.clone();
+        tokio::spawn(async move {
+            use webrtc::media_stream::track_remote::TrackRemoteEvent;
+            while let Some(ev) = rx.recv().await {
+                if let TransportEvent::Track(track) = ev {
+                    let sink = sink.clone();
+                    tokio::spawn(async move {
+                        while let Some(ev) = track.poll().await {
+                            if let TrackRemoteEvent::OnRtpPacket(p) = ev {
+                                sink.lock()
+                                    .expect("packets")
+                                    .push((p.header.sequence_number, p.header.marker));
+                            }
+                        }
+                    });
+                }
+            }
+        });
+        RawListener { sig, recv, packets }
+    }
+
+    /// Says bye and closes the transport.
+    pub async fn close(self) {
+        let _ = self.sig.request(Request::Bye).await;
+        self.recv.close().await;
     }
 }
