@@ -1,6 +1,7 @@
 //! What an operator sets, on a real server process: `/metrics` on its own address and
-//! behind a bearer token (and not on the public one), and the TLS certificate reloaded
-//! on SIGHUP for new connections without dropping a session already up.
+//! behind a bearer token (and not on the public one), the TLS certificate reloaded on
+//! SIGHUP for new connections without dropping a session already up, and media bound to
+//! a configured UDP port range only.
 
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -198,4 +199,56 @@ async fn sighup_reloads_the_certificate_for_new_clients_and_keeps_sessions() {
         .unwrap();
     assert!(answer.to_text().unwrap().contains("pong"), "{answer:?}");
     assert!(server.log_text().contains("certificate reloaded"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_binds_only_the_configured_port_range_and_flows() {
+    use roger_e2e::{client_config, TestClient};
+    let (min, max) = (41_200u16, 41_263u16);
+    let server = Server::start(&format!("[media]\nport_range = \"{min}-{max}\"\n"));
+    let url = server.url();
+    let alice =
+        TestClient::connect(client_config(&url, &server.token("alice", &["general"]))).await;
+    let bob = TestClient::connect(client_config(&url, &server.token("bob", &["general"]))).await;
+    alice.mgr.join(&"general".into()).await.unwrap();
+    bob.mgr.join(&"general".into()).await.unwrap();
+    let before = bob.frames();
+    alice.talk("general", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        bob.frames() >= before + 45,
+        "bob heard {}",
+        bob.frames() - before
+    );
+
+    // Every UDP socket the server has open is in the range.
+    let pid = server.pid().expect("running");
+    let out = std::process::Command::new("ss")
+        .args(["-uanp"])
+        .output()
+        .expect("ss");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ports: Vec<u16> = text
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)?
+                .rsplit(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    println!("server UDP ports: {ports:?}");
+    assert!(
+        ports.len() >= 4,
+        "two transports per session: {ports:?}\n{text}"
+    );
+    assert!(
+        ports.iter().all(|p| (min..=max).contains(p)),
+        "a port outside {min}-{max}: {ports:?}"
+    );
+    alice.mgr.close().await;
+    bob.mgr.close().await;
 }

@@ -181,6 +181,9 @@ pub struct MediaConfig {
     /// Bytes of payload per second one session may send (40000 = 320 kb/s, far above
     /// any voice bitrate); more are dropped and counted.
     pub max_bytes_per_second: u32,
+    /// `"40000-40999"`: transports bind ports of this range (two per session per bind
+    /// address), so a firewall needs one rule. Empty: ephemeral ports.
+    pub port_range: String,
 }
 
 /// A TURN server sharing a secret with this server (coturn `--use-auth-secret
@@ -285,6 +288,7 @@ impl Default for MediaConfig {
             announced_ips: vec![],
             max_packets_per_second: 200,
             max_bytes_per_second: 40_000,
+            port_range: String::new(),
         }
     }
 }
@@ -368,6 +372,9 @@ impl Config {
         }
         if self.media.bind.is_empty() {
             return Err(ConfigError::Invalid("media.bind needs an address".into()));
+        }
+        if !self.media.port_range.is_empty() {
+            crate::media::PortRange::parse(&self.media.port_range).map_err(ConfigError::Invalid)?;
         }
         let a = &self.admission;
         if a.header_timeout_ms == 0 || a.hello_timeout_ms == 0 {

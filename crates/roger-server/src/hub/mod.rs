@@ -143,6 +143,15 @@ impl Hub {
             announced_ips: config.media.announced_ips.clone(),
             max_packets_per_second: config.media.max_packets_per_second,
             max_bytes_per_second: config.media.max_bytes_per_second,
+            // Config::validate checks the range; an unchecked config falls back to
+            // ephemeral ports, saying so.
+            ports: (!config.media.port_range.is_empty())
+                .then(|| crate::media::PortRange::parse(&config.media.port_range))
+                .and_then(|r| {
+                    r.map_err(|e| tracing::error!("{e}: ephemeral ports used"))
+                        .ok()
+                })
+                .map(Arc::new),
         };
         Arc::new(Hub {
             config,

@@ -19,8 +19,11 @@
 //! Files: the session's media (this file), the transports (`transport.rs`), slots and
 //! the router (`router.rs`).
 
+mod ports;
 mod router;
 mod transport;
+
+pub use ports::PortRange;
 
 pub use router::*;
 pub use transport::*;
@@ -64,6 +67,8 @@ pub struct MediaSettings {
     pub max_packets_per_second: u32,
     /// A producer's bytes per second; more are dropped (and counted).
     pub max_bytes_per_second: u32,
+    /// When set, transports bind ports of this range instead of ephemeral ones.
+    pub ports: Option<Arc<PortRange>>,
 }
 
 /// An offer waiting for its transport: its negotiation id, and how to tell it that a

@@ -108,6 +108,10 @@ impl Transport {
                 webrtc::peer_connection::RTCIceCandidateType::Host,
             );
         }
+        let bind = match &settings.ports {
+            Some(range) => range.assign(&settings.bind)?,
+            None => settings.bind.clone(),
+        };
         let (gathered_tx, gathered) = watch::channel(0u64);
         let handler = Arc::new(Handler {
             direction,
@@ -120,7 +124,7 @@ impl Transport {
             .with_setting_engine(se.build())
             .with_interceptor_registry(registry)
             .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
-            .with_udp_addrs(settings.bind.clone())
+            .with_udp_addrs(bind)
             .build()
             .await
             .map_err(internal)?;
