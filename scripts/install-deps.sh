@@ -19,6 +19,8 @@ PACKAGES=(
   webkit2gtk-driver  # WebKitWebDriver, driven through tauri-driver
   imagemagick        # screenshots of the virtual display
   librsvg2-bin       # make icons: source.svg -> source.png
+  libdbus-1-dev      # the keyring crate talks to the Secret Service over libdbus
+  gnome-keyring libsecret-tools  # a Secret Service (and secret-tool) for the token test
 )
 
 missing=()

@@ -6,7 +6,10 @@ BIN=target/debug
 DATA=.roger-dev
 PORT=${ROGER_PORT:-7070}
 URL="ws://127.0.0.1:$PORT/ws"
+# Tokens, the dev secret and logs: readable by you only.
+umask 077
 mkdir -p "$DATA"
+chmod 700 "$DATA"
 
 "$BIN/roger-server" --listen "127.0.0.1:$PORT" --data-dir "$DATA" > "$DATA/server.log" 2>&1 &
 SERVER=$!
@@ -26,13 +29,15 @@ ECHO_TOKEN=$(token echo-bot echo)
 YOU=$(token "${USER:-you}" general,echo)
 echo "$YOU" > "$DATA/token"
 token "${USER:-you}-ears" general,echo > "$DATA/token-ears"
+chmod 600 "$DATA/token" "$DATA/token-ears"  # files from an older run keep their mode
 
 "$BIN/roger-bot" --server "$URL" --token "$ECHO_TOKEN" echo --channel echo > "$DATA/echo.log" 2>&1 &
 ECHO=$!
 
 if [ -n "${DISPLAY:-}${WAYLAND_DISPLAY:-}" ] && [ -x "$BIN/roger" ]; then
-  # Its own config dir: the dev server and token stay out of your real Roger settings.
-  XDG_CONFIG_HOME="$PWD/$DATA/config" \
+  # Its own config dir, and no credential store: the dev server and token stay out of
+  # your real Roger settings and keyring (the token is kept in a 0600 file there).
+  XDG_CONFIG_HOME="$PWD/$DATA/config" ROGER_NO_KEYRING=1 \
     "$BIN/roger" --server "$URL" --token-file "$DATA/token" --channel echo > "$DATA/app.log" 2>&1 &
   APP=$!
   cat <<MSG

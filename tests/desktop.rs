@@ -377,3 +377,131 @@ impl Drop for Desktop {
         let _ = std::fs::copy(self.home.join("app.log"), screenshot_dir().join("app.log"));
     }
 }
+
+/// A Secret Service (the OS credential store on Linux) of the test's own: a private
+/// D-Bus session bus with `gnome-keyring-daemon` on it (TESTING.md). `None` (skipped)
+/// when a piece is missing outside CI.
+pub struct SecretService {
+    bus: Child,
+    keyring: Child,
+    address: String,
+    home: TempDir,
+}
+
+impl SecretService {
+    /// Starts the bus and the keyring daemon (its login keyring unlocked).
+    pub fn start() -> Option<SecretService> {
+        for p in ["dbus-daemon", "gnome-keyring-daemon", "secret-tool"] {
+            if !have(p) {
+                skip_or_panic(&format!(
+                    "{p} is not installed (scripts/install-deps.sh installs it)"
+                ));
+                return None;
+            }
+        }
+        let home = TempDir::new("secrets");
+        let runtime = home.join("run");
+        std::fs::create_dir_all(&runtime).expect("runtime dir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700));
+        }
+        let mut bus = Command::new("dbus-daemon")
+            .args(["--session", "--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(bus.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("bus address");
+        let address = line.trim().to_owned();
+        let mut keyring = Command::new("gnome-keyring-daemon")
+            .args(["--foreground", "--unlock", "--components=secrets"])
+            .env("DBUS_SESSION_BUS_ADDRESS", &address)
+            .env("HOME", &home.0)
+            .env("XDG_DATA_HOME", home.join("data"))
+            .env("XDG_RUNTIME_DIR", &runtime)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("gnome-keyring-daemon");
+        {
+            use std::io::Write;
+            let mut stdin = keyring.stdin.take().expect("stdin");
+            stdin.write_all(b"test-keyring-password").expect("unlock");
+        }
+        let s = SecretService {
+            bus,
+            keyring,
+            address,
+            home,
+        };
+        // Ready when a secret can be stored and read back.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stored = s
+                .secret_tool(&["store", "--label=probe", "probe", "1"], Some("x"))
+                .0;
+            if stored && s.lookup(&["probe", "1"]).as_deref() == Some("x") {
+                return Some(s);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the Secret Service did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The environment that puts a process on this bus.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![("DBUS_SESSION_BUS_ADDRESS".into(), self.address.clone())]
+    }
+
+    fn secret_tool(&self, args: &[&str], input: Option<&str>) -> (bool, String) {
+        let mut child = Command::new("secret-tool")
+            .args(args)
+            .env("DBUS_SESSION_BUS_ADDRESS", &self.address)
+            .env("HOME", &self.home.0)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("secret-tool");
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().expect("stdin");
+            if let Some(i) = input {
+                let _ = stdin.write_all(i.as_bytes());
+            }
+        }
+        let out = child.wait_with_output().expect("secret-tool");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// The secret stored under these attribute pairs (`["service", "roger", ...]`).
+    pub fn lookup(&self, attributes: &[&str]) -> Option<String> {
+        let mut args = vec!["lookup"];
+        args.extend_from_slice(attributes);
+        let (ok, out) = self.secret_tool(&args, None);
+        (ok && !out.is_empty()).then_some(out)
+    }
+}
+
+impl Drop for SecretService {
+    fn drop(&mut self) {
+        let _ = self.keyring.kill();
+        let _ = self.keyring.wait();
+        let _ = self.bus.kill();
+        let _ = self.bus.wait();
+    }
+}

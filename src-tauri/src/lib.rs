@@ -98,11 +98,23 @@ fn get_hotkey(hotkey: State<'_, Hotkey>) -> HotkeyInfo {
         .unwrap_or_else(|p| p.into_inner().clone())
 }
 
-/// Saves the server and token and connects.
+/// Saves the server, keeps the token in the credential store, and connects.
 #[tauri::command]
 #[specta::specta]
-async fn sign_in(app: State<'_, App>, server_url: String, token: String) -> Result<(), ErrorBody> {
-    app.sign_in(server_url, token).await
+async fn sign_in(
+    app: State<'_, App>,
+    server_url: String,
+    token: String,
+    allow_unencrypted: bool,
+) -> Result<(), ErrorBody> {
+    app.sign_in(server_url, token, allow_unencrypted).await
+}
+
+/// Disconnects and forgets the token (the server address stays).
+#[tauri::command]
+#[specta::specta]
+async fn sign_out(app: State<'_, App>) -> Result<(), ErrorBody> {
+    app.sign_out().await
 }
 
 /// Disconnects (settings stay).
@@ -201,6 +213,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             save_settings,
             get_hotkey,
             sign_in,
+            sign_out,
             disconnect,
             join_channel,
             leave_channel,

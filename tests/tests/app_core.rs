@@ -22,7 +22,7 @@ struct Seen {
 fn app(dir: &TempDir) -> (App, Arc<Mutex<Seen>>) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let s = seen.clone();
-    let app = App::new(
+    let app = App::with_credentials(
         &dir.0,
         Arc::new(move |e| {
             let mut s = s.lock().unwrap();
@@ -32,6 +32,8 @@ fn app(dir: &TempDir) -> (App, Arc<Mutex<Seen>>) {
                 AppEvent::Level { .. } => s.levels += 1,
             }
         }),
+        // The test machine's credential store is not this test's to write.
+        roger_client::app::Credentials::file_only(&dir.0),
     );
     (app, seen)
 }
@@ -61,7 +63,7 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
     assert!(!app.autostart(), "nothing saved yet: no connection");
 
     // Bad input first: a refused token is bannered with its code and a sign-in action.
-    app.sign_in(server.url(), "not-a-token".into())
+    app.sign_in(server.url(), "not-a-token".into(), false)
         .await
         .expect("sign-in starts");
     until(
@@ -77,7 +79,7 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
     )
     .await;
     let bad_url = app
-        .sign_in("http://example.invalid/ws".into(), "t".into())
+        .sign_in("http://example.invalid/ws".into(), "t".into(), false)
         .await
         .unwrap_err();
     assert!(bad_url.message.contains("ws://"), "{}", bad_url.message);
@@ -110,7 +112,9 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
         v["event"] == "joined"
     });
     let token = server.token("alice", &["general", "ops", "echo"]);
-    app.sign_in(server.url(), token.clone()).await.unwrap();
+    app.sign_in(server.url(), token.clone(), false)
+        .await
+        .unwrap();
     until(Duration::from_secs(15), "connected in general", || {
         let s = app.state();
         s.status == Status::Connected
@@ -238,7 +242,25 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
     let (saved, problem) = Settings::load(&dir.0);
     assert!(problem.is_none());
     assert_eq!(saved.channel.as_deref(), Some("ops"));
-    assert_eq!(saved.token, token);
+    // The token is not in the settings file; it is in the (here file-only) store.
+    let settings_text = std::fs::read_to_string(Settings::path(&dir.0)).unwrap();
+    assert!(
+        !settings_text.contains(&token),
+        "the token leaked into settings.json"
+    );
+    assert_eq!(
+        roger_client::app::Credentials::file_only(&dir.0).load(),
+        Some((token.clone(), roger_client::app::TokenStore::File))
+    );
+    assert!(
+        !serde_json::to_string(&app.state())
+            .unwrap()
+            .contains(&token)
+            && !serde_json::to_string(&app.settings())
+                .unwrap()
+                .contains(&token),
+        "what the window is sent never holds the token"
+    );
     let refused = app.join("nope".into()).await.unwrap_err();
     assert_eq!(refused.code, ErrorCode::ChannelNotFound);
     assert_eq!(

@@ -18,8 +18,10 @@ export const commands = {
 	saveSettings: (settings: Settings_Deserialize) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("save_settings", { settings })),
 	/**  The push-to-talk shortcut in use. */
 	getHotkey: () => __TAURI_INVOKE<HotkeyInfo_Serialize>("get_hotkey"),
-	/**  Saves the server and token and connects. */
-	signIn: (serverUrl: string, token: string) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("sign_in", { serverUrl, token })),
+	/**  Saves the server, keeps the token in the credential store, and connects. */
+	signIn: (serverUrl: string, token: string, allowUnencrypted: boolean) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("sign_in", { serverUrl, token, allowUnencrypted })),
+	/**  Disconnects and forgets the token (the server address stays). */
+	signOut: () => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("sign_out")),
 	/**  Disconnects (settings stay). */
 	disconnect: () => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("disconnect")),
 	/**  Joins a channel (PTT talks there). */
@@ -95,6 +97,11 @@ export type AppState_Deserialize = {
 	status: Status_Deserialize,
 	/**  Whether a session exists (signed in), whatever its status. */
 	signed_in: boolean,
+	/**
+	 *  Where the saved sign-in token is kept (`None`: no token saved). The token itself
+	 *  never reaches the window.
+	 */
+	token_store?: TokenStore | null,
 	/**  The server of the session. */
 	server_url: string,
 	/**  Who the server says we are. */
@@ -126,6 +133,11 @@ export type AppState_Serialize = {
 	status: Status_Serialize,
 	/**  Whether a session exists (signed in), whatever its status. */
 	signed_in: boolean,
+	/**
+	 *  Where the saved sign-in token is kept (`None`: no token saved). The token itself
+	 *  never reaches the window.
+	 */
+	token_store: TokenStore | null,
 	/**  The server of the session. */
 	server_url: string,
 	/**  Who the server says we are. */
@@ -568,8 +580,11 @@ export type Settings = Settings_Serialize | Settings_Deserialize;
 export type Settings_Deserialize = {
 	/**  `ws://` or `wss://` address of the server. */
 	server_url?: string,
-	/**  The sign-in token. */
-	token?: string,
+	/**
+	 *  The user ticked "unencrypted connection": `ws://` to a server that is not on
+	 *  this machine is allowed (token and voice signaling travel in the clear).
+	 */
+	allow_unencrypted?: boolean,
 	/**  The channel to join after connecting. */
 	channel?: string | null,
 	/**  The global push-to-talk shortcut (`F8`, `Ctrl+Shift+Space`). */
@@ -588,8 +603,11 @@ export type Settings_Deserialize = {
 export type Settings_Serialize = {
 	/**  `ws://` or `wss://` address of the server. */
 	server_url: string,
-	/**  The sign-in token. */
-	token: string,
+	/**
+	 *  The user ticked "unencrypted connection": `ws://` to a server that is not on
+	 *  this machine is allowed (token and voice signaling travel in the clear).
+	 */
+	allow_unencrypted: boolean,
 	/**  The channel to join after connecting. */
 	channel: string | null,
 	/**  The global push-to-talk shortcut (`F8`, `Ctrl+Shift+Space`). */
@@ -713,6 +731,13 @@ export type Theme =
 "light" | 
 /**  Dark. */
 "dark";
+
+/**  Where the token is kept. */
+export type TokenStore = 
+/**  The OS credential store. */
+"keyring" | 
+/**  A file only the user can read (no credential store answered). */
+"file";
 
 /**  A user's stable identity: the token's `sub`. */
 export type UserId = string;

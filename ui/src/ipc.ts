@@ -101,8 +101,9 @@ export const api = {
   getSettings: () => plain<Settings>(() => commands.getSettings()),
   saveSettings: (settings: Settings) => fallible<null>(() => commands.saveSettings(settings)),
   getHotkey: () => plain<HotkeyInfo>(() => commands.getHotkey()),
-  signIn: (serverUrl: string, token: string) =>
-    fallible<null>(() => commands.signIn(serverUrl, token)),
+  signIn: (serverUrl: string, token: string, allowUnencrypted: boolean) =>
+    fallible<null>(() => commands.signIn(serverUrl, token, allowUnencrypted)),
+  signOut: () => fallible<null>(() => commands.signOut()),
   disconnect: () => fallible<null>(() => commands.disconnect()),
   joinChannel: (channel: string) => fallible<null>(() => commands.joinChannel(channel)),
   leaveChannel: () => fallible<null>(() => commands.leaveChannel()),

@@ -171,12 +171,46 @@ describe("sign in", () => {
     expect(url.placeholder).toBe("ws://127.0.0.1:7070/ws");
     expect(url.value).toBe("ws://127.0.0.1:7070/ws");
     expect(token.type).toBe("password");
-    expect(token.value).toBe("secret-token");
+    // The token is never sent to the window: nothing to prefill.
+    expect(token.value).toBe("");
     url.value = "ws://example.test/ws";
+    token.value = "secret-token";
     m.$("connect").click();
     await flush();
     const call = m.calls.find((c) => c.cmd === "sign_in");
-    expect(call?.args).toEqual({ serverUrl: "ws://example.test/ws", token: "secret-token" });
+    expect(call?.args).toEqual({
+      serverUrl: "ws://example.test/ws",
+      token: "secret-token",
+      allowUnencrypted: false,
+    });
+    // Sent once, then gone from the form.
+    expect(token.value).toBe("");
+  });
+
+  it("says where a saved token is kept, offers Sign out, and marks unencrypted as such", async () => {
+    const m = await mount({
+      state: makeState({ signed_in: true, token_store: "keyring" }),
+    });
+    m.app.navigate("signin");
+    await flush();
+    expect(m.$("token-store").hidden).toBe(false);
+    expect(m.$("token-store").textContent).toContain("system keyring");
+    const box = m.$("allow-unencrypted") as HTMLInputElement;
+    expect(box.checked).toBe(false);
+    const label = m.root.querySelector(`label[for="${box.id}"]`)!;
+    expect(label.textContent).toContain("unencrypted");
+    expect(label.textContent).toContain("in the clear");
+    box.checked = true;
+    (m.$("token") as HTMLInputElement).value = "t";
+    (m.$("server-url") as HTMLInputElement).value = "ws://198.18.0.9:7070/ws";
+    m.$("connect").click();
+    await flush();
+    expect(m.calls.find((c) => c.cmd === "sign_in")?.args).toMatchObject({ allowUnencrypted: true });
+    m.app.navigate("signin");
+    await flush();
+    m.$("sign-out").click();
+    await flush();
+    expect(m.calls.some((c) => c.cmd === "sign_out")).toBe(true);
   });
 
   it("shows the error's message and code inline on failure", async () => {
@@ -188,6 +222,7 @@ describe("sign in", () => {
         },
       },
     });
+    (m.$("token") as HTMLInputElement).value = "not-a-token";
     m.$("connect").click();
     await flush();
     const err = m.$("signin-error");

@@ -22,6 +22,7 @@ function makeBareState(overrides: Partial<AppState>): Omit<AppState, "presentati
   return {
     status: { status: "Connected" },
     signed_in: true,
+    token_store: null,
     server_url: "ws://127.0.0.1:7070/ws",
     user: { user: "u-alice", name: "Alice" },
     channels: [
@@ -44,7 +45,7 @@ function makeBareState(overrides: Partial<AppState>): Omit<AppState, "presentati
 export function makeSettings(overrides: Partial<Settings> = {}): Settings {
   return {
     server_url: "ws://127.0.0.1:7070/ws",
-    token: "secret-token",
+    allow_unencrypted: false,
     channel: "general",
     hotkey: "F8",
     input: "default",

@@ -1,4 +1,6 @@
-// Sign in (server address + token), and Disconnect when signed in.
+// Sign in (server address + token), and Disconnect or Sign out when signed in. The token
+// goes from this form to Rust once; it is never sent back (the app keeps it in the OS
+// credential store, and tells this view only where).
 
 import type { Ctx, View } from "../context";
 import { h, setText, uid } from "../dom";
@@ -10,6 +12,8 @@ export class SignInView implements View {
   readonly el: HTMLElement;
   private readonly url: HTMLInputElement;
   private readonly token: HTMLInputElement;
+  private readonly unencrypted: HTMLInputElement;
+  private readonly tokenNote: HTMLElement;
   private readonly connect: HTMLButtonElement;
   private readonly error: HTMLElement;
   private readonly account: HTMLElement;
@@ -45,7 +49,14 @@ export class SignInView implements View {
       required: true,
       "aria-describedby": errorId,
     });
-    for (const input of [this.url, this.token]) {
+    const unencryptedId = uid("allow-unencrypted");
+    this.unencrypted = h("input", {
+      id: unencryptedId,
+      type: "checkbox",
+      "data-testid": "allow-unencrypted",
+    });
+    this.tokenNote = h("p", { class: "muted", "data-testid": "token-store", hidden: true });
+    for (const input of [this.url, this.token, this.unencrypted]) {
       input.addEventListener("input", () => {
         this.dirty = true;
       });
@@ -79,6 +90,18 @@ export class SignInView implements View {
         { class: "field" },
         h("label", { for: tokenId }, "Token"),
         this.token,
+        this.tokenNote,
+      ),
+      h(
+        "div",
+        { class: "check unencrypted" },
+        this.unencrypted,
+        h(
+          "label",
+          { for: unencryptedId },
+          "Allow an unencrypted connection (ws:// to another machine). ",
+          h("strong", null, "Your token and your channel's signaling travel in the clear."),
+        ),
       ),
       this.error,
       h("div", { class: "form-actions" }, this.connect),
@@ -106,6 +129,16 @@ export class SignInView implements View {
           },
           "Disconnect",
         ),
+        h(
+          "button",
+          {
+            type: "button",
+            class: "button",
+            "data-testid": "sign-out",
+            onclick: () => this.signOut(),
+          },
+          "Sign out",
+        ),
       ),
     );
     this.el = h("section", { class: "view view-signin" }, this.account, form);
@@ -115,11 +148,19 @@ export class SignInView implements View {
   prefill(settings: Settings): void {
     if (this.dirty) return;
     this.url.value = settings.server_url;
-    this.token.value = settings.token;
+    this.unencrypted.checked = settings.allow_unencrypted;
   }
 
   update(state: AppState): void {
     this.account.hidden = !state.signed_in;
+    const kept =
+      state.token_store === "keyring"
+        ? "A saved token is kept in the system keyring."
+        : state.token_store === "file"
+          ? "A saved token is kept in a file only you can read (no system keyring answered)."
+          : "";
+    setText(this.tokenNote, kept ? `${kept} Paste a token to replace it; Sign out forgets it.` : "");
+    this.tokenNote.hidden = !kept;
     if (state.signed_in) {
       const who = state.user ? ` as ${state.user.name}` : "";
       setText(this.accountText, `Signed in to ${state.server_url}${who}.`);
@@ -163,7 +204,8 @@ export class SignInView implements View {
     this.busy = true;
     this.connect.disabled = true;
     setText(this.connect, "Connecting…");
-    const r = await api.signIn(url, token);
+    const allowUnencrypted = this.unencrypted.checked;
+    const r = await api.signIn(url, token, allowUnencrypted);
     this.busy = false;
     this.connect.disabled = false;
     setText(this.connect, "Connect");
@@ -172,9 +214,16 @@ export class SignInView implements View {
       return;
     }
     this.dirty = false;
+    this.token.value = "";
     const s = this.ctx.settings();
-    if (s) this.ctx.setSettings({ ...s, server_url: url, token });
+    if (s) this.ctx.setSettings({ ...s, server_url: url, allow_unencrypted: allowUnencrypted });
     this.ctx.navigate("main");
+  }
+
+  private signOut(): void {
+    void api.signOut().then((r) => {
+      if (r.status === "error") this.ctx.reportError(r.error);
+    });
   }
 
   private disconnect(): void {

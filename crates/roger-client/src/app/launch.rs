@@ -29,7 +29,9 @@ impl App {
         }
         if let Some(path) = &options.token_file {
             match std::fs::read_to_string(path) {
-                Ok(token) => settings.token = token.trim().to_owned(),
+                // Kept like a signed-in token (credential store, else a private file).
+                Ok(token) if !token.trim().is_empty() => self.keep_token(token.trim())?,
+                Ok(_) => tracing::error!("--token-file {} is empty", path.display()),
                 Err(e) => tracing::error!("cannot read --token-file {}: {e}", path.display()),
             }
         }
@@ -67,7 +69,12 @@ mod tests {
     use std::sync::Arc;
 
     fn app(dir: &std::path::Path) -> App {
-        App::new(dir, Arc::new(|_| {}))
+        // Never the real user's credential store.
+        App::with_credentials(
+            dir,
+            Arc::new(|_| {}),
+            crate::app::Credentials::file_only(dir),
+        )
     }
 
     fn temp_dir(name: &str) -> PathBuf {
@@ -89,8 +96,16 @@ mod tests {
         };
         let s = app(&dir).apply_launch_options(&options).expect("applied");
         assert_eq!(s.server_url, "ws://127.0.0.1:7070/ws");
-        assert_eq!(s.token, "eyJ.token.x");
         assert_eq!(s.channel.as_deref(), Some("echo"));
+        // The token is kept apart from the settings, and found again at the next launch.
+        assert!(!std::fs::read_to_string(dir.join("settings.json"))
+            .unwrap()
+            .contains("eyJ.token.x"));
+        assert_eq!(app(&dir).token().as_deref(), Some("eyJ.token.x"));
+        assert_eq!(
+            app(&dir).state().token_store,
+            Some(crate::app::TokenStore::File)
+        );
         // The next launch, without options, finds them in the settings.
         let again = app(&dir);
         assert_eq!(
@@ -107,7 +122,6 @@ mod tests {
     fn an_unreadable_token_file_is_skipped_and_the_other_options_still_apply() {
         let dir = temp_dir("unreadable");
         let a = app(&dir);
-        let before = a.settings();
         let s = a
             .apply_launch_options(&LaunchOptions {
                 server: Some("ws://127.0.0.1:7070/ws".into()),
@@ -115,7 +129,7 @@ mod tests {
                 channel: Some("echo".into()),
             })
             .expect("applied");
-        assert_eq!(s.token, before.token);
+        assert_eq!(a.token(), None);
         assert_eq!(s.server_url, "ws://127.0.0.1:7070/ws");
         assert_eq!(s.channel.as_deref(), Some("echo"));
         assert_eq!(a.settings(), s);

@@ -9,12 +9,14 @@
 //! dot, tray and banner show (`presentation.rs`); the pure fold of events into the
 //! window's state (`view.rs`); the settings file (`settings.rs`).
 
+pub mod credentials;
 mod launch;
 pub mod presentation;
 mod ptt;
 pub mod settings;
 pub mod view;
 
+pub use credentials::{Credentials, TokenStore};
 pub use launch::LaunchOptions;
 pub use presentation::{DotColor, StatusPresentation};
 pub use settings::{Settings, Theme, DEFAULT_HOTKEY};
@@ -111,6 +113,9 @@ struct Inner {
     /// Wakes the state emitter (see [`App::emit_state`]).
     state_changed: std::sync::mpsc::Sender<()>,
     settings: Mutex<Settings>,
+    /// Where the token is kept, and the token (never sent to the window).
+    credentials: Credentials,
+    token: Mutex<Option<(String, TokenStore)>>,
     view: Mutex<View>,
     session: Mutex<Option<Session>>,
     /// The speaker the session plays into (swapped when the user picks another).
@@ -135,8 +140,17 @@ fn state_emitter(inner: &Weak<Inner>, changes: &std::sync::mpsc::Receiver<()>) {
     while changes.recv().is_ok() {
         while changes.try_recv().is_ok() {}
         let Some(inner) = inner.upgrade() else { return };
-        let state = lock(&inner.view).snapshot();
+        let state = inner.snapshot();
         (inner.emit)(AppEvent::State(Box::new(state)));
+    }
+}
+
+impl Inner {
+    /// What the window shows now.
+    fn snapshot(&self) -> AppState {
+        let mut state = lock(&self.view).snapshot();
+        state.token_store = lock(&self.token).as_ref().map(|(_, store)| *store);
+        state
     }
 }
 
@@ -173,7 +187,27 @@ impl App {
     /// Loads the settings from `config_dir` (a bad file is kept aside and reported in the
     /// banner) and starts idle. Call [`App::autostart`] to connect with saved settings.
     pub fn new(config_dir: &Path, emit: Emit) -> App {
-        let (settings, problem) = Settings::load(config_dir);
+        Self::with_credentials(config_dir, emit, Credentials::new(config_dir))
+    }
+
+    /// [`App::new`] with the token kept by `credentials` (tests use a file-only store).
+    pub fn with_credentials(config_dir: &Path, emit: Emit, credentials: Credentials) -> App {
+        let (settings, legacy_token, problem) = Settings::load_with_legacy_token(config_dir);
+        let mut token = credentials.load();
+        if let Some(old) = legacy_token {
+            // An older version kept the token in settings.json: move it out.
+            match credentials.save(&old) {
+                Ok(store) => {
+                    token = Some((old, store));
+                    if let Err(e) = settings.save(config_dir) {
+                        tracing::error!(error = %e, "could not rewrite the settings without the token");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "could not move the token out of the settings")
+                }
+            }
+        }
         let mut view = View::default();
         if let Some(p) = problem {
             tracing::warn!(error = %p, "settings");
@@ -190,6 +224,8 @@ impl App {
                 emit,
                 state_changed,
                 settings: Mutex::new(settings),
+                credentials,
+                token: Mutex::new(token),
                 view: Mutex::new(view),
                 session: Mutex::new(None),
                 speaker: Arc::new(Mutex::new(None)),
@@ -212,7 +248,18 @@ impl App {
 
     /// What the window shows now.
     pub fn state(&self) -> AppState {
-        lock(&self.inner.view).snapshot()
+        self.inner.snapshot()
+    }
+
+    fn token(&self) -> Option<String> {
+        lock(&self.inner.token).as_ref().map(|(t, _)| t.clone())
+    }
+
+    /// Keeps `token` (credential store, else a private file) for the next launches.
+    fn keep_token(&self, token: &str) -> Result<(), ErrorBody> {
+        let store = self.inner.credentials.save(token)?;
+        *lock(&self.inner.token) = Some((token.to_owned(), store));
+        Ok(())
     }
 
     /// The saved settings.
@@ -223,20 +270,28 @@ impl App {
     /// Connects with the saved server and token, if there are any. Returns whether it did.
     pub fn autostart(&self) -> bool {
         let s = self.settings();
-        if s.server_url.is_empty() || s.token.is_empty() {
+        if s.server_url.is_empty() || self.token().is_none() {
             return false;
         }
         self.start_session();
         true
     }
 
-    /// Saves a server address and token and connects (closing any previous session).
-    /// Returns once connecting has started; the status follows in [`AppEvent::State`].
-    pub async fn sign_in(&self, server_url: String, token: String) -> Result<(), ErrorBody> {
+    /// Saves a server address (and whether an unencrypted `ws://` to another machine is
+    /// allowed) and keeps the token in the credential store, then connects (closing any
+    /// previous session). Returns once connecting has started; the status follows in
+    /// [`AppEvent::State`].
+    pub async fn sign_in(
+        &self,
+        server_url: String,
+        token: String,
+        allow_unencrypted: bool,
+    ) -> Result<(), ErrorBody> {
         let mut s = self.settings();
         s.server_url = server_url.trim().to_owned();
-        s.token = token.trim().to_owned();
-        if s.server_url.is_empty() || s.token.is_empty() {
+        s.allow_unencrypted = allow_unencrypted;
+        let token = token.trim();
+        if s.server_url.is_empty() || token.is_empty() {
             return Err(ErrorBody::new(
                 ErrorCode::TokenInvalid,
                 "enter the server address and a token",
@@ -245,9 +300,20 @@ impl App {
         s.validate()?;
         s.save(&self.inner.config_dir)?;
         *lock(&self.inner.settings) = s;
+        self.keep_token(token)?;
         self.disconnect().await;
         self.start_session();
         Ok(())
+    }
+
+    /// Disconnects and forgets the token (credential store and file). The server address
+    /// stays, so signing in again needs only a new token.
+    pub async fn sign_out(&self) -> Result<(), ErrorBody> {
+        self.disconnect().await;
+        *lock(&self.inner.token) = None;
+        let forgotten = self.inner.credentials.forget();
+        self.emit_state();
+        forgotten
     }
 
     /// Closes the session (the settings stay). The status turns `Offline`.
@@ -278,7 +344,10 @@ impl App {
     fn start_session(&self) {
         let settings = self.settings();
         self.ensure_speaker(&settings);
-        let mut config = ClientConfig::new(settings.server_url.clone(), settings.token.clone());
+        let mut config = ClientConfig::new(
+            settings.server_url.clone(),
+            self.token().unwrap_or_default(),
+        );
         config.client_name = format!("roger-desktop/{}", env!("CARGO_PKG_VERSION"));
         let (manager, events) =
             ConnectionManager::start(config, Box::new(SpeakerSink(self.inner.speaker.clone())));
@@ -644,8 +713,9 @@ mod tests {
     fn the_last_state_sent_is_the_newest_even_when_sending_one_is_slow() {
         let sent: Arc<Mutex<Vec<PttState>>> = Arc::default();
         let record = sent.clone();
-        let app = App::new(
-            &std::env::temp_dir().join("roger-app-state-order-never-written"),
+        let dir = std::env::temp_dir().join("roger-app-state-order-never-written");
+        let app = App::with_credentials(
+            &dir,
             Arc::new(move |e| {
                 if let AppEvent::State(s) = e {
                     if s.ptt == PttState::Requesting {
@@ -654,6 +724,7 @@ mod tests {
                     lock(&record).push(s.ptt);
                 }
             }),
+            Credentials::file_only(&dir),
         );
         assert!(lock(&app.inner.view).press());
         let presser = {

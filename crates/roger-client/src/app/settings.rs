@@ -1,4 +1,5 @@
-//! The desktop app's settings: one JSON file in the app's config directory.
+//! The desktop app's settings: one JSON file in the app's config directory. The sign-in
+//! token is not among them (see `credentials.rs`).
 //!
 //! Saved atomically (write a temporary file, then rename). A file that cannot be read is
 //! kept beside the new one (`settings.json.bad`) rather than overwritten, and the error
@@ -33,8 +34,9 @@ pub enum Theme {
 pub struct Settings {
     /// `ws://` or `wss://` address of the server.
     pub server_url: String,
-    /// The sign-in token.
-    pub token: String,
+    /// The user ticked "unencrypted connection": `ws://` to a server that is not on
+    /// this machine is allowed (token and voice signaling travel in the clear).
+    pub allow_unencrypted: bool,
     /// The channel to join after connecting.
     pub channel: Option<String>,
     /// The global push-to-talk shortcut (`F8`, `Ctrl+Shift+Space`).
@@ -53,7 +55,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             server_url: String::new(),
-            token: String::new(),
+            allow_unencrypted: false,
             channel: None,
             hotkey: DEFAULT_HOTKEY.to_owned(),
             input: DeviceChoice::Default,
@@ -73,15 +75,23 @@ impl Settings {
     /// Loads the settings from `dir`; a missing file gives the defaults. A file that does
     /// not parse is moved to `settings.json.bad` and reported; the defaults are used.
     pub fn load(dir: &Path) -> (Settings, Option<ErrorBody>) {
+        let (settings, _, problem) = Self::load_with_legacy_token(dir);
+        (settings, problem)
+    }
+
+    /// [`Settings::load`], also returning the `token` an older version kept in the file
+    /// (the caller moves it to the credential store and saves the settings without it).
+    pub fn load_with_legacy_token(dir: &Path) -> (Settings, Option<String>, Option<ErrorBody>) {
         let path = Self::path(dir);
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return (Settings::default(), None)
+                return (Settings::default(), None, None)
             }
             Err(e) => {
                 return (
                     Settings::default(),
+                    None,
                     Some(settings_error(format!(
                         "cannot read {}: {e}",
                         path.display()
@@ -89,8 +99,12 @@ impl Settings {
                 )
             }
         };
+        let legacy_token = serde_json::from_str::<serde_json::Value>(&text)
+            .ok()
+            .and_then(|v| v.get("token")?.as_str().map(str::to_owned))
+            .filter(|t| !t.is_empty());
         match serde_json::from_str(&text) {
-            Ok(s) => (s, None),
+            Ok(s) => (s, legacy_token, None),
             Err(e) => {
                 let bad = path.with_extension("json.bad");
                 let kept = std::fs::rename(&path, &bad).is_ok();
@@ -106,7 +120,7 @@ impl Settings {
                         path.display()
                     )
                 };
-                (Settings::default(), Some(invalid(message)))
+                (Settings::default(), None, Some(invalid(message)))
             }
         }
     }
@@ -121,6 +135,12 @@ impl Settings {
                     "the server address must start with ws:// or wss://, not {}://",
                     url.scheme()
                 )));
+            }
+            if url.scheme() == "ws" && !is_loopback(&url) && !self.allow_unencrypted {
+                return Err(invalid(
+                    "ws:// sends your token and everything you say to the server unencrypted: \
+                     use wss://, or tick \"Allow an unencrypted connection\" if you must",
+                ));
             }
         }
         if self.hotkey.trim().is_empty() {
@@ -143,8 +163,19 @@ impl Settings {
     }
 }
 
-/// Writes a file only its owner can read (it holds the sign-in token).
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+/// Whether the URL's host is this machine.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
+}
+
+/// Writes a file only its owner can read (settings, or the token where no credential
+/// store answers).
+pub(super) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
@@ -186,7 +217,7 @@ mod tests {
         assert!(err.is_none());
         let s = Settings {
             server_url: "ws://127.0.0.1:7070/ws".into(),
-            token: "t".into(),
+            allow_unencrypted: false,
             channel: Some("general".into()),
             hotkey: "Ctrl+Shift+Space".into(),
             input: DeviceChoice::Id("pulse:vmic".into()),
@@ -203,9 +234,55 @@ mod tests {
                 .unwrap()
                 .permissions()
                 .mode();
-            assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
+            assert_eq!(mode & 0o077, 0, "the settings file is private: {mode:o}");
         }
+        assert!(!std::fs::read_to_string(Settings::path(&d))
+            .unwrap()
+            .contains("token"));
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn an_older_file_s_token_is_handed_over_to_be_moved_out() {
+        let d = dir("legacy");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            Settings::path(&d),
+            r#"{"server_url":"wss://h/ws","token":"eyJ.old"}"#,
+        )
+        .unwrap();
+        let (s, token, err) = Settings::load_with_legacy_token(&d);
+        assert!(err.is_none());
+        assert_eq!(s.server_url, "wss://h/ws");
+        assert_eq!(token.as_deref(), Some("eyJ.old"));
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn unencrypted_ws_is_refused_off_this_machine_unless_ticked() {
+        for local in [
+            "ws://127.0.0.1:7070/ws",
+            "ws://localhost:7070/ws",
+            "ws://[::1]:7070/ws",
+        ] {
+            let s = Settings {
+                server_url: local.into(),
+                ..Settings::default()
+            };
+            assert!(s.validate().is_ok(), "{local}");
+        }
+        let mut s = Settings {
+            server_url: "ws://198.18.0.5:7070/ws".into(),
+            ..Settings::default()
+        };
+        let e = s.validate().unwrap_err();
+        assert_eq!(e.code, ErrorCode::InvalidSettings);
+        assert!(e.message.contains("unencrypted"), "{e:?}");
+        s.allow_unencrypted = true;
+        assert!(s.validate().is_ok());
+        s.server_url = "wss://198.18.0.5/ws".into();
+        s.allow_unencrypted = false;
+        assert!(s.validate().is_ok());
     }
 
     #[test]

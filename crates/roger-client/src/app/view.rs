@@ -70,6 +70,9 @@ pub struct AppState {
     pub status: Status,
     /// Whether a session exists (signed in), whatever its status.
     pub signed_in: bool,
+    /// Where the saved sign-in token is kept (`None`: no token saved). The token itself
+    /// never reaches the window.
+    pub token_store: Option<super::credentials::TokenStore>,
     /// The server of the session.
     pub server_url: String,
     /// Who the server says we are.
@@ -98,6 +101,7 @@ impl Default for AppState {
         AppState {
             status: Status::Offline,
             signed_in: false,
+            token_store: None,
             server_url: String::new(),
             user: None,
             channels: Vec::new(),

@@ -1,0 +1,156 @@
+//! Where the sign-in token lives: the OS credential store (the `keyring` crate: Secret
+//! Service on Linux, Credential Manager on Windows, Keychain on macOS), and only when no
+//! store answers, a file in the config dir that only its owner can read. Settings say
+//! which. The token never goes into `settings.json` (an older file's token is moved out
+//! of it at start) and never to the webview.
+
+use roger_protocol::{ErrorBody, ErrorCode};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The credential store's service name.
+pub const SERVICE: &str = "roger";
+/// The entry's user name (one sign-in per app).
+const ACCOUNT: &str = "sign-in-token";
+
+/// Where the token is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "specta", derive(specta::Type))]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStore {
+    /// The OS credential store.
+    Keyring,
+    /// A file only the user can read (no credential store answered).
+    File,
+}
+
+/// The token's home for one config dir.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    file: PathBuf,
+    /// Whether to try the OS store (tests of the fallback turn it off).
+    use_keyring: bool,
+}
+
+impl Credentials {
+    /// The token of the app whose config dir is `dir`.
+    pub fn new(dir: &Path) -> Credentials {
+        Credentials {
+            file: dir.join("token"),
+            use_keyring: std::env::var_os("ROGER_NO_KEYRING").is_none(),
+        }
+    }
+
+    /// The same, never trying the OS store.
+    pub fn file_only(dir: &Path) -> Credentials {
+        Credentials {
+            use_keyring: false,
+            ..Credentials::new(dir)
+        }
+    }
+
+    fn entry(&self) -> Option<keyring::Entry> {
+        if !self.use_keyring {
+            return None;
+        }
+        keyring::Entry::new(SERVICE, ACCOUNT)
+            .map_err(|e| tracing::info!("no credential store: {e}"))
+            .ok()
+    }
+
+    /// The saved token and where it is, if there is one.
+    pub fn load(&self) -> Option<(String, TokenStore)> {
+        if let Some(entry) = self.entry() {
+            match entry.get_password() {
+                Ok(t) if !t.is_empty() => return Some((t, TokenStore::Keyring)),
+                Ok(_) | Err(keyring::Error::NoEntry) => {}
+                Err(e) => tracing::info!("credential store did not answer: {e}"),
+            }
+        }
+        match std::fs::read_to_string(&self.file) {
+            Ok(t) if !t.trim().is_empty() => Some((t.trim().to_owned(), TokenStore::File)),
+            _ => None,
+        }
+    }
+
+    /// Keeps `token`: in the OS store if one answers (and then no file holds it), else
+    /// in the private file. Returns where.
+    pub fn save(&self, token: &str) -> Result<TokenStore, ErrorBody> {
+        if let Some(entry) = self.entry() {
+            match entry.set_password(token) {
+                Ok(()) => {
+                    remove(&self.file)?;
+                    return Ok(TokenStore::Keyring);
+                }
+                Err(e) => tracing::warn!(
+                    "the credential store did not take the token ({e}); keeping it in {} (owner-only)",
+                    self.file.display()
+                ),
+            }
+        }
+        if let Some(dir) = self.file.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        }
+        let tmp = self.file.with_extension("tmp");
+        super::settings::write_private(&tmp, token.as_bytes())
+            .and_then(|()| std::fs::rename(&tmp, &self.file))
+            .map_err(|e| io_error(&self.file, e))?;
+        Ok(TokenStore::File)
+    }
+
+    /// Forgets the token everywhere it could be.
+    pub fn forget(&self) -> Result<(), ErrorBody> {
+        if let Some(entry) = self.entry() {
+            match entry.delete_credential() {
+                Ok(()) | Err(keyring::Error::NoEntry) => {}
+                Err(e) => {
+                    tracing::warn!("could not remove the token from the credential store: {e}")
+                }
+            }
+        }
+        remove(&self.file)
+    }
+}
+
+fn remove(path: &Path) -> Result<(), ErrorBody> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+fn io_error(path: &Path, e: std::io::Error) -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::InternalError,
+        format!("cannot keep the sign-in token in {}: {e}", path.display()),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn without_a_credential_store_the_token_is_a_private_file_and_sign_out_removes_it() {
+        let dir = std::env::temp_dir().join(format!("roger-cred-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let c = Credentials::file_only(&dir);
+        assert_eq!(c.load(), None);
+        assert_eq!(c.save("eyJ.secret").unwrap(), TokenStore::File);
+        assert_eq!(c.load(), Some(("eyJ.secret".into(), TokenStore::File)));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("token"))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
+        }
+        c.forget().unwrap();
+        assert_eq!(c.load(), None);
+        c.forget().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
