@@ -213,3 +213,45 @@ async fn revoke_ends_a_live_session_and_voids_older_tokens_across_a_restart() {
         Ok(Response::Welcome(_))
     ));
 }
+
+/// The client side of a token's end: a session whose token expires gets TOKEN_EXPIRED and
+/// stops there (Failed, the code the app shows as "sign in again"), without trying to
+/// resume or rejoin with a token that cannot work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_whose_token_expires_stops_and_asks_for_a_sign_in() {
+    let server = Server::start("");
+    let mut short = claims(None, None, None);
+    short.exp = unix_now() + 4;
+    let client = roger_e2e::TestClient::connect(roger_e2e::client_config(
+        &server.url(),
+        &server.sign(&short),
+    ))
+    .await;
+    let t0 = Instant::now();
+    client
+        .wait_status(Duration::from_secs(8), "Failed(TOKEN_EXPIRED)", |s| {
+            matches!(s, roger_client::Status::Failed { code, .. } if *code == ErrorCode::TokenExpired)
+        })
+        .await;
+    println!(
+        "failed with TOKEN_EXPIRED {:?} after connecting",
+        t0.elapsed()
+    );
+    assert_eq!(
+        ErrorCode::TokenExpired.action(),
+        ErrorAction::SignIn,
+        "the app's banner offers a sign-in, not Rejoin"
+    );
+    let attempts = server.metric("reconnect_attempts_total");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        server.metric("reconnect_attempts_total"),
+        attempts,
+        "it kept trying to resume"
+    );
+    assert_eq!(
+        server.metric("roger_sessions_created_total"),
+        1.0,
+        "it rejoined"
+    );
+}
