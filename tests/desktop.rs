@@ -224,6 +224,11 @@ impl Desktop {
             "--native-port",
             &native.to_string(),
         ]);
+        // No credential store unless the test brings its own (SecretService): the app
+        // must never write a test token into the developer's keyring.
+        if !env.iter().any(|(k, _)| k == "DBUS_SESSION_BUS_ADDRESS") {
+            driver.env("ROGER_NO_KEYRING", "1");
+        }
         let driver = home
             .apply(&mut driver, &display)
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -428,7 +433,7 @@ impl SecretService {
             .env("XDG_RUNTIME_DIR", &runtime)
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(std::fs::File::create(home.join("keyring.log")).expect("log"))
             .spawn()
             .expect("gnome-keyring-daemon");
         {
@@ -443,7 +448,7 @@ impl SecretService {
             home,
         };
         // Ready when a secret can be stored and read back.
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             let stored = s
                 .secret_tool(&["store", "--label=probe", "probe", "1"], Some("x"))
@@ -453,7 +458,8 @@ impl SecretService {
             }
             assert!(
                 Instant::now() < deadline,
-                "the Secret Service did not come up"
+                "the Secret Service did not come up; gnome-keyring-daemon said:\n{}",
+                std::fs::read_to_string(s.home.join("keyring.log")).unwrap_or_default()
             );
             std::thread::sleep(Duration::from_millis(100));
         }

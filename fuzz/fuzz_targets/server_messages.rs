@@ -57,10 +57,7 @@ fuzz_target!(|data: &[u8]| {
     static CONN: AtomicU64 = AtomicU64::new(1);
     w.rt.block_on(async {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Outbound>(4096);
-        let conn = Conn {
-            id: CONN.fetch_add(1, Ordering::Relaxed),
-            tx,
-        };
+        let conn = Conn::new(CONN.fetch_add(1, Ordering::Relaxed), tx);
         let mut session = None;
         let config = w.hub.config();
         let mut fanout = TokenBucket::new(

@@ -44,8 +44,13 @@ async fn closed_at(mut stream: TcpStream) -> Instant {
 
 #[test]
 fn idle_strangers_are_closed_in_time_capped_per_address_and_talk_goes_on() {
-    // 2000 sockets on each side of loopback, plus the servers' own.
-    let _ = rlimit::increase_nofile_limit(u64::MAX);
+    // 2000 sockets on each side of loopback, plus the servers' own: the server fits its
+    // caps to half its descriptor limit, so this needs a hard limit of 8192 or more.
+    let limit = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(0);
+    assert!(
+        limit >= 8192,
+        "the open-file hard limit is {limit}: raise it (ulimit -Hn 65536) to run this test"
+    );
     let server = Server::start(&format!(
         "[admission]\nheader_timeout_ms = {HEADER_MS}\nhello_timeout_ms = {HELLO_MS}\n\
          max_connections = 2100\nmax_connections_per_address = {N}\n\
@@ -96,9 +101,11 @@ fn idle_strangers_are_closed_in_time_capped_per_address_and_talk_goes_on() {
     let (silent, upgraded, refused_quickly, metrics_mid) = rt.block_on(async {
         let t0 = Instant::now();
         // 1000 silent sockets from 127.0.0.2.
+        // Each is watched from the moment it is open, so its close time is its own.
         let mut silent = Vec::new();
         for _ in 0..N {
-            silent.push(connect_from("127.0.0.2", addr).await.expect("connect"));
+            let s = connect_from("127.0.0.2", addr).await.expect("connect");
+            silent.push(tokio::spawn(closed_at(s)));
         }
         // The 1001st from the same address is closed unread; 127.0.0.3 still gets in.
         let extra = connect_from("127.0.0.2", addr).await.expect("connect");
@@ -134,7 +141,11 @@ fn idle_strangers_are_closed_in_time_capped_per_address_and_talk_goes_on() {
         let opened = t0.elapsed();
         println!("opened {N} silent and {N} upgraded sockets in {opened:?}");
         let metrics_mid = roger_e2e::http_get(addr, "/metrics").unwrap_or_default();
-        let silent = futures_util::future::join_all(silent.into_iter().map(closed_at)).await;
+        let silent: Vec<Instant> = futures_util::future::join_all(silent)
+            .await
+            .into_iter()
+            .map(|r| r.expect("task"))
+            .collect();
         let upgraded = futures_util::future::join_all(upgraded).await;
         let silent: Vec<Duration> = silent.iter().map(|t| t.duration_since(t0)).collect();
         let upgraded: Vec<(Duration, Option<u16>)> = upgraded

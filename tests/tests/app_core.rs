@@ -249,7 +249,7 @@ async fn the_app_core_signs_in_talks_tests_the_mic_and_reports_errors() {
         "the token leaked into settings.json"
     );
     assert_eq!(
-        roger_client::app::Credentials::file_only(&dir.0).load(),
+        roger_client::app::Credentials::file_only(&dir.0).load(&server.url()),
         Some((token.clone(), roger_client::app::TokenStore::File))
     );
     assert!(

@@ -529,10 +529,12 @@ async fn every_frame_counts_and_fan_out_requests_have_their_own_limit() {
             limited += 1;
         }
     }
-    assert!((5..=10).contains(&limited), "{limited} of 30 joins refused");
+    // 20 pass at once and 5 more per second: however slowly this machine answers them,
+    // some of 30 sent in a burst are refused, and at most the 10 beyond the burst.
+    assert!((1..=10).contains(&limited), "{limited} of 30 joins refused");
     assert!(matches!(
         c.call(Request::Ping).await,
         Ok(Response::Pong { .. })
     ));
-    assert!(server.metric("roger_fanout_limited_total{method=\"join\"}") >= 5.0);
+    assert!(server.metric("roger_fanout_limited_total{method=\"join\"}") >= 1.0);
 }

@@ -1,16 +1,15 @@
 //! The desktop app keeps the token out of reach, on a real Secret Service (a private
 //! D-Bus session bus with gnome-keyring): after signing in through the window, the
 //! token is in the credential store, not in the settings file or any other file; the
-//! window is never sent it; Sign out removes it from the store; and `ws://` to another
-//! machine is refused with INVALID_SETTINGS unless the "unencrypted" box is ticked.
+//! window is never sent it; Sign out removes it from the store; `ws://` to another
+//! machine is refused with INVALID_SETTINGS unless the "unencrypted" box is ticked; and a
+//! token is kept under the name of the server it was given for, no other.
 
 use fantoccini::Locator;
 use roger_e2e::desktop::{Desktop, SecretService};
 use roger_e2e::Server;
 use serde_json::json;
 use std::time::Duration;
-
-const STORE_ENTRY: [&str; 4] = ["service", "roger", "username", "sign-in-token"];
 
 async fn type_into(app: &Desktop, testid: &str, text: &str) {
     let el = app
@@ -54,6 +53,9 @@ async fn the_token_lives_in_the_credential_store_and_never_reaches_the_window() 
         return;
     };
     let config = app.home.join("config/dev.roger.desktop");
+    // The store's entry is named by the server's origin.
+    let origin = format!("ws://{}", server.addr);
+    let entry = ["service", "roger", "username", origin.as_str()];
 
     // Sign in through the window.
     app.wait_until(Duration::from_secs(20), "the sign-in form", || async {
@@ -68,10 +70,7 @@ async fn the_token_lives_in_the_credential_store_and_never_reaches_the_window() 
     .await;
 
     // In the store; in no file of the app's.
-    assert_eq!(
-        secrets.lookup(&STORE_ENTRY).as_deref(),
-        Some(token.as_str())
-    );
+    assert_eq!(secrets.lookup(&entry).as_deref(), Some(token.as_str()));
     let saved = std::fs::read_to_string(config.join("settings.json")).expect("settings");
     assert!(
         !saved.contains(&token),
@@ -98,11 +97,25 @@ async fn the_token_lives_in_the_credential_store_and_never_reaches_the_window() 
     app.wait_until(
         Duration::from_secs(10),
         "the token gone from the store",
-        || async { secrets.lookup(&STORE_ENTRY).is_none() },
+        || async { secrets.lookup(&entry).is_none() },
     )
     .await;
     app.wait_until(Duration::from_secs(10), "signed out", || async {
         app.attr("status-dot", "data-color").await.as_deref() != Some("green")
+    })
+    .await;
+
+    // Signing in again stores it again; Sign out removes it again.
+    type_into(&app, "token", &token).await;
+    app.click("connect").await;
+    app.wait_until(Duration::from_secs(20), "green again", || async {
+        app.attr("status-dot", "data-color").await.as_deref() == Some("green")
+    })
+    .await;
+    app.click("nav-signin").await;
+    app.click("sign-out").await;
+    app.wait_until(Duration::from_secs(10), "signed out again", || async {
+        secrets.lookup(&entry).is_none()
     })
     .await;
 
@@ -120,16 +133,21 @@ async fn the_token_lives_in_the_credential_store_and_never_reaches_the_window() 
     )
     .await;
     assert!(
-        secrets.lookup(&STORE_ENTRY).is_none(),
+        secrets.lookup(&entry).is_none(),
         "a refused sign-in kept the token"
     );
     app.screenshot("keyring-2-unencrypted-refused").await;
     app.click("allow-unencrypted").await;
     app.click("connect").await;
+    let elsewhere = ["service", "roger", "username", "ws://198.18.0.7:7070"];
     app.wait_until(Duration::from_secs(10), "accepted once ticked", || async {
-        secrets.lookup(&STORE_ENTRY).as_deref() == Some("eyJ.a.b")
+        secrets.lookup(&elsewhere).as_deref() == Some("eyJ.a.b")
     })
     .await;
+    assert!(
+        secrets.lookup(&entry).is_none(),
+        "kept for the wrong server"
+    );
     let saved = std::fs::read_to_string(config.join("settings.json")).expect("settings");
     assert!(saved.contains("\"allow_unencrypted\": true"), "{saved}");
     app.stop().await;

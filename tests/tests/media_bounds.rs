@@ -173,12 +173,12 @@ async fn a_flooding_producer_a_huge_offer_and_an_offer_burst_are_each_bounded() 
     );
     // How many are answered depends on how fast the server gets through each (on
     // loopback a renegotiation takes a fraction of a millisecond): most must not be.
-    assert!(superseded >= 75, "{superseded} superseded");
+    assert!(superseded >= 50, "{superseded} superseded");
     assert!(
         answered.contains(&101),
         "the newest offer is answered: {answered:?}"
     );
-    assert!(answered.len() <= 25, "{answered:?}");
+    assert!(answered.len() <= 50, "{answered:?}");
     let refused = server.metric("roger_offers_superseded_total")
         + server.metric("roger_offers_refused_total{reason=\"stale\"}");
     assert!(

@@ -255,3 +255,48 @@ async fn a_client_whose_token_expires_stops_and_asks_for_a_sign_in() {
         "it rejoined"
     );
 }
+
+/// TURN credentials handed out in `welcome` and `resumed` expire no later than the token
+/// (the TURN REST username is `EXPIRY:USER`), even with a day-long TURN lifetime.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_credentials_never_outlive_the_token() {
+    let server = Server::start(
+        "[turn]\nurls = [\"turn:198.18.0.1:3478?transport=udp\"]\nsecret = \"turn-shared\"\nttl_s = 86400\n",
+    );
+    let expiry = |servers: &[IceServer]| -> u64 {
+        let name = &servers.first().expect("a TURN server").username;
+        name.split(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("EXPIRY:USER")
+    };
+    let mut short = claims(None, None, None);
+    short.exp = unix_now() + 120;
+    let mut c = RawClient::connect(&server).await;
+    let Ok(Response::Welcome(w)) = c.hello(&server.sign(&short)).await else {
+        panic!("hello");
+    };
+    assert_eq!(
+        expiry(&w.ice_servers),
+        short.exp,
+        "welcome's TURN credentials"
+    );
+    drop(c);
+    let r = resume(&server, &w.resume_token).await;
+    let Ok(Response::Resumed(r)) = r else {
+        panic!("{r:?}");
+    };
+    assert_eq!(
+        expiry(&r.ice_servers),
+        short.exp,
+        "resumed's TURN credentials"
+    );
+    // A long-lived token gets the configured lifetime.
+    let mut c = RawClient::connect(&server).await;
+    let Ok(Response::Welcome(w)) = c.hello(&server.token("bea", &["general"])).await else {
+        panic!("hello");
+    };
+    let left = expiry(&w.ice_servers) - unix_now();
+    assert!((3_500..=3_600).contains(&left), "an hour's token: {left} s");
+}

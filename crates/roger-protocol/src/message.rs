@@ -370,7 +370,11 @@ pub fn decode_client(text: &str) -> Result<ClientMessage, DecodeError> {
             id,
             error: ErrorBody::new(
                 ErrorCode::UnknownMethod,
-                format!("unknown method {method:?}"),
+                // Cut short: an error must not echo a frame's worth of a stranger's text.
+                format!(
+                    "unknown method {:?}",
+                    method.chars().take(64).collect::<String>()
+                ),
             ),
         });
     }
@@ -660,6 +664,21 @@ mod tests {
         assert_eq!(e.id, Some(12));
         assert_eq!(e.error.code, ErrorCode::UnknownMethod);
         assert!(e.error.message.contains("teleport"));
+    }
+
+    #[test]
+    fn an_unknown_method_is_not_echoed_at_length() {
+        // A stranger's 60 KB method name must not come back 60 KB long: answers to
+        // junk would otherwise fill the socket's outbound queue faster than the junk.
+        let long = "x".repeat(60_000);
+        let text = format!(r#"{{"id":1,"method":"{long}"}}"#);
+        let e = decode_client(&text).unwrap_err();
+        assert_eq!(e.error.code, ErrorCode::UnknownMethod);
+        assert!(
+            e.error.message.len() < 100,
+            "{} bytes",
+            e.error.message.len()
+        );
     }
 
     #[test]

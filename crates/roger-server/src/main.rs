@@ -185,9 +185,8 @@ fn main() -> anyhow::Result<()> {
         };
         let scheme = if tls.is_some() { "wss" } else { "ws" };
         tracing::info!(%addr, secret = %secret_from, channels = config.channels.len(), "roger-server listening on {scheme}://{addr}/ws");
-        if let Some(store) = tls.clone() {
-            tokio::spawn(reload_on_hangup(store));
-        }
+        // Always handled: SIGHUP's default action would end the server.
+        tokio::spawn(reload_on_hangup(tls.clone()));
         let hub = Hub::new(Arc::new(config), auth);
         hub.set_revocations(revoked);
         let watched = hub.clone();
@@ -213,7 +212,7 @@ fn main() -> anyhow::Result<()> {
 
 /// SIGHUP reloads the TLS certificate and key: new handshakes use them, sessions already
 /// up are not touched. A bad file keeps the old certificate (and says so).
-async fn reload_on_hangup(store: Arc<roger_server::tls::CertStore>) {
+async fn reload_on_hangup(store: Option<Arc<roger_server::tls::CertStore>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -222,6 +221,10 @@ async fn reload_on_hangup(store: Arc<roger_server::tls::CertStore>) {
             return;
         };
         while hup.recv().await.is_some() {
+            let Some(store) = &store else {
+                tracing::info!("SIGHUP: no TLS certificate configured, nothing to reload");
+                continue;
+            };
             match store.reload() {
                 Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
                 Err(e) => {

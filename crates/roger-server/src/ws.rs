@@ -25,6 +25,8 @@ const MAX_RATE_STRIKES: u32 = 200;
 /// Frames that are not protocol messages (binary, oversize) after which the socket is
 /// closed: a client that keeps sending them is broken or hostile either way.
 const MAX_BAD_FRAMES: u32 = 10;
+/// How long one write to a socket may take.
+const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Serves one socket until it closes.
 pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, info: ConnInfo) {
@@ -34,27 +36,32 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, info: ConnInfo) {
     let (tx, mut rx) = mpsc::channel::<Outbound>(OUTBOUND_QUEUE);
     metrics::gauge!("roger_ws_connections").increment(1.0);
 
+    // Every write has a deadline: a peer that stops reading cannot hold the socket (and
+    // its place under the admission caps) by letting our sends block.
     let writer = tokio::spawn(async move {
         while let Some(out) = rx.recv().await {
             let result = match out {
                 Outbound::Message(m) => {
-                    sink.send(Message::Text(Utf8Bytes::from(m.to_json()))).await
+                    let frame = Message::Text(Utf8Bytes::from(m.to_json()));
+                    tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await
                 }
                 Outbound::Close(code, reason) => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: Utf8Bytes::from(reason),
-                        })))
-                        .await;
+                    let frame = Message::Close(Some(CloseFrame {
+                        code,
+                        reason: Utf8Bytes::from(reason),
+                    }));
+                    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.send(frame)).await;
                     break;
                 }
             };
-            if result.is_err() {
+            if !matches!(result, Ok(Ok(()))) {
+                if result.is_err() {
+                    metrics::counter!("roger_ws_write_timeouts_total").increment(1);
+                }
                 break;
             }
         }
-        let _ = sink.close().await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
     });
 
     let config = hub.config().clone();
@@ -81,10 +88,8 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, info: ConnInfo) {
         session: None,
         said_bye: false,
     };
-    let conn = Conn {
-        id: conn_id,
-        tx: tx.clone(),
-    };
+    let conn = Conn::new(conn_id, tx.clone());
+    let kill = conn.kill.clone();
     let refuse = |id: Option<RequestId>, err: ErrorBody| refuse(&tx, id, err);
     let close = |why: &str| {
         let _ = tx.try_send(Outbound::Close(CLOSE_POLICY, why.into()));
@@ -102,6 +107,8 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, info: ConnInfo) {
             _ = wait => None,
             // The writer ended (the hub closed this socket, or the peer stopped reading).
             _ = tx.closed() => break,
+            // The hub closed this socket (ended, replaced, revoked, expired).
+            _ = kill.notified() => break,
         };
         let frame = match next {
             None if guard.session.is_none() && tokio::time::Instant::now() >= hello_by => {
@@ -218,7 +225,15 @@ pub async fn serve_socket(hub: Arc<Hub>, socket: WebSocket, info: ConnInfo) {
     drop(guard);
     drop(conn);
     drop(tx);
-    let _ = writer.await;
+    // The writer sends what is queued (a close frame last) within its write deadlines;
+    // past them, the socket goes.
+    let mut writer = writer;
+    if tokio::time::timeout(WRITE_TIMEOUT * 2, &mut writer)
+        .await
+        .is_err()
+    {
+        writer.abort();
+    }
 }
 
 /// Detaches the socket's session when the socket's task ends, however it ends.
@@ -445,7 +460,7 @@ mod tests {
         let hub = Hub::new(Arc::new(config), auth);
         let (tx, _rx) = mpsc::channel(8);
         let (sid, _) = hub
-            .hello(Conn { id: 1, tx }, PROTOCOL_VERSION, &token, "test")
+            .hello(Conn::new(1, tx), PROTOCOL_VERSION, &token, "test")
             .unwrap();
         assert_eq!(hub.health_check().detached, 0);
         let h = hub.clone();

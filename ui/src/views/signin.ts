@@ -21,6 +21,8 @@ export class SignInView implements View {
   private readonly heading: HTMLElement;
   private dirty = false;
   private busy = false;
+  /** A token is saved for the server in the settings: Connect may leave the field empty. */
+  private saved = false;
 
   constructor(private readonly ctx: Ctx) {
     const urlId = uid("server-url");
@@ -159,8 +161,12 @@ export class SignInView implements View {
         : state.token_store === "file"
           ? "A saved token is kept in a file only you can read (no system keyring answered)."
           : "";
-    setText(this.tokenNote, kept ? `${kept} Paste a token to replace it; Sign out forgets it.` : "");
+    setText(
+      this.tokenNote,
+      kept ? `${kept} Leave the field empty to use it, or paste a new one; Sign out forgets it.` : "",
+    );
     this.tokenNote.hidden = !kept;
+    this.saved = state.token_store !== null && state.token_store !== undefined;
     if (state.signed_in) {
       const who = state.user ? ` as ${state.user.name}` : "";
       setText(this.accountText, `Signed in to ${state.server_url}${who}.`);
@@ -195,7 +201,7 @@ export class SignInView implements View {
       this.url.focus();
       return;
     }
-    if (!token) {
+    if (!token && !this.saved) {
       this.showError(null, "Paste your token.");
       this.token.focus();
       return;

@@ -3,15 +3,31 @@
 //! store answers, a file in the config dir that only its owner can read. Settings say
 //! which. The token never goes into `settings.json` (an older file's token is moved out
 //! of it at start) and never to the webview.
+//!
+//! A token is kept for the server it was given for (the entry is named by the server's
+//! origin, `wss://host:port`): pointing the settings at another server finds no token,
+//! so a changed address can never carry the token to someone else.
 
 use roger_protocol::{ErrorBody, ErrorCode};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// The credential store's service name.
+/// The credential store's service name (the entry's user name is the server's origin).
 pub const SERVICE: &str = "roger";
-/// The entry's user name (one sign-in per app).
-const ACCOUNT: &str = "sign-in-token";
+
+/// `wss://host:port` of a server address, or `None` for an address that does not parse.
+pub fn origin(server_url: &str) -> Option<String> {
+    let url = url::Url::parse(server_url.trim()).ok()?;
+    let origin = url.origin();
+    origin.is_tuple().then(|| origin.ascii_serialization())
+}
+
+/// What the private file holds when no credential store answers.
+#[derive(Serialize, Deserialize)]
+struct FileEntry {
+    server: String,
+    token: String,
+}
 
 /// Where the token is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,34 +65,41 @@ impl Credentials {
         }
     }
 
-    fn entry(&self) -> Option<keyring::Entry> {
+    fn entry(&self, origin: &str) -> Option<keyring::Entry> {
         if !self.use_keyring {
             return None;
         }
-        keyring::Entry::new(SERVICE, ACCOUNT)
+        keyring::Entry::new(SERVICE, origin)
             .map_err(|e| tracing::info!("no credential store: {e}"))
             .ok()
     }
 
-    /// The saved token and where it is, if there is one.
-    pub fn load(&self) -> Option<(String, TokenStore)> {
-        if let Some(entry) = self.entry() {
+    /// The token saved for `server_url`'s origin and where it is, if there is one.
+    pub fn load(&self, server_url: &str) -> Option<(String, TokenStore)> {
+        let origin = origin(server_url)?;
+        if let Some(entry) = self.entry(&origin) {
             match entry.get_password() {
                 Ok(t) if !t.is_empty() => return Some((t, TokenStore::Keyring)),
                 Ok(_) | Err(keyring::Error::NoEntry) => {}
                 Err(e) => tracing::info!("credential store did not answer: {e}"),
             }
         }
-        match std::fs::read_to_string(&self.file) {
-            Ok(t) if !t.trim().is_empty() => Some((t.trim().to_owned(), TokenStore::File)),
-            _ => None,
-        }
+        let text = std::fs::read_to_string(&self.file).ok()?;
+        let saved: FileEntry = serde_json::from_str(&text).ok()?;
+        (saved.server == origin && !saved.token.is_empty())
+            .then_some((saved.token, TokenStore::File))
     }
 
-    /// Keeps `token`: in the OS store if one answers (and then no file holds it), else
-    /// in the private file. Returns where.
-    pub fn save(&self, token: &str) -> Result<TokenStore, ErrorBody> {
-        if let Some(entry) = self.entry() {
+    /// Keeps `token` for `server_url`'s origin: in the OS store if one answers (and then
+    /// no file holds it), else in the private file. Returns where.
+    pub fn save(&self, server_url: &str, token: &str) -> Result<TokenStore, ErrorBody> {
+        let origin = origin(server_url).ok_or_else(|| {
+            ErrorBody::new(
+                ErrorCode::InvalidSettings,
+                format!("the server address {server_url:?} is not valid"),
+            )
+        })?;
+        if let Some(entry) = self.entry(&origin) {
             match entry.set_password(token) {
                 Ok(()) => {
                     remove(&self.file)?;
@@ -92,15 +115,21 @@ impl Credentials {
             std::fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         }
         let tmp = self.file.with_extension("tmp");
-        super::settings::write_private(&tmp, token.as_bytes())
+        let text = serde_json::to_vec(&FileEntry {
+            server: origin,
+            token: token.to_owned(),
+        })
+        .expect("two strings serialize");
+        super::settings::write_private(&tmp, &text)
             .and_then(|()| std::fs::rename(&tmp, &self.file))
             .map_err(|e| io_error(&self.file, e))?;
         Ok(TokenStore::File)
     }
 
-    /// Forgets the token everywhere it could be.
-    pub fn forget(&self) -> Result<(), ErrorBody> {
-        if let Some(entry) = self.entry() {
+    /// Forgets the token of `server_url`'s origin everywhere it could be (and the
+    /// private file whatever it holds).
+    pub fn forget(&self, server_url: &str) -> Result<(), ErrorBody> {
+        if let Some(entry) = origin(server_url).and_then(|o| self.entry(&o)) {
             match entry.delete_credential() {
                 Ok(()) | Err(keyring::Error::NoEntry) => {}
                 Err(e) => {
@@ -136,9 +165,18 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("roger-cred-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let c = Credentials::file_only(&dir);
-        assert_eq!(c.load(), None);
-        assert_eq!(c.save("eyJ.secret").unwrap(), TokenStore::File);
-        assert_eq!(c.load(), Some(("eyJ.secret".into(), TokenStore::File)));
+        let server = "wss://roger.example:7443/ws";
+        assert_eq!(c.load(server), None);
+        assert_eq!(c.save(server, "eyJ.secret").unwrap(), TokenStore::File);
+        assert_eq!(
+            c.load(server),
+            Some(("eyJ.secret".into(), TokenStore::File))
+        );
+        // Same origin, another path: the same server.
+        assert!(c.load("wss://roger.example:7443/other").is_some());
+        // Another server finds nothing: the token is never sent elsewhere.
+        assert_eq!(c.load("wss://mallory.example/ws"), None);
+        assert_eq!(c.load("ws://roger.example:7443/ws"), None);
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -148,9 +186,9 @@ mod tests {
                 .mode();
             assert_eq!(mode & 0o077, 0, "the token file is private: {mode:o}");
         }
-        c.forget().unwrap();
-        assert_eq!(c.load(), None);
-        c.forget().unwrap();
+        c.forget(server).unwrap();
+        assert_eq!(c.load(server), None);
+        c.forget(server).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

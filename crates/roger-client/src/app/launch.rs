@@ -30,7 +30,9 @@ impl App {
         if let Some(path) = &options.token_file {
             match std::fs::read_to_string(path) {
                 // Kept like a signed-in token (credential store, else a private file).
-                Ok(token) if !token.trim().is_empty() => self.keep_token(token.trim())?,
+                Ok(token) if !token.trim().is_empty() => {
+                    self.keep_token(&settings.server_url, token.trim())?
+                }
                 Ok(_) => tracing::error!("--token-file {} is empty", path.display()),
                 Err(e) => tracing::error!("cannot read --token-file {}: {e}", path.display()),
             }

@@ -113,9 +113,10 @@ struct Inner {
     /// Wakes the state emitter (see [`App::emit_state`]).
     state_changed: std::sync::mpsc::Sender<()>,
     settings: Mutex<Settings>,
-    /// Where the token is kept, and the token (never sent to the window).
+    /// Where the token is kept, and the token with the origin it is for (never sent to
+    /// the window).
     credentials: Credentials,
-    token: Mutex<Option<(String, TokenStore)>>,
+    token: Mutex<Option<SavedToken>>,
     view: Mutex<View>,
     session: Mutex<Option<Session>>,
     /// The speaker the session plays into (swapped when the user picks another).
@@ -127,6 +128,13 @@ struct Inner {
     /// One PTT operation at a time (press and release arrive from a key and a button).
     ptt_lock: tokio::sync::Mutex<()>,
     log: Mutex<VecDeque<LoggedEvent>>,
+}
+
+/// The sign-in token, where it is kept, and the server origin it was given for.
+struct SavedToken {
+    token: String,
+    store: TokenStore,
+    origin: String,
 }
 
 struct Session {
@@ -149,8 +157,17 @@ impl Inner {
     /// What the window shows now.
     fn snapshot(&self) -> AppState {
         let mut state = lock(&self.view).snapshot();
-        state.token_store = lock(&self.token).as_ref().map(|(_, store)| *store);
+        state.token_store = self.token().map(|(_, store)| store);
         state
+    }
+
+    /// The saved token, if it is for the server the settings name.
+    fn token(&self) -> Option<(String, TokenStore)> {
+        let origin = credentials::origin(&lock(&self.settings).server_url)?;
+        lock(&self.token)
+            .as_ref()
+            .filter(|t| t.origin == origin)
+            .map(|t| (t.token.clone(), t.store))
     }
 }
 
@@ -193,12 +210,19 @@ impl App {
     /// [`App::new`] with the token kept by `credentials` (tests use a file-only store).
     pub fn with_credentials(config_dir: &Path, emit: Emit, credentials: Credentials) -> App {
         let (settings, legacy_token, problem) = Settings::load_with_legacy_token(config_dir);
-        let mut token = credentials.load();
+        let saved = |(token, store): (String, TokenStore)| {
+            credentials::origin(&settings.server_url).map(|origin| SavedToken {
+                token,
+                store,
+                origin,
+            })
+        };
+        let mut token = credentials.load(&settings.server_url).and_then(saved);
         if let Some(old) = legacy_token {
             // An older version kept the token in settings.json: move it out.
-            match credentials.save(&old) {
+            match credentials.save(&settings.server_url, &old) {
                 Ok(store) => {
-                    token = Some((old, store));
+                    token = saved((old, store));
                     if let Err(e) = settings.save(config_dir) {
                         tracing::error!(error = %e, "could not rewrite the settings without the token");
                     }
@@ -251,14 +275,20 @@ impl App {
         self.inner.snapshot()
     }
 
+    /// The saved token for the server in the settings (none for another server).
     fn token(&self) -> Option<String> {
-        lock(&self.inner.token).as_ref().map(|(t, _)| t.clone())
+        self.inner.token().map(|(t, _)| t)
     }
 
-    /// Keeps `token` (credential store, else a private file) for the next launches.
-    fn keep_token(&self, token: &str) -> Result<(), ErrorBody> {
-        let store = self.inner.credentials.save(token)?;
-        *lock(&self.inner.token) = Some((token.to_owned(), store));
+    /// Keeps `token` for `server_url` (credential store, else a private file) for the
+    /// next launches.
+    fn keep_token(&self, server_url: &str, token: &str) -> Result<(), ErrorBody> {
+        let store = self.inner.credentials.save(server_url, token)?;
+        *lock(&self.inner.token) = Some(SavedToken {
+            token: token.to_owned(),
+            store,
+            origin: credentials::origin(server_url).unwrap_or_default(),
+        });
         Ok(())
     }
 
@@ -278,8 +308,9 @@ impl App {
     }
 
     /// Saves a server address (and whether an unencrypted `ws://` to another machine is
-    /// allowed) and keeps the token in the credential store, then connects (closing any
-    /// previous session). Returns once connecting has started; the status follows in
+    /// allowed) and keeps the token in the credential store for that server, then
+    /// connects (closing any previous session). An empty token means the one saved for
+    /// that server. Returns once connecting has started; the status follows in
     /// [`AppEvent::State`].
     pub async fn sign_in(
         &self,
@@ -290,7 +321,17 @@ impl App {
         let mut s = self.settings();
         s.server_url = server_url.trim().to_owned();
         s.allow_unencrypted = allow_unencrypted;
-        let token = token.trim();
+        let mut token = token.trim().to_owned();
+        if token.is_empty() {
+            // "Connect" with the token field empty: the one saved for this server.
+            let origin = credentials::origin(&s.server_url);
+            if let Some(saved) = lock(&self.inner.token)
+                .as_ref()
+                .filter(|t| Some(&t.origin) == origin.as_ref())
+            {
+                token = saved.token.clone();
+            }
+        }
         if s.server_url.is_empty() || token.is_empty() {
             return Err(ErrorBody::new(
                 ErrorCode::TokenInvalid,
@@ -298,9 +339,10 @@ impl App {
             ));
         }
         s.validate()?;
+        let server = s.server_url.clone();
         s.save(&self.inner.config_dir)?;
         *lock(&self.inner.settings) = s;
-        self.keep_token(token)?;
+        self.keep_token(&server, &token)?;
         self.disconnect().await;
         self.start_session();
         Ok(())
@@ -311,7 +353,7 @@ impl App {
     pub async fn sign_out(&self) -> Result<(), ErrorBody> {
         self.disconnect().await;
         *lock(&self.inner.token) = None;
-        let forgotten = self.inner.credentials.forget();
+        let forgotten = self.inner.credentials.forget(&self.settings().server_url);
         self.emit_state();
         forgotten
     }

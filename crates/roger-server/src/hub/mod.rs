@@ -47,16 +47,29 @@ pub struct Conn {
     pub id: u64,
     /// The socket's outbound queue.
     pub tx: mpsc::Sender<Outbound>,
+    /// Closes the socket even when its queue is full (its reader waits on this).
+    pub kill: Arc<Notify>,
 }
 
 impl Conn {
+    /// A socket `id` whose messages go to `tx`.
+    pub fn new(id: u64, tx: mpsc::Sender<Outbound>) -> Conn {
+        Conn {
+            id,
+            tx,
+            kill: Arc::new(Notify::new()),
+        }
+    }
     fn send(&self, msg: ServerMessage) {
         if self.tx.try_send(Outbound::Message(msg)).is_err() {
             metrics::counter!("roger_notifications_dropped_total").increment(1);
         }
     }
+    /// Queues a close frame (best effort: a full queue drops it) and closes the socket
+    /// in any case: a client that stopped reading is not kept on because of it.
     fn close(&self, code: u16, reason: &str) {
         let _ = self.tx.try_send(Outbound::Close(code, reason.to_owned()));
+        self.kill.notify_one();
     }
 }
 

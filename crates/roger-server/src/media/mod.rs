@@ -96,6 +96,8 @@ pub struct SessionMedia {
     /// The producer track in force: a newer track (the client recreated its send
     /// transport) ends the older one's forwarding, so one track per session is forwarded.
     producer_gen: AtomicU64,
+    /// Closed with its session: an offer still in flight builds no transport after it.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl SessionMedia {
@@ -121,6 +123,7 @@ impl SessionMedia {
                 max_slots: max_slots.max(1),
                 waiting: [Mutex::new(None), Mutex::new(None)],
                 producer_gen: AtomicU64::new(0),
+                closed: std::sync::atomic::AtomicBool::new(false),
             }),
             rx,
         )
@@ -176,6 +179,12 @@ impl SessionMedia {
             g = lock.lock() => g,
             _ = cancel_rx => return Err(superseded()),
         };
+        if self.closed.load(Ordering::Acquire) {
+            return Err(ErrorBody::new(
+                ErrorCode::SessionExpired,
+                "this session has ended",
+            ));
+        }
         {
             let mut w = lock_std(waiting);
             if w.as_ref().is_some_and(|(id, _)| *id == negotiation_id) {
@@ -389,6 +398,8 @@ impl SessionMedia {
 
     /// Closes both transports.
     pub async fn close(&self) {
+        // Before taking the locks: an offer waiting for one sees it once it has it.
+        self.closed.store(true, Ordering::Release);
         self.set_route(None);
         if let Some(t) = self.send.lock().await.take() {
             t.close().await;
