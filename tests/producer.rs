@@ -10,6 +10,42 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::peer_connection::RTCPeerConnectionState;
 
+/// Transport settings for tests: loopback only, the client's ICE timeouts.
+pub fn loopback_settings() -> TransportSettings {
+    TransportSettings {
+        bind: vec!["127.0.0.1:0".into()],
+        ice_servers: vec![],
+        ice_disconnected: Duration::from_secs(2),
+        ice_failed: Duration::from_secs(5),
+        ice_keepalive: Duration::from_millis(500),
+        relay_only: false,
+    }
+}
+
+/// Signaling at `url` with `hello` done (as `client`) and `channels` joined.
+pub async fn sign_in(url: &str, token: &str, channels: &[&str], client: &str) -> Signaling {
+    let (sig, _events) = Signaling::connect(url, Duration::from_secs(5))
+        .await
+        .expect("signaling");
+    let welcome = sig
+        .request(Request::Hello {
+            protocol_version: PROTOCOL_VERSION,
+            token: token.to_owned(),
+            client: client.to_owned(),
+        })
+        .await
+        .expect("hello");
+    assert!(matches!(welcome, Response::Welcome(_)), "{welcome:?}");
+    for ch in channels {
+        sig.request(Request::Join {
+            channel: (*ch).into(),
+        })
+        .await
+        .expect("join");
+    }
+    sig
+}
+
 /// A signed-in session with a connected send transport.
 pub struct Producer {
     /// Its signaling.
@@ -26,34 +62,9 @@ pub struct Producer {
 impl Producer {
     /// Signs in at `url` with `token`, joins `channels`, and connects a send transport.
     pub async fn connect(url: &str, token: &str, channels: &[&str]) -> Producer {
-        let (sig, _events) = Signaling::connect(url, Duration::from_secs(5))
-            .await
-            .expect("signaling");
-        let welcome = sig
-            .request(Request::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                token: token.to_owned(),
-                client: "hand-built producer".into(),
-            })
-            .await
-            .expect("hello");
-        assert!(matches!(welcome, Response::Welcome(_)), "{welcome:?}");
-        for ch in channels {
-            sig.request(Request::Join {
-                channel: (*ch).into(),
-            })
-            .await
-            .expect("join");
-        }
+        let sig = sign_in(url, token, channels, "hand-built producer").await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let settings = TransportSettings {
-            bind: vec!["127.0.0.1:0".into()],
-            ice_servers: vec![],
-            ice_disconnected: Duration::from_secs(2),
-            ice_failed: Duration::from_secs(5),
-            ice_keepalive: Duration::from_millis(500),
-            relay_only: false,
-        };
+        let settings = loopback_settings();
         let send = Transport::new(Direction::Send, &settings, tx)
             .await
             .expect("transport");
@@ -139,32 +150,9 @@ pub struct RawListener {
 impl RawListener {
     /// Signs in, joins `channel`, and connects a receive transport.
     pub async fn connect(url: &str, token: &str, channel: &str) -> RawListener {
-        let (sig, _events) = Signaling::connect(url, Duration::from_secs(5))
-            .await
-            .expect("signaling");
-        let welcome = sig
-            .request(Request::Hello {
-                protocol_version: PROTOCOL_VERSION,
-                token: token.to_owned(),
-                client: "hand-built listener".into(),
-            })
-            .await
-            .expect("hello");
-        assert!(matches!(welcome, Response::Welcome(_)), "{welcome:?}");
-        sig.request(Request::Join {
-            channel: channel.into(),
-        })
-        .await
-        .expect("join");
+        let sig = sign_in(url, token, &[channel], "hand-built listener").await;
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let settings = TransportSettings {
-            bind: vec!["127.0.0.1:0".into()],
-            ice_servers: vec![],
-            ice_disconnected: Duration::from_secs(2),
-            ice_failed: Duration::from_secs(5),
-            ice_keepalive: Duration::from_millis(500),
-            relay_only: false,
-        };
+        let settings = loopback_settings();
         let recv = Transport::new(Direction::Recv, &settings, tx)
             .await
             .expect("transport");

@@ -5,7 +5,7 @@
 //! unaffected throughout.
 
 use roger_client::protocol::{Direction, ErrorCode, Request, Response};
-use roger_client::transport::{Transport, TransportSettings};
+use roger_client::transport::Transport;
 use roger_e2e::producer::Producer;
 use roger_e2e::{client_config, RawClient, Server, TestClient};
 use std::time::{Duration, Instant};
@@ -102,14 +102,7 @@ async fn a_flooding_producer_a_huge_offer_and_an_offer_burst_are_each_bounded() 
     // 3. 100 offers at once on one transport: one runs, the newest waits, the others
     // are told at once that they were superseded.
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let settings = TransportSettings {
-        bind: vec!["127.0.0.1:0".into()],
-        ice_servers: vec![],
-        ice_disconnected: Duration::from_secs(2),
-        ice_failed: Duration::from_secs(5),
-        ice_keepalive: Duration::from_millis(500),
-        relay_only: false,
-    };
+    let settings = roger_e2e::producer::loopback_settings();
     let recv = Transport::new(Direction::Recv, &settings, tx)
         .await
         .unwrap();

@@ -5,7 +5,7 @@
 //! its m-line rejected.
 
 use roger_client::protocol::{Direction, Request, Response};
-use roger_client::transport::{Transport, TransportSettings};
+use roger_client::transport::Transport;
 use roger_e2e::producer::{Producer, RawListener};
 use roger_e2e::{RawClient, Server};
 use std::time::Duration;
@@ -84,14 +84,7 @@ async fn opus_under_another_payload_type_and_without_fec_is_answered_in_its_own_
         .await
         .unwrap();
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let settings = TransportSettings {
-        bind: vec!["127.0.0.1:0".into()],
-        ice_servers: vec![],
-        ice_disconnected: Duration::from_secs(2),
-        ice_failed: Duration::from_secs(5),
-        ice_keepalive: Duration::from_millis(500),
-        relay_only: false,
-    };
+    let settings = roger_e2e::producer::loopback_settings();
     let send = Transport::new(Direction::Send, &settings, tx)
         .await
         .unwrap();
