@@ -280,9 +280,55 @@ fn show_window(app: &AppHandle) {
     }
 }
 
+/// The push-to-talk key on an X11 session: an event-driven grab (the plugin's X11
+/// backend polls every 50 ms). `None` elsewhere (Wayland, macOS, Windows), where the
+/// global-shortcut plugin has the key.
+struct X11Ptt(Option<X11PttKey>);
+
+#[cfg(target_os = "linux")]
+type X11PttKey = roger_client::app::x11key::X11Key;
+#[cfg(not(target_os = "linux"))]
+type X11PttKey = ();
+
+/// Starts the X11 key on an X11 session (not under Wayland, where XWayland's grab only
+/// sees X11 windows).
+#[cfg(target_os = "linux")]
+fn start_x11_ptt(app: &App) -> Option<X11PttKey> {
+    let wayland = std::env::var_os("WAYLAND_DISPLAY").is_some()
+        || std::env::var("XDG_SESSION_TYPE").is_ok_and(|t| t == "wayland");
+    if wayland || std::env::var_os("DISPLAY").is_none() {
+        return None;
+    }
+    let app = app.clone();
+    match roger_client::app::x11key::X11Key::start(move |down| {
+        app.ptt_key(down, tauri::async_runtime::handle().inner());
+    }) {
+        Ok(k) => Some(k),
+        Err(e) => {
+            tracing::warn!("X11 key grab unavailable ({e}); using the global-shortcut plugin");
+            None
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn start_x11_ptt(_app: &App) -> Option<X11PttKey> {
+    None
+}
+
+/// Registers `key` with whichever backend has the push-to-talk key.
+fn register_ptt_key(handle: &AppHandle, key: &str) -> Result<(), String> {
+    #[cfg(target_os = "linux")]
+    if let Some(x11) = &handle.state::<X11Ptt>().0 {
+        return x11.set_key(key);
+    }
+    let shortcuts = handle.global_shortcut();
+    let _ = shortcuts.unregister_all();
+    shortcuts.register(key).map_err(|e| e.to_string())
+}
+
 /// Registers `key` as the push-to-talk shortcut (replacing the previous one).
 fn apply_hotkey(handle: &AppHandle, key: &str) -> Result<(), ErrorBody> {
-    let shortcuts = handle.global_shortcut();
     let state = handle.state::<Hotkey>();
     let previous = state.0.lock().map(|h| h.clone()).ok();
     if previous
@@ -291,8 +337,7 @@ fn apply_hotkey(handle: &AppHandle, key: &str) -> Result<(), ErrorBody> {
     {
         return Ok(());
     }
-    let _ = shortcuts.unregister_all();
-    let result = shortcuts.register(key).map_err(|e| {
+    let result = register_ptt_key(handle, key).map_err(|e| {
         ErrorBody::new(
             roger_protocol::ErrorCode::InvalidSettings,
             format!("the push-to-talk key {key:?} cannot be used: {e}"),
@@ -307,7 +352,7 @@ fn apply_hotkey(handle: &AppHandle, key: &str) -> Result<(), ErrorBody> {
         Err(e) => {
             // Keep the old one working.
             if let Some(p) = previous.as_ref().filter(|p| p.registered) {
-                let _ = shortcuts.register(p.key.as_str());
+                let _ = register_ptt_key(handle, p.key.as_str());
                 tracing::warn!(error = %e.message, "hotkey refused; keeping {}", p.key);
                 return result;
             }
@@ -318,7 +363,17 @@ fn apply_hotkey(handle: &AppHandle, key: &str) -> Result<(), ErrorBody> {
             }
         }
     };
-    tracing::info!(key, registered = info.registered, "push-to-talk hotkey");
+    let backend = if handle.state::<X11Ptt>().0.is_some() {
+        "X11 grab, event-driven"
+    } else {
+        "global-shortcut plugin"
+    };
+    tracing::info!(
+        key,
+        registered = info.registered,
+        backend,
+        "push-to-talk hotkey"
+    );
     if let Ok(mut h) = state.0.lock() {
         *h = info;
     }
@@ -514,6 +569,7 @@ fn setup(app: &mut tauri::App, cli: &Cli, tray_slot: &TraySlot) -> anyhow::Resul
             core.settings()
         });
     app.manage(core.clone());
+    app.manage(X11Ptt(start_x11_ptt(&core)));
     app.manage(Hotkey(Mutex::new(HotkeyInfo {
         key: settings.hotkey.clone(),
         registered: false,

@@ -19,6 +19,7 @@
 
 mod app;
 mod audio;
+mod hotkey;
 mod load;
 
 use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
@@ -235,6 +236,9 @@ fn main() {
     }
     if what == "app" || what == "all" {
         app::run();
+    }
+    if what == "hotkey" || what == "all" {
+        hotkey::run();
     }
 }
 

@@ -15,6 +15,8 @@ pub mod presentation;
 mod ptt;
 pub mod settings;
 pub mod view;
+#[cfg(target_os = "linux")]
+pub mod x11key;
 
 pub use credentials::{Credentials, TokenStore};
 pub use launch::LaunchOptions;
