@@ -5,6 +5,9 @@
 //! The TypeScript bindings in `ui/src/bindings.ts` are generated from these types by
 //! tauri-specta ([`specta_builder`]); `tests/bindings.rs` fails when they drift.
 
+mod hotkey;
+
+use hotkey::{apply_hotkey, start_x11_ptt, X11Ptt};
 use roger_client::app::{
     App, AppEvent, AppState, Diagnostics, LaunchOptions, Notice, Settings, StatusPresentation,
     DEFAULT_HOTKEY,
@@ -20,7 +23,7 @@ use std::sync::Mutex;
 use tauri::menu::{Menu, MenuItem};
 use tauri::tray::{MouseButton, MouseButtonState, TrayIcon, TrayIconBuilder, TrayIconEvent};
 use tauri::{AppHandle, Manager, State, WindowEvent};
-use tauri_plugin_global_shortcut::{GlobalShortcutExt, ShortcutState};
+use tauri_plugin_global_shortcut::ShortcutState;
 use tauri_specta::{collect_commands, collect_events, Event};
 
 /// Everything the window shows changed.
@@ -278,106 +281,6 @@ fn show_window(app: &AppHandle) {
         let _ = w.show();
         let _ = w.set_focus();
     }
-}
-
-/// The push-to-talk key on an X11 session: an event-driven grab (the plugin's X11
-/// backend polls every 50 ms). `None` elsewhere (Wayland, macOS, Windows), where the
-/// global-shortcut plugin has the key.
-struct X11Ptt(Option<X11PttKey>);
-
-#[cfg(target_os = "linux")]
-type X11PttKey = roger_client::app::x11key::X11Key;
-#[cfg(not(target_os = "linux"))]
-type X11PttKey = ();
-
-/// Starts the X11 key on an X11 session (not under Wayland, where XWayland's grab only
-/// sees X11 windows).
-#[cfg(target_os = "linux")]
-fn start_x11_ptt(app: &App) -> Option<X11PttKey> {
-    let wayland = std::env::var_os("WAYLAND_DISPLAY").is_some()
-        || std::env::var("XDG_SESSION_TYPE").is_ok_and(|t| t == "wayland");
-    if wayland || std::env::var_os("DISPLAY").is_none() {
-        return None;
-    }
-    let app = app.clone();
-    match roger_client::app::x11key::X11Key::start(move |down| {
-        app.ptt_key(down, tauri::async_runtime::handle().inner());
-    }) {
-        Ok(k) => Some(k),
-        Err(e) => {
-            tracing::warn!("X11 key grab unavailable ({e}); using the global-shortcut plugin");
-            None
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn start_x11_ptt(_app: &App) -> Option<X11PttKey> {
-    None
-}
-
-/// Registers `key` with whichever backend has the push-to-talk key.
-fn register_ptt_key(handle: &AppHandle, key: &str) -> Result<(), String> {
-    #[cfg(target_os = "linux")]
-    if let Some(x11) = &handle.state::<X11Ptt>().0 {
-        return x11.set_key(key);
-    }
-    let shortcuts = handle.global_shortcut();
-    let _ = shortcuts.unregister_all();
-    shortcuts.register(key).map_err(|e| e.to_string())
-}
-
-/// Registers `key` as the push-to-talk shortcut (replacing the previous one).
-fn apply_hotkey(handle: &AppHandle, key: &str) -> Result<(), ErrorBody> {
-    let state = handle.state::<Hotkey>();
-    let previous = state.0.lock().map(|h| h.clone()).ok();
-    if previous
-        .as_ref()
-        .is_some_and(|p| p.key == key && p.registered)
-    {
-        return Ok(());
-    }
-    let result = register_ptt_key(handle, key).map_err(|e| {
-        ErrorBody::new(
-            roger_protocol::ErrorCode::InvalidSettings,
-            format!("the push-to-talk key {key:?} cannot be used: {e}"),
-        )
-    });
-    let info = match &result {
-        Ok(()) => HotkeyInfo {
-            key: key.to_owned(),
-            registered: true,
-            error: None,
-        },
-        Err(e) => {
-            // Keep the old one working.
-            if let Some(p) = previous.as_ref().filter(|p| p.registered) {
-                let _ = register_ptt_key(handle, p.key.as_str());
-                tracing::warn!(error = %e.message, "hotkey refused; keeping {}", p.key);
-                return result;
-            }
-            HotkeyInfo {
-                key: key.to_owned(),
-                registered: false,
-                error: Some(e.message.clone()),
-            }
-        }
-    };
-    let backend = if handle.state::<X11Ptt>().0.is_some() {
-        "X11 grab, event-driven"
-    } else {
-        "global-shortcut plugin"
-    };
-    tracing::info!(
-        key,
-        registered = info.registered,
-        backend,
-        "push-to-talk hotkey"
-    );
-    if let Ok(mut h) = state.0.lock() {
-        *h = info;
-    }
-    result
 }
 
 fn init_logging(dir: &std::path::Path) -> Option<tracing_appender::non_blocking::WorkerGuard> {

@@ -18,7 +18,8 @@ export interface PttView {
 /** The hint under "Hold to talk". */
 export function hotkeyHint(hotkey: HotkeyInfo | null | undefined): string {
   if (hotkey && hotkey.registered && hotkey.key) return `or hold ${hotkey.key}`;
-  return "or hold Space";
+  // No global key (refused, or a desktop that has none): say where Space works.
+  return "or hold Space in this window";
 }
 
 /** Label and detail for a PTT state at `nowMs`. */

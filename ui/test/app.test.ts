@@ -274,6 +274,20 @@ describe("channels", () => {
 });
 
 describe("settings", () => {
+  it("says plainly when this desktop gives no global key, in Settings and under the button", async () => {
+    const why =
+      "this Wayland desktop gives apps no global talk key Roger can use yet (that needs the desktop portal's GlobalShortcuts)";
+    const m = await mount({ hotkey: { key: "F8", registered: false, error: why } });
+    expect(m.$("ptt").textContent).toContain("or hold Space in this window");
+    expect(m.$("ptt").textContent).not.toContain("F8");
+    m.$("nav-settings").click();
+    await flush();
+    const state = m.$("hotkey-state").textContent ?? "";
+    expect(state).toContain("F8 does not work outside this window");
+    expect(state).toContain("Wayland");
+    expect(state).toContain("Space works while this window is focused");
+  });
+
   it("turns the meter on while open and off when closed, and saves", async () => {
     const m = await mount({
       handlers: {

@@ -30,8 +30,8 @@ describe("pttView", () => {
   });
 
   it("hints Space when the hotkey is not registered", () => {
-    expect(hotkeyHint({ key: "F8", registered: false, error: "taken" })).toBe("or hold Space");
-    expect(hotkeyHint(null)).toBe("or hold Space");
+    expect(hotkeyHint({ key: "F8", registered: false, error: "taken" })).toBe("or hold Space in this window");
+    expect(hotkeyHint(null)).toBe("or hold Space in this window");
   });
 });
 

@@ -309,7 +309,7 @@ export class SettingsView implements View {
     const d = this.draft;
     let text = "Hold it anywhere, even when Roger is in the background. Space works while this window is focused.";
     if (info && d && info.key === d.hotkey && !info.registered) {
-      text = `${info.key} could not be registered${info.error ? `: ${info.error}` : ""}. Space still works while this window is focused.`;
+      text = `${info.key} does not work outside this window${info.error ? `: ${info.error}` : ""}. Space works while this window is focused.`;
     } else if (d && info && info.key !== d.hotkey) {
       text = "Save to start using this key.";
     }
