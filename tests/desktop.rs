@@ -412,8 +412,31 @@ impl SecretService {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700));
         }
+        // A bus without service activation: the standard session bus would start a
+        // second gnome-keyring (locked) when a client asks for the Secret Service before
+        // ours has taken the name, and ours would then give up ("another secret
+        // service is running").
+        let config = home.join("bus.conf");
+        std::fs::write(
+            &config,
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        )
+        .expect("bus config");
         let mut bus = Command::new("dbus-daemon")
-            .args(["--session", "--nofork", "--print-address=1"])
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
