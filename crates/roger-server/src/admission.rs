@@ -80,11 +80,6 @@ impl Admission {
         })
     }
 
-    /// The caps in force.
-    pub fn caps(&self) -> Caps {
-        self.caps
-    }
-
     /// Admits a new connection from `ip`, or says which cap it hit (and counts it).
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Ticket, Refused> {
         let mut c = lock(&self.counts);
@@ -159,11 +154,6 @@ impl Ticket {
             self.door.release(self.ip, false, true);
         }
     }
-
-    /// Whether the connection has not authenticated yet.
-    pub fn is_pending(&self) -> bool {
-        self.pending.load(Ordering::Acquire)
-    }
 }
 
 impl Drop for Ticket {
@@ -178,18 +168,17 @@ impl Drop for Ticket {
 #[derive(Debug)]
 pub struct Admitted<S> {
     inner: S,
-    ticket: Arc<Ticket>,
+    /// Held, not read: dropping the stream gives the connection's places back.
+    _ticket: Arc<Ticket>,
 }
 
 impl<S> Admitted<S> {
     /// Wraps `inner`.
     pub fn new(inner: S, ticket: Arc<Ticket>) -> Self {
-        Admitted { inner, ticket }
-    }
-
-    /// The ticket.
-    pub fn ticket(&self) -> &Arc<Ticket> {
-        &self.ticket
+        Admitted {
+            inner,
+            _ticket: ticket,
+        }
     }
 }
 

@@ -139,6 +139,17 @@ struct SavedToken {
     origin: String,
 }
 
+impl SavedToken {
+    /// `token` for `server_url`'s origin (`None` for an address without one).
+    fn new(server_url: &str, token: String, store: TokenStore) -> Option<SavedToken> {
+        credentials::origin(server_url).map(|origin| SavedToken {
+            token,
+            store,
+            origin,
+        })
+    }
+}
+
 struct Session {
     manager: ConnectionManager,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -165,7 +176,13 @@ impl Inner {
 
     /// The saved token, if it is for the server the settings name.
     fn token(&self) -> Option<(String, TokenStore)> {
-        let origin = credentials::origin(&lock(&self.settings).server_url)?;
+        let server_url = lock(&self.settings).server_url.clone();
+        self.token_for(&server_url)
+    }
+
+    /// The saved token, if it is for `server_url`'s origin.
+    fn token_for(&self, server_url: &str) -> Option<(String, TokenStore)> {
+        let origin = credentials::origin(server_url)?;
         lock(&self.token)
             .as_ref()
             .filter(|t| t.origin == origin)
@@ -212,19 +229,15 @@ impl App {
     /// [`App::new`] with the token kept by `credentials` (tests use a file-only store).
     pub fn with_credentials(config_dir: &Path, emit: Emit, credentials: Credentials) -> App {
         let (settings, legacy_token, problem) = Settings::load_with_legacy_token(config_dir);
-        let saved = |(token, store): (String, TokenStore)| {
-            credentials::origin(&settings.server_url).map(|origin| SavedToken {
-                token,
-                store,
-                origin,
-            })
-        };
-        let mut token = credentials.load(&settings.server_url).and_then(saved);
+        let server = settings.server_url.as_str();
+        let mut token = credentials
+            .load(server)
+            .and_then(|(token, store)| SavedToken::new(server, token, store));
         if let Some(old) = legacy_token {
             // An older version kept the token in settings.json: move it out.
-            match credentials.save(&settings.server_url, &old) {
+            match credentials.save(server, &old) {
                 Ok(store) => {
-                    token = saved((old, store));
+                    token = SavedToken::new(server, old, store);
                     if let Err(e) = settings.save(config_dir) {
                         tracing::error!(error = %e, "could not rewrite the settings without the token");
                     }
@@ -286,11 +299,7 @@ impl App {
     /// next launches.
     fn keep_token(&self, server_url: &str, token: &str) -> Result<(), ErrorBody> {
         let store = self.inner.credentials.save(server_url, token)?;
-        *lock(&self.inner.token) = Some(SavedToken {
-            token: token.to_owned(),
-            store,
-            origin: credentials::origin(server_url).unwrap_or_default(),
-        });
+        *lock(&self.inner.token) = SavedToken::new(server_url, token.to_owned(), store);
         Ok(())
     }
 
@@ -326,12 +335,8 @@ impl App {
         let mut token = token.trim().to_owned();
         if token.is_empty() {
             // "Connect" with the token field empty: the one saved for this server.
-            let origin = credentials::origin(&s.server_url);
-            if let Some(saved) = lock(&self.inner.token)
-                .as_ref()
-                .filter(|t| Some(&t.origin) == origin.as_ref())
-            {
-                token = saved.token.clone();
+            if let Some((saved, _)) = self.inner.token_for(&s.server_url) {
+                token = saved;
             }
         }
         if s.server_url.is_empty() || token.is_empty() {

@@ -65,6 +65,11 @@ impl Conn {
             metrics::counter!("roger_notifications_dropped_total").increment(1);
         }
     }
+    /// Tells the socket why (an `error` notification) and closes it with 1008.
+    fn end_with(&self, error: ErrorBody, reason: &str) {
+        self.send(ServerMessage::Notification(Notification::Error(error)));
+        self.close(CLOSE_POLICY, reason);
+    }
     /// Queues a close frame (best effort: a full queue drops it) and closes the socket
     /// in any case: a client that stopped reading is not kept on because of it.
     fn close(&self, code: u16, reason: &str) {
@@ -249,13 +254,13 @@ impl Hub {
         if let Some(old) = st.by_user.get(&user).cloned() {
             tracing::info!(user = %user, old = %old, "same identity connected again: replacing the older session");
             if let Some(c) = st.sessions.get(&old).and_then(|s| s.conn.clone()) {
-                c.send(ServerMessage::Notification(Notification::Error(
+                c.end_with(
                     ErrorBody::new(
                         ErrorCode::SessionReplaced,
                         "you connected from somewhere else",
                     ),
-                )));
-                c.close(CLOSE_POLICY, "session replaced");
+                    "session replaced",
+                );
             }
             self.end_session(&mut st, &old, "replaced");
         }

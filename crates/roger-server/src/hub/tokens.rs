@@ -6,7 +6,7 @@
 //! (`TOKEN_EXPIRED`, or `TOKEN_INVALID` for a revoked token) and asks its user to sign
 //! in, instead of being told the session is merely gone.
 
-use super::{Hub, HubState, CLOSE_POLICY};
+use super::{Hub, HubState};
 use crate::auth::{unix_now, Claims};
 use crate::revoke::Revocations;
 use roger_protocol::*;
@@ -57,10 +57,7 @@ impl Hub {
             return;
         };
         if let Some(c) = &s.conn {
-            c.send(ServerMessage::Notification(Notification::Error(
-                error.clone(),
-            )));
-            c.close(CLOSE_POLICY, error.code.as_str());
+            c.end_with(error.clone(), error.code.as_str());
         }
         let why = if error.code == ErrorCode::TokenExpired {
             "token_expired"
