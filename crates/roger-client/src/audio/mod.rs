@@ -9,6 +9,7 @@
 pub mod device;
 pub mod jitter;
 pub mod resample;
+pub mod stretch;
 pub mod tones;
 
 use roger_protocol::{ChannelId, ErrorBody, ErrorCode};

@@ -89,6 +89,21 @@ impl Resampler {
         self.ready.len()
     }
 
+    /// Takes the next ready sample.
+    pub fn pop(&mut self) -> Option<f32> {
+        self.ready.pop_front()
+    }
+
+    /// Drops everything ready or pending and starts afresh (what was queued was
+    /// silence, and the next push need not wait behind it).
+    pub fn clear(&mut self) {
+        self.ready.clear();
+        self.pending.clear();
+        if let Some(r) = self.inner.as_mut() {
+            r.reset();
+        }
+    }
+
     /// Takes exactly `n` samples if that many are ready.
     pub fn take(&mut self, n: usize) -> Option<Vec<f32>> {
         if self.ready.len() < n {

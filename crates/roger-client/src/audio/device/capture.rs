@@ -230,10 +230,14 @@ where
     T: cpal::SizedSample,
     f32: cpal::FromSample<T>,
 {
+    let mut first = true;
     device.build_input_stream::<T, _, _>(
         *config,
         move |data: &[T], _| {
             // Real-time path: no locks, no allocation.
+            if std::mem::take(&mut first) {
+                raise_audio_thread_priority();
+            }
             let Some(shared) = shared.upgrade() else {
                 return;
             };

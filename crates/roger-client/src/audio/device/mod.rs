@@ -8,11 +8,11 @@
 //!   the talker's [`AudioSource`]. It starts capturing when made, before the floor is
 //!   granted, and keeps up to [`PRE_GRANT_LIMIT`] of audio, so the first word is sent once
 //!   the grant arrives; a denied floor drops it with the source.
-//! - [`Speaker`]: the listener's [`AudioSink`]: a jitter buffer and an Opus decoder
-//!   (PLC, FEC) per channel, mixing, per-channel volume, tones, resampling to the device
-//!   rate, and a lock-free ring the cpal callback reads. A spurt that starts on an idle
-//!   speaker plays as its first packet arrives (plus a margin), not on the next 20 ms
-//!   tick of the playout clock (`align_start`).
+//! - [`Speaker`]: the listener's [`AudioSink`]: a jitter buffer, an Opus decoder (PLC,
+//!   FEC) and time-scale changes per channel, mixing, per-channel volume, tones and
+//!   resampling to the device rate, all run by the cpal callback as the device asks for
+//!   audio. A spurt that starts on an idle speaker plays at the next callback after its
+//!   first packet (behind the jitter buffer's start margin).
 //! - Both watch their device: a stream error, or the device gone from the device list
 //!   (PulseAudio moves a stream whose device vanished to another and says nothing), is
 //!   reported as `MEDIA_DEVICE_ERROR` with the device's name through the `on_event`
@@ -45,16 +45,6 @@ pub use playout::{Speaker, SpeakerStats};
 pub const PRE_GRANT_LIMIT: Duration = Duration::from_secs(2);
 /// How often a stream's device presence is checked.
 const WATCH_INTERVAL: Duration = Duration::from_millis(250);
-/// Output ring level below which the playout thread mixes the next 20 ms frame, at
-/// least: one device callback's worth (the level only falls at a callback, so the thread
-/// has until the next one, a callback period, to add the frame). The latest callback's
-/// size is used when it is larger. Every millisecond here is a millisecond of
-/// mouth-to-ear latency.
-const OUTPUT_FILL: Duration = Duration::from_millis(5);
-/// No audible frame mixed for this long: everything queued for the device is silence,
-/// and the next talk spurt may line the playout up with its arrival.
-const IDLE_AFTER: Duration = Duration::from_millis(100);
-
 /// Input or output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -374,6 +364,37 @@ fn default_config(
         ))
     })?;
     Ok((cfg, format))
+}
+
+/// Asks for real-time scheduling of the calling thread (a device callback's), as audio
+/// apps do (PulseAudio's own threads run so; on a desktop, rtkit grants it; the crate
+/// `thread-priority` makes the call on each platform): the device
+/// plays a gap whenever the callback runs later than its buffer lasts (15 ms), and a busy
+/// machine delays an ordinary thread by more than that now and then (measured: 18-21 ms
+/// gaps in a third of debug-build runs of `tests/tests/clean_audio.rs`). Best effort:
+/// without the right (no rtkit, no RLIMIT_RTPRIO), the highest ordinary priority, or
+/// nothing.
+fn raise_audio_thread_priority() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority};
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{
+            set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        let fifo = ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo);
+        // Below the sound server's own threads (PulseAudio's run at 5), above every
+        // ordinary thread.
+        if let Ok(p) = 4u8.try_into() {
+            let p = ThreadPriority::Crossplatform(p);
+            if set_thread_priority_and_policy(thread_native_id(), p, fifo).is_ok() {
+                return;
+            }
+        }
+    }
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Max) {
+        tracing::debug!(error = ?e, "audio thread priority unchanged");
+    }
 }
 
 /// A built, playing stream and the failure slot its error callback fills.

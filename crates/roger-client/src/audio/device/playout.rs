@@ -1,12 +1,82 @@
-//! Playout: per-channel jitter buffers and decoders, mixing, tones, and the device
-//! thread that keeps the output ring filled.
+//! Playout: per-channel jitter buffers, decoders and time-scale changes, mixing and
+//! tones, all run by the output device's callback as it asks for audio.
+//!
+//! The device pulls: each callback mixes as many 20 ms frames as it needs, so the sound
+//! reaches the device exactly when it asks, with nothing queued between a thread and the
+//! callback (a thread that filled a ring woke late now and then on a loaded machine, the
+//! device played a few ms of silence, and taking them back later made a second slip).
+//! WebRTC's audio device pulls from NetEq the same way. The callback takes the channels'
+//! lock, which the network side holds only to queue a packet.
+//!
+//! Each channel decodes into its own queue of samples: a spurt starts behind the jitter
+//! buffer's start margin of silence, and the time-scale changes the jitter buffer asks
+//! for (`stretch.rs`) make a decoded frame a little shorter or longer, so the channels
+//! mix 20 ms at a time whatever each one did.
 
 use super::*;
+use crate::audio::stretch;
 
 struct ChannelPlayout {
     jitter: JitterBuffer,
     decoder: Option<Decoder>,
     volume: f32,
+    /// Decoded audio not mixed yet, -1..1 at 48 kHz.
+    queue: VecDeque<f32>,
+}
+
+impl ChannelPlayout {
+    fn new(volume: f32) -> ChannelPlayout {
+        ChannelPlayout {
+            jitter: JitterBuffer::new(JitterConfig::default()),
+            decoder: Decoder::new().ok(),
+            volume,
+            queue: VecDeque::with_capacity(FRAME_SAMPLES * 3),
+        }
+    }
+
+    /// Decodes until `n` samples are queued or the jitter buffer has nothing to play.
+    /// False when the channel is idle (nothing queued, nothing to play).
+    fn fill(&mut self, now: Instant, n: usize, granularity: Duration) -> bool {
+        let Some(decoder) = self.decoder.as_mut() else {
+            return false;
+        };
+        self.jitter.set_granularity(granularity);
+        while self.queue.len() < n {
+            if self.jitter.spurt_start(now) == Some(true) {
+                // A spurt starts: behind the start margin, so the packets after the
+                // first have that much time to come.
+                let margin =
+                    FRAME_SAMPLES * self.jitter.start_margin().as_micros() as usize / 20_000;
+                let pad = margin.saturating_sub(self.queue.len());
+                self.queue.extend(std::iter::repeat_n(0.0, pad));
+            }
+            let (pcm, packet) = match self.jitter.pop(now) {
+                Playout::Packet(p) => (decoder.decode(&p), true),
+                Playout::Fec(next) => (decoder.decode_fec(&next), false),
+                Playout::Conceal => (decoder.conceal(), false),
+                Playout::Silence => break,
+            };
+            let Ok(pcm) = pcm else {
+                // Undecodable (a corrupt packet): its 20 ms as silence.
+                self.queue.extend(std::iter::repeat_n(0.0, FRAME_SAMPLES));
+                continue;
+            };
+            let mut frame: Vec<f32> = pcm.iter().map(|&s| f32::from(s) / 32768.0).collect();
+            let want = self.jitter.scale();
+            // A change that can wait waits for a quiet frame, where nobody hears it.
+            let now_or_quiet = self.jitter.scale_urgent() || stretch::is_quiet(&frame);
+            if packet && want != 0 && now_or_quiet {
+                let changed = if want > 0 {
+                    stretch::lengthen(&mut frame, want as usize) as i64
+                } else {
+                    -(stretch::shorten(&mut frame, want.unsigned_abs() as usize) as i64)
+                };
+                self.jitter.scaled(now, changed);
+            }
+            self.queue.extend(frame);
+        }
+        !self.queue.is_empty()
+    }
 }
 
 struct PlayoutShared {
@@ -17,10 +87,11 @@ struct PlayoutShared {
     stop: AtomicBool,
     meter: Meter,
     underruns: AtomicU64,
-    frames: AtomicU64,
+    /// Samples mixed (48 kHz).
+    mixed: AtomicU64,
+    /// The longest time between two device callbacks, µs.
+    max_gap_us: AtomicU64,
     device: Mutex<Option<String>>,
-    /// The playout thread, woken when a talk spurt is due to start.
-    thread: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl PlayoutShared {
@@ -33,19 +104,24 @@ impl PlayoutShared {
             stop: AtomicBool::new(false),
             meter: Meter::default(),
             underruns: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
+            mixed: AtomicU64::new(0),
+            max_gap_us: AtomicU64::new(0),
             device: Mutex::new(None),
-            thread: std::sync::OnceLock::new(),
         }
     }
 }
 
 /// Playout counters.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct SpeakerStats {
-    /// Device callbacks that found too little audio (a gap was played).
+    /// Device callbacks that took longer to mix than the audio they asked for lasts
+    /// (the device then runs short). The callback mixes what it needs itself, so a late
+    /// thread can no longer leave it short.
     pub device_underruns: u64,
-    /// 20 ms frames mixed (silence included).
+    /// The longest time between two device callbacks while sound played, ms: more than
+    /// the device's buffer (15 ms with PulseAudio) and the sound server played a gap.
+    pub device_max_gap_ms: f64,
+    /// 20 ms of audio mixed, in frames (silence included).
     pub frames_mixed: u64,
     /// The largest jitter-buffer target now, in 20 ms frames.
     pub jitter_target_frames: u32,
@@ -135,7 +211,7 @@ impl Speaker {
         self.shared.meter.get()
     }
 
-    /// Times the device ran out of audio to play.
+    /// Device callbacks too slow for the device (see [`SpeakerStats::device_underruns`]).
     pub fn underruns(&self) -> u64 {
         self.shared.underruns.load(Ordering::Relaxed)
     }
@@ -156,11 +232,14 @@ impl Speaker {
             jitter.dropped += s.dropped;
             jitter.underruns += s.underruns;
             jitter.stretched += s.stretched;
+            jitter.compressed += s.compressed;
+            jitter.tail += s.tail;
         }
         SpeakerStats {
             jitter_target_frames: target,
+            device_max_gap_ms: self.shared.max_gap_us.load(Ordering::Relaxed) as f64 / 1000.0,
             device_underruns: self.underruns(),
-            frames_mixed: self.shared.frames.load(Ordering::Relaxed),
+            frames_mixed: self.shared.mixed.load(Ordering::Relaxed) / FRAME_SAMPLES as u64,
             jitter,
         }
     }
@@ -189,28 +268,15 @@ impl AudioSink for Speaker {
             .get(channel)
             .copied()
             .unwrap_or(1.0);
-        let mut channels = self.shared.channels.lock().expect("channels lock");
-        let c = channels
+        let payload = bytes::Bytes::copy_from_slice(payload);
+        self.shared
+            .channels
+            .lock()
+            .expect("channels lock")
             .entry(channel.clone())
-            .or_insert_with(|| ChannelPlayout {
-                jitter: JitterBuffer::new(JitterConfig::default()),
-                decoder: Decoder::new().ok(),
-                volume,
-            });
-        c.jitter.push(
-            now,
-            sequence,
-            timestamp,
-            bytes::Bytes::copy_from_slice(payload),
-        );
-        // The first packet of a spurt: the playout thread may be asleep for up to a
-        // frame; wake it, so an idle speaker starts the spurt now (see `align_start`).
-        if c.jitter.spurt_start(now) == Some(true) {
-            drop(channels);
-            if let Some(t) = self.shared.thread.get() {
-                t.unpark();
-            }
-        }
+            .or_insert_with(|| ChannelPlayout::new(volume))
+            .jitter
+            .push(now, sequence, timestamp, payload);
     }
 
     fn decodes(&self) -> bool {
@@ -218,115 +284,39 @@ impl AudioSink for Speaker {
     }
 }
 
-/// How an idle speaker starts a talk spurt: what to do with the silence queued for the
-/// device (`queued` samples in the ring, `pending` in the resampler) so that the
-/// spurt's first frame, mixed now, is queued behind just enough for the next frame to
-/// be due `margin` after its packet is expected.
-///
-/// Without this the first frame waits for the playout clock's next 20 ms tick, 0-20 ms
-/// after its packet arrived (a random phase that then holds for the whole spurt), and
-/// then behind the ring's `fill`.
-///
-/// The next frame is mixed when the ring falls below `fill`, which it does only at a
-/// device callback, `chunk` samples at a time: behind `fill + x` queued samples that is
-/// after `20 ms + x` rounded down to whole callbacks, so `x` is `margin` rounded up to
-/// whole callbacks (at least one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Align {
-    /// Drop this many queued samples (the oldest): they are silence.
-    Skip(usize),
-    /// Queue this many samples of silence first.
-    Pad(usize),
-}
-
-fn align_start(queued: usize, pending: usize, fill: usize, margin: usize, chunk: usize) -> Align {
-    let chunk = chunk.max(1);
-    let cushion = fill + margin.div_ceil(chunk).max(1) * chunk;
-    let have = queued + pending;
-    if have > cushion {
-        Align::Skip((have - cushion).min(queued))
-    } else {
-        Align::Pad(cushion - have)
-    }
-}
-
-/// Talk spurts about to start at `now`: the largest start margin among those due (`None`
-/// if none is), and whether one is buffering but not yet due.
-fn due_spurts(shared: &PlayoutShared, now: Instant) -> (Option<Duration>, bool) {
+/// Whether a talk spurt is due to start at `now` on some channel.
+fn spurt_due(shared: &PlayoutShared, now: Instant) -> bool {
     let channels = shared.channels.lock().expect("channels lock");
-    let mut due: Option<Duration> = None;
-    let mut waiting = false;
-    for c in channels.values() {
-        match c.jitter.spurt_start(now) {
-            Some(true) => due = Some(due.unwrap_or_default().max(c.jitter.start_margin())),
-            Some(false) => waiting = true,
-            None => {}
-        }
-    }
-    (due, waiting)
-}
-
-/// A mixed frame this quiet (its peak below -50 dBFS) can lose a few ms unheard.
-const QUIET: f32 = 0.003_16;
-/// Spare delay below this is not worth a cut.
-const MIN_CUT: Duration = Duration::from_millis(2);
-
-/// After a quiet frame: the delay every playing channel could spare
-/// ([`JitterBuffer::spare`]), the smallest of them, at most `room`, if worth a cut;
-/// each channel is told it was cut. Zero when nothing is playing or nothing is spare.
-fn take_spare(shared: &PlayoutShared, room: Duration) -> Duration {
-    let mut channels = shared.channels.lock().expect("channels lock");
-    let cut = channels
+    channels
         .values()
-        .filter(|c| c.jitter.playing())
-        .map(|c| c.jitter.spare())
-        .min()
-        .unwrap_or_default()
-        .min(room);
-    if cut < MIN_CUT {
-        return Duration::ZERO;
-    }
-    for c in channels.values_mut().filter(|c| c.jitter.playing()) {
-        c.jitter.trimmed(cut);
-    }
-    cut
-}
-
-fn samples_to_duration(n: usize, rate: u32) -> Duration {
-    Duration::from_micros(n as u64 * 1_000_000 / u64::from(rate.max(1)))
-}
-
-fn duration_to_samples(d: Duration, rate: u32) -> usize {
-    (u128::from(rate) * d.as_micros() / 1_000_000) as usize
+        .any(|c| c.jitter.spurt_start(now) == Some(true))
 }
 
 /// What [`mix_frame`] made.
 struct Mixed {
-    /// False when there was nothing to play (every jitter buffer idle, no tone).
+    /// False when there was nothing to play (every channel idle, no tone).
     active: bool,
-    /// The frame's largest sample magnitude (also published to the level meter).
-    peak: f32,
 }
 
-/// One 20 ms frame at 48 kHz: every channel's next frame mixed, plus tones.
-fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> Mixed {
+/// The next `out.len()` samples at 48 kHz (at most a frame): every channel's mixed, plus
+/// tones. The device asks for audio every `granularity` (its callback period).
+fn mix_frame(
+    shared: &PlayoutShared,
+    now: Instant,
+    granularity: Duration,
+    out: &mut [f32],
+) -> Mixed {
     out.fill(0.0);
     let mut active = false;
     let mut channels = shared.channels.lock().expect("channels lock");
     for c in channels.values_mut() {
-        let Some(decoder) = c.decoder.as_mut() else {
+        if !c.fill(now, out.len(), granularity) {
             continue;
-        };
-        let pcm = match c.jitter.pop(now) {
-            Playout::Packet(p) => decoder.decode(&p),
-            Playout::Fec(next) => decoder.decode_fec(&next),
-            Playout::Conceal => decoder.conceal(),
-            Playout::Silence => continue,
-        };
+        }
         active = true;
-        let Ok(pcm) = pcm else { continue };
-        for (o, s) in out.iter_mut().zip(pcm.iter()) {
-            *o += f32::from(*s) / 32768.0 * c.volume;
+        let n = out.len().min(c.queue.len());
+        for (o, s) in out.iter_mut().zip(c.queue.drain(..n)) {
+            *o += s * c.volume;
         }
     }
     drop(channels);
@@ -346,7 +336,65 @@ fn mix_frame(shared: &PlayoutShared, now: Instant, out: &mut [f32]) -> Mixed {
         peak = peak.max(o.abs());
     }
     shared.meter.set(sum_sq, out.len(), peak);
-    Mixed { active, peak }
+    Mixed { active }
+}
+
+/// What the output callback owns: it mixes frames as the device asks for samples.
+struct Mixer {
+    shared: std::sync::Weak<PlayoutShared>,
+    resampler: Resampler,
+    frame: Vec<f32>,
+    /// The device's rate.
+    rate: u32,
+    /// When the previous callback came.
+    last_callback: Option<Instant>,
+    /// The latest frame mixed had sound: what is queued is not all silence.
+    sounding: bool,
+}
+
+impl Mixer {
+    /// Makes sure `n` samples at the device rate are ready. An idle speaker whose
+    /// channel has a spurt due drops the silence it queued, so the spurt starts at this
+    /// callback, not behind up to a frame of silence.
+    fn prepare(&mut self, n: usize) -> bool {
+        let Some(shared) = self.shared.upgrade() else {
+            return false;
+        };
+        let now = Instant::now();
+        match self.last_callback.replace(now) {
+            // Only while sound plays: a gap then is heard (at the start of a stream,
+            // while the sound server fills its buffer, it is not).
+            Some(last) if self.sounding => {
+                let gap = now.saturating_duration_since(last).as_micros() as u64;
+                shared.max_gap_us.fetch_max(gap, Ordering::Relaxed);
+            }
+            Some(_) => {}
+            // The first callback: this is the device's thread.
+            None => raise_audio_thread_priority(),
+        }
+        if !self.sounding && self.resampler.available() > 0 && spurt_due(&shared, now) {
+            self.resampler.clear();
+        }
+        let period = Duration::from_micros(n as u64 * 1_000_000 / u64::from(self.rate.max(1)));
+        while self.resampler.available() < n {
+            // Mix what this callback still needs (at 48 kHz), not a whole 20 ms frame
+            // ahead: a channel then decodes its next packet only when the device needs
+            // its first sample, so the start margin is what a packet really has.
+            let short = n - self.resampler.available();
+            let m = (short as u64 * u64::from(SAMPLE_RATE)).div_ceil(u64::from(self.rate.max(1)));
+            let m = (m as usize).clamp(1, FRAME_SAMPLES);
+            let mixed = mix_frame(&shared, now, period, &mut self.frame[..m]);
+            self.sounding = mixed.active;
+            shared.mixed.fetch_add(m as u64, Ordering::Relaxed);
+            self.resampler.push(&self.frame[..m]);
+        }
+        // A callback that takes longer than the audio it asks for leaves the device
+        // short: count it.
+        if now.elapsed() > period {
+            shared.underruns.fetch_add(1, Ordering::Relaxed);
+        }
+        true
+    }
 }
 
 fn playout_thread(
@@ -362,10 +410,8 @@ fn playout_thread(
         ready: Some(ready),
         lost_reported: false,
     };
-    let _ = shared.thread.set(std::thread::current());
     let weak = Arc::downgrade(&shared);
     drop(shared);
-    let mut frame = vec![0f32; FRAME_SAMPLES];
     loop {
         let Some(shared) = weak.upgrade() else { return };
         if shared.stop.load(Ordering::SeqCst) {
@@ -374,7 +420,7 @@ fn playout_thread(
         let opened = resolve(&host, DeviceDirection::Output, &choice)
             .ok_or_else(|| device_error(format!("speaker {choice} not found")))
             .and_then(|d| open_playout(&host, &d, &shared).map(|s| (s, d)));
-        let ((stream, failure, mut producer, cursor, rate), device) = match opened {
+        let ((stream, failure, rate), device) = match opened {
             Ok(x) => x,
             Err(e) => {
                 if announce.open_failed(e) {
@@ -391,108 +437,21 @@ fn playout_thread(
         tracing::info!(device = %name, %id, rate, "playout started");
         announce.opened(&name);
         drop(shared);
-        let mut resampler = match Resampler::new(SAMPLE_RATE, rate) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::error!(error = %e, "playout resampler");
-                return;
-            }
-        };
-        let min_fill = (rate as usize) * OUTPUT_FILL.as_millis() as usize / 1000;
-        let mut last_watch = Instant::now();
-        // Samples committed to the ring since this stream opened (the callback counts
-        // what it reads the same way; `skip_to` is a position on that count).
-        let mut written: u64 = 0;
-        let mut last_audible: Option<Instant> = None;
-        // Samples to drop before the next ones reach the ring (`OutputCursor::owed`).
-        let mut owed: usize = 0;
-        let frame_out = (rate / 50) as usize;
+        // The callback does the work; this thread watches the device.
         let why = loop {
+            std::thread::sleep(Duration::from_millis(50));
             let Some(shared) = weak.upgrade() else { return };
             if shared.stop.load(Ordering::SeqCst) {
                 return;
             }
-            let now = Instant::now();
-            let chunk = cursor.chunk.load(Ordering::Relaxed) as usize;
-            let fill = min_fill.max(chunk);
-            let queued = producer.buffer().capacity() - producer.slots();
-            let idle = last_audible.is_none_or(|t| now.saturating_duration_since(t) >= IDLE_AFTER);
-            owed = (owed + cursor.owed.swap(0, Ordering::Relaxed) as usize).min(frame_out);
-            let (due, waiting) = due_spurts(&shared, now);
-            // An idle speaker lines a starting spurt up with its arrival (`align_start`).
-            let start = match due {
-                Some(margin) if idle => {
-                    // The start lines the ring up afresh: nothing is owed.
-                    owed = 0;
-                    cursor.owed.store(0, Ordering::Relaxed);
-                    let margin = duration_to_samples(margin, rate);
-                    match align_start(queued, resampler.available(), fill, margin, chunk) {
-                        Align::Skip(n) => {
-                            let to = written - queued as u64 + n as u64;
-                            cursor.skip_to.store(to, Ordering::Release);
-                        }
-                        Align::Pad(n) => {
-                            let n = n.min(producer.slots());
-                            if let Ok(w) = producer.write_chunk_uninit(n) {
-                                written += w.fill_from_iter(std::iter::repeat(0.0)) as u64;
-                            }
-                        }
-                    }
-                    true
-                }
-                _ => false,
-            };
-            // Otherwise keep the ring topped up to `fill` (beyond what is owed), a 20 ms
-            // frame at a time: the device's consumption paces the jitter buffers.
-            if start || queued + resampler.available() < fill + owed {
-                let mixed = mix_frame(&shared, now, &mut frame);
-                if mixed.active {
-                    last_audible = Some(now);
-                }
-                shared.frames.fetch_add(1, Ordering::Relaxed);
-                resampler.push(&frame);
-                // A quiet frame is where delay nobody needs can go unheard: it is cut
-                // from this frame's samples on their way into the ring (`owed`), as far
-                // as the ring stays at `fill`.
-                if !start && mixed.peak < QUIET {
-                    let room = (queued + resampler.available()).saturating_sub(fill + owed);
-                    let cut = take_spare(&shared, samples_to_duration(room, rate));
-                    owed += duration_to_samples(cut, rate);
-                }
-            }
-            let surplus = (queued + resampler.available()).saturating_sub(fill);
-            owed = settle_owed(owed, surplus, &mut resampler);
-            let n = resampler.available().min(producer.slots());
-            if n > 0 {
-                if let Some(samples) = resampler.take(n) {
-                    if let Ok(w) = producer.write_chunk_uninit(n) {
-                        written += w.fill_from_iter(samples.iter().copied()) as u64;
-                    }
-                }
-            }
             if let Some(e) = failure.lock().expect("failure lock").take() {
                 break format!("speaker {name} failed: {e}");
             }
-            if last_watch.elapsed() >= WATCH_INTERVAL {
-                last_watch = Instant::now();
-                if !still_current(&host, DeviceDirection::Output, &choice, &id) {
-                    break announce.gone(&choice, &name);
-                }
+            if !still_current(&host, DeviceDirection::Output, &choice, &id) {
+                break announce.gone(&choice, &name);
             }
             drop(shared);
-            // Sleep until the device has used up the surplus (less a millisecond),
-            // instead of polling; a packet that starts a spurt wakes the thread early.
-            // A spurt that is buffering but not yet due is checked every 2 ms.
-            // (Exactly `fill` queued is no reason to spin: the next mix waits for the
-            // next device callback either way.)
-            let queued = producer.buffer().capacity() - producer.slots();
-            let have = queued + resampler.available();
-            if have >= fill {
-                let surplus = have - fill;
-                let ms = (surplus as u64 * 1000 / u64::from(rate)).saturating_sub(1);
-                let ms = if waiting { ms.min(2) } else { ms };
-                std::thread::park_timeout(Duration::from_millis(ms.clamp(1, 20)));
-            }
+            std::thread::sleep(WATCH_INTERVAL - Duration::from_millis(50));
         };
         drop(stream);
         tracing::warn!(%why, "playout stopped");
@@ -503,47 +462,11 @@ fn playout_thread(
     }
 }
 
-/// Drops what is owed (what the device played as silence while the ring was short, and
-/// cuts of spare delay) from the samples ready to enter the ring, but only from the
-/// `surplus` beyond what keeps the ring at `fill`: dropping more would leave the next
-/// callback short, which would be owed again. Returns what is still owed.
-fn settle_owed(owed: usize, surplus: usize, resampler: &mut Resampler) -> usize {
-    let n = owed.min(surplus).min(resampler.available());
-    if n > 0 {
-        let _ = resampler.take(n);
-    }
-    owed - n
-}
-
-type OpenPlayout = (
-    cpal::Stream,
-    Failure,
-    rtrb::Producer<f32>,
-    Arc<OutputCursor>,
-    u32,
-);
-
-/// Shared by the output callback and the playout thread.
-#[derive(Debug, Default)]
-struct OutputCursor {
-    /// Ring position (samples read since the stream opened) below which queued samples
-    /// are dropped unplayed: silence cut by `align_start`.
-    skip_to: AtomicU64,
-    /// Samples the latest device callback took (the first ones can be larger: the
-    /// device's buffer being filled).
-    chunk: AtomicU32,
-    /// Samples the callback played as silence because the ring was short (the playout
-    /// thread woke late). The thread drops as many (at most a frame's worth) from what it
-    /// writes next beyond `fill` (`settle_owed`), so a late wake-up costs a gap in the
-    /// sound, not latency that stays until latency control takes a whole frame.
-    owed: AtomicU64,
-}
-
 fn open_playout(
     host: &cpal::Host,
     device: &cpal::Device,
     shared: &Arc<PlayoutShared>,
-) -> Result<OpenPlayout, ErrorBody> {
+) -> Result<(cpal::Stream, Failure, u32), ErrorBody> {
     let name = device_name(device);
     let (cfg, format) = default_config(device, DeviceDirection::Output, &name)?;
     let channels = usize::from(cfg.channels()).max(1);
@@ -560,15 +483,20 @@ fn open_playout(
         sample_rate: rate,
         buffer_size: cpal::BufferSize::Fixed(frames),
     };
-    let (producer, consumer) = rtrb::RingBuffer::<f32>::new(rate as usize / 2);
+    let resampler = Resampler::new(SAMPLE_RATE, rate)
+        .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
     let (failure, on_error) = failure_slot();
     let out = Output {
         channels,
-        consumer,
-        cursor: Arc::default(),
-        shared: Arc::downgrade(shared),
+        mixer: Mixer {
+            shared: Arc::downgrade(shared),
+            resampler,
+            frame: vec![0f32; FRAME_SAMPLES],
+            rate,
+            last_callback: None,
+            sounding: false,
+        },
     };
-    let cursor = out.cursor.clone();
     let stream = match format {
         Format::F32 => build_output::<f32>(device, &config, out, on_error),
         Format::I16 => build_output::<i16>(device, &config, out, on_error),
@@ -579,16 +507,14 @@ fn open_playout(
     stream
         .play()
         .map_err(|e| device_error(format!("speaker {name}: {e}")))?;
-    Ok((stream, failure, producer, cursor, rate))
+    Ok((stream, failure, rate))
 }
 
 /// What the output callback owns.
 struct Output {
     /// Device channels (each gets the mono signal).
     channels: usize,
-    consumer: rtrb::Consumer<f32>,
-    cursor: Arc<OutputCursor>,
-    shared: std::sync::Weak<PlayoutShared>,
+    mixer: Mixer,
 }
 
 fn build_output<T>(
@@ -600,43 +526,21 @@ fn build_output<T>(
 where
     T: cpal::SizedSample + cpal::FromSample<f32>,
 {
-    let mut read: u64 = 0;
     device.build_output_stream::<T, _, _>(
         *config,
         move |data: &mut [T], _| {
-            // Real-time path: no locks, no allocation.
-            let c = &out.cursor;
-            c.chunk
-                .store((data.len() / out.channels) as u32, Ordering::Relaxed);
-            let skip = c.skip_to.load(Ordering::Acquire).saturating_sub(read);
-            if skip > 0 {
-                let n = (skip as usize).min(out.consumer.slots());
-                if let Ok(chunk) = out.consumer.read_chunk(n) {
-                    chunk.commit_all();
-                    read += n as u64;
-                }
-            }
-            let mut short = 0u64;
+            let n = data.len() / out.channels;
+            // False only while the speaker is being dropped: silence then.
+            let ready = out.mixer.prepare(n);
             for frame in data.chunks_mut(out.channels) {
-                let s = match out.consumer.pop() {
-                    Ok(s) => {
-                        read += 1;
-                        s
-                    }
-                    Err(_) => {
-                        short += 1;
-                        0.0
-                    }
+                let s = if ready {
+                    out.mixer.resampler.pop().unwrap_or(0.0)
+                } else {
+                    0.0
                 };
                 let v = T::from_sample_(s);
                 for d in frame {
                     *d = v;
-                }
-            }
-            if short > 0 {
-                c.owed.fetch_add(short, Ordering::Relaxed);
-                if let Some(shared) = out.shared.upgrade() {
-                    shared.underruns.fetch_add(1, Ordering::Relaxed);
                 }
             }
         },
@@ -683,12 +587,12 @@ mod tests {
         let mut out = vec![0f32; FRAME_SAMPLES];
         // Let the decoders settle, then: a alone (b muted), both, both with a tone.
         for _ in 0..5 {
-            assert!(mix_frame(&sp.shared, now, &mut out).active);
+            assert!(mix_frame(&sp.shared, now, Duration::ZERO, &mut out).active);
         }
-        mix_frame(&sp.shared, now, &mut out);
+        mix_frame(&sp.shared, now, Duration::ZERO, &mut out);
         let one = rms(&out);
         sp.set_volume(&b, 1.0);
-        mix_frame(&sp.shared, now, &mut out);
+        mix_frame(&sp.shared, now, Duration::ZERO, &mut out);
         let two = rms(&out);
         assert!(one > 0.1, "{one}");
         assert!(
@@ -703,10 +607,10 @@ mod tests {
         assert!(sp.shared.tones.lock().unwrap().is_empty());
         sp.set_volume(&a, 0.0);
         sp.set_volume(&b, 0.0);
-        mix_frame(&sp.shared, now, &mut out);
+        mix_frame(&sp.shared, now, Duration::ZERO, &mut out);
         assert!(rms(&out) < 0.001, "muted: {}", rms(&out));
         sp.play_tone(Tone::TalkPermit);
-        assert!(mix_frame(&sp.shared, now, &mut out).active);
+        assert!(mix_frame(&sp.shared, now, Duration::ZERO, &mut out).active);
         assert!(rms(&out) > 0.05, "the tone plays over muted channels");
         let stats = sp.stats();
         assert_eq!(stats.jitter.played, 2 * 9, "{stats:?}");
@@ -716,114 +620,74 @@ mod tests {
     fn an_idle_speaker_mixes_silence_and_says_so() {
         let sp = speaker();
         let mut out = vec![1f32; FRAME_SAMPLES];
-        assert!(!mix_frame(&sp.shared, Instant::now(), &mut out).active);
+        assert!(!mix_frame(&sp.shared, Instant::now(), Duration::ZERO, &mut out).active);
         assert!(out.iter().all(|s| *s == 0.0));
         assert_eq!(sp.level(), (0.0, 0.0));
     }
 
-    /// A jitter buffer that has played a second of packets arriving `late` after their
-    /// 20 ms slot (so each waits 20 ms less `late` for its pop), on virtual time.
-    fn playing_for_a_second(late: Duration) -> JitterBuffer {
-        let mut jb = JitterBuffer::new(JitterConfig::default());
-        let t0 = Instant::now();
-        for k in 0..60u32 {
-            jb.push(
-                t0 + FRAME * k + late,
-                k as u16,
-                k * 960,
-                bytes::Bytes::from_static(&[0]),
-            );
-            let _ = jb.pop(t0 + FRAME * (k + 1));
+    /// Packets of a 440 Hz tone on channel `ch`, `n` of them from sequence 0.
+    fn tone_packets(sp: &mut Speaker, ch: &ChannelId, n: u16) {
+        let mut enc = Encoder::new(24_000, 5).unwrap();
+        for i in 0..n {
+            let frame: Vec<i16> = (0..FRAME_SAMPLES)
+                .map(|k| {
+                    let t = (usize::from(i) * FRAME_SAMPLES + k) as f32 / 48_000.0;
+                    (8000.0 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()) as i16
+                })
+                .collect();
+            let p = enc.encode(&frame).unwrap();
+            sp.packet(ch, i, u32::from(i) * 960, &p);
         }
-        jb
-    }
-
-    const FRAME: Duration = Duration::from_millis(20);
-
-    /// A speaker's shared state holding these channels (no decoders).
-    fn channels(list: Vec<(&str, JitterBuffer)>) -> PlayoutShared {
-        let shared = PlayoutShared::new();
-        for (name, jitter) in list {
-            let c = ChannelPlayout {
-                jitter,
-                decoder: None,
-                volume: 1.0,
-            };
-            shared
-                .channels
-                .lock()
-                .unwrap()
-                .insert(ChannelId::from(name), c);
-        }
-        shared
     }
 
     #[test]
-    fn a_quiet_frame_takes_the_delay_every_playing_channel_can_spare() {
-        let shared = channels(vec![
-            ("a", playing_for_a_second(Duration::from_millis(1))),
-            ("b", playing_for_a_second(Duration::from_millis(5))),
-            // An idle channel holds nothing back.
-            ("idle", JitterBuffer::new(JitterConfig::default())),
-        ]);
-        let spare = |name: &str| {
-            shared.channels.lock().unwrap()[&ChannelId::from(name)]
-                .jitter
-                .spare()
+    fn a_spurt_starts_behind_the_start_margin_of_silence() {
+        let mut sp = speaker();
+        let ch: ChannelId = "a".into();
+        tone_packets(&mut sp, &ch, 10);
+        let margin = {
+            let channels = sp.shared.channels.lock().unwrap();
+            channels[&ch].jitter.start_margin()
         };
-        let (a, b) = (spare("a"), spare("b"));
-        assert!(b >= MIN_CUT && a > b, "a {a:?}, b {b:?}");
-        let room = Duration::from_millis(15);
-        assert_eq!(take_spare(&shared, room), b, "the smallest");
-        assert_eq!(spare("a"), a - b);
-        assert_eq!(spare("b"), Duration::ZERO);
-        assert_eq!(
-            take_spare(&shared, room),
-            Duration::ZERO,
-            "nothing until measured again"
-        );
-        // At most what the ring has room for, and no cut under 2 ms.
-        let shared = channels(vec![("a", playing_for_a_second(Duration::from_millis(1)))]);
-        let small = Duration::from_millis(1);
-        assert_eq!(take_spare(&shared, small), Duration::ZERO);
-        let room = Duration::from_millis(3);
-        assert_eq!(take_spare(&shared, room), room);
-        // Nothing playing: nothing to cut.
-        assert_eq!(take_spare(&channels(vec![]), room), Duration::ZERO);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn what_is_owed_comes_out_of_the_surplus_above_fill_and_the_rest_waits() {
-        let mut r = Resampler::new(48_000, 48_000).expect("resampler");
-        // 100 samples owed, a frame ready, plenty of surplus: all 100 dropped.
-        r.push(&[0.5; 960]);
-        assert_eq!(settle_owed(100, 900, &mut r), 0);
-        assert_eq!(r.available(), 860);
-        // Owed with nothing ready: carried to the next pass.
-        let _ = r.take(860);
-        assert_eq!(settle_owed(50, 900, &mut r), 50);
-        // Only the surplus goes: the ring must keep `fill` for the next callback, or the
-        // shortfall would be owed again (a loop that plays silence).
-        r.push(&[0.5; 960]);
-        assert_eq!(settle_owed(500, 200, &mut r), 300);
-        assert_eq!(r.available(), 760);
+        let pad = FRAME_SAMPLES * margin.as_micros() as usize / 20_000;
+        assert!(pad > 0);
+        let mut out = vec![0f32; FRAME_SAMPLES];
+        assert!(mix_frame(&sp.shared, Instant::now(), Duration::ZERO, &mut out).active);
+        assert!(out[..pad].iter().all(|s| *s == 0.0), "silence first");
+        // Then the spurt (after the decoder's first few ms, its look-ahead).
+        assert!(mix_frame(&sp.shared, Instant::now(), Duration::ZERO, &mut out).active);
+        assert!(rms(&out) > 0.05, "then the spurt: {}", rms(&out));
     }
 
     #[test]
-    fn an_idle_speaker_starts_a_spurt_behind_fill_and_the_margin_in_whole_callbacks() {
-        // 48 kHz: fill 8 ms = 384 samples, 5 ms callbacks = 240.
-        let (fill, chunk) = (384, 240);
-        // 3 ms of margin rounds up to one callback: the frame goes behind 624 samples.
-        assert_eq!(align_start(1200, 0, fill, 144, chunk), Align::Skip(576));
-        assert_eq!(align_start(100, 0, fill, 144, chunk), Align::Pad(524));
-        // What the resampler holds counts, but only the ring can be cut.
-        assert_eq!(align_start(600, 500, fill, 144, chunk), Align::Skip(476));
-        assert_eq!(align_start(100, 900, fill, 144, chunk), Align::Skip(100));
-        // 11 ms rounds up to three callbacks; no margin still leaves one.
-        assert_eq!(align_start(0, 0, fill, 528, chunk), Align::Pad(fill + 720));
-        assert_eq!(align_start(0, 0, fill, 0, chunk), Align::Pad(fill + 240));
-        // Before the first callback says its size, samples are the unit.
-        assert_eq!(align_start(0, 0, fill, 144, 0), Align::Pad(fill + 144));
+    fn an_idle_speaker_drops_its_queued_silence_when_a_spurt_is_due() {
+        let mut sp = speaker();
+        let mut mixer = Mixer {
+            shared: Arc::downgrade(&sp.shared),
+            resampler: Resampler::new(48_000, 48_000).unwrap(),
+            frame: vec![0f32; FRAME_SAMPLES],
+            rate: 48_000,
+            last_callback: None,
+            sounding: false,
+        };
+        // A 5 ms callback mixes 5 ms of silence; the device takes only 100 samples of it
+        // (as a resampler converting in 10 ms chunks leaves some queued).
+        assert!(mixer.prepare(240));
+        for _ in 0..100 {
+            mixer.resampler.pop();
+        }
+        assert_eq!(mixer.resampler.available(), 140);
+        // A spurt comes: the next callback plays it behind the margin, not behind the
+        // silence left.
+        tone_packets(&mut sp, &"a".into(), 5);
+        assert!(mixer.prepare(240));
+        assert_eq!(mixer.resampler.available(), 240);
+        assert!(mixer.sounding);
+        // While it sounds, what is queued is kept.
+        for _ in 0..100 {
+            mixer.resampler.pop();
+        }
+        assert!(mixer.prepare(240));
+        assert_eq!(mixer.resampler.available(), 240);
     }
 }

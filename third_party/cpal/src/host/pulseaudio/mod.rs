@@ -619,14 +619,18 @@ fn make_playback_buffer_attr(
             let len =
                 (frame_count as u64 * config.channels as u64 * format.bytes_per_sample() as u64)
                     .min(u32::MAX as u64) as u32;
-            let double_len = (len as u64 * 2).min(u32::MAX as u64) as u32;
+            // Roger patch: three callback periods, not two. With two, a callback
+            // that runs one period late (a busy machine) lets the server's buffer run
+            // dry and it plays a gap; with three it has a period of slack, for one
+            // more period of latency.
+            let triple_len = (len as u64 * 3).min(u32::MAX as u64) as u32;
             protocol::stream::BufferAttr {
-                // Double-buffer: total buffer = 2 callback periods. With
-                // adjust_latency this becomes the end-to-end latency target,
-                // Minimum request = one callback period, ensuring the server
-                // always asks for exactly frame_count frames per call.
-                max_length: double_len,
-                target_length: double_len,
+                // Total buffer = 3 callback periods. With adjust_latency this becomes
+                // the end-to-end latency target. Minimum request = one callback
+                // period, ensuring the server always asks for exactly frame_count
+                // frames per call.
+                max_length: triple_len,
+                target_length: triple_len,
                 minimum_request_length: len,
                 ..Default::default()
             }
