@@ -7,6 +7,21 @@ pub fn read(path: &std::path::Path) -> Vec<i16> {
     r.samples::<i16>().map(|s| s.expect("sample")).collect()
 }
 
+/// Writes 48 kHz mono 16-bit PCM as a WAV.
+pub fn write(path: &std::path::Path, pcm: &[i16]) {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for &s in pcm {
+        w.write_sample(s).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
 fn corr_at(reference: &[f64], recorded: &[f64], lag: usize) -> f64 {
     let n = reference.len().min(recorded.len().saturating_sub(lag));
     if n == 0 {
@@ -109,6 +124,97 @@ pub fn match_pieces(reference: &[i16], recorded: &[i16], lag: usize, min_corr: f
     out
 }
 
+/// The speech fixtures for quality work: one sentence in three synthesized voices
+/// (`make fixture`), 5.5 s each, 48 kHz mono.
+pub fn voices() -> Vec<std::path::PathBuf> {
+    ["en-us", "en-gb-f3", "en-us-m3"]
+        .iter()
+        .map(|v| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/voices")
+                .join(format!("{v}.wav"))
+        })
+        .collect()
+}
+
+/// `pcm` through Opus alone (the client's encoder at `bitrate` with the in-band FEC a
+/// talker starts with, 5 %; its decoder), after a second of silence as a talker's
+/// transmission has before the speech, aligned with the input (the encoder's look-ahead
+/// removed): what a perfect path delivers.
+pub fn opus_alone(pcm: &[i16], bitrate: i32) -> Vec<i16> {
+    const FRAME: usize = 960;
+    const LEAD: usize = 48_000;
+    let mut enc = roger_client::audio::Encoder::new(bitrate, 5).expect("encoder");
+    let mut dec = roger_client::audio::Decoder::new().expect("decoder");
+    let mut out = Vec::with_capacity(pcm.len() + LEAD + FRAME);
+    let mut padded = vec![0i16; LEAD];
+    padded.extend_from_slice(pcm);
+    padded.resize((LEAD + pcm.len()).div_ceil(FRAME) * FRAME + FRAME, 0);
+    for frame in padded.chunks_exact(FRAME) {
+        let packet = enc.encode(frame).expect("encode");
+        out.extend_from_slice(&dec.decode(&packet).expect("decode"));
+    }
+    out.drain(..LEAD);
+    let (lag, _) = best_lag(pcm, &out, 960);
+    out.drain(..lag);
+    out.truncate(pcm.len());
+    out
+}
+
+/// One voiced 100 ms window of a reference, as found in a recording near one lag.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Window {
+    /// Where the window starts in the reference, ms.
+    pub at_ms: u32,
+    /// The best correlation within the tolerance around the lag.
+    pub corr: f64,
+    /// The lag that gave it, relative to the one lag, in samples.
+    pub shift: i64,
+}
+
+/// Every voiced 100 ms window of `reference` (RMS at least 30 % of the whole's),
+/// correlated with `recorded` at `lag` give or take `tolerance` samples: a recording
+/// with no slips finds every window near the one lag; a jump of a few ms moves all the
+/// windows after it.
+pub fn windows_at_lag(
+    reference: &[i16],
+    recorded: &[i16],
+    lag: usize,
+    tolerance: usize,
+) -> Vec<Window> {
+    const PIECE: usize = 4_800;
+    let loudness = |x: &[i16]| {
+        (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+    };
+    let overall = loudness(reference);
+    let rf: Vec<f64> = recorded.iter().map(|&s| f64::from(s)).collect();
+    let mut out = Vec::new();
+    for (i, piece) in reference.chunks_exact(PIECE).enumerate() {
+        if loudness(piece) < 0.3 * overall {
+            continue;
+        }
+        let pf: Vec<f64> = piece.iter().map(|&s| f64::from(s)).collect();
+        let centre = (lag + i * PIECE) as i64;
+        let (mut best, mut shift) = (f64::MIN, 0);
+        for d in -(tolerance as i64)..=tolerance as i64 {
+            let at = centre + d;
+            if at < 0 || at as usize + PIECE > rf.len() {
+                continue;
+            }
+            let c = corr_at(&pf, &rf[at as usize..at as usize + PIECE], 0);
+            if c > best {
+                (best, shift) = (c, d);
+            }
+        }
+        out.push(Window {
+            at_ms: (i * 100) as u32,
+            corr: best.max(0.0),
+            shift,
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +262,37 @@ mod tests {
         // Silence where the sound should be matches nothing.
         let lost = vec![0i16; recorded.len()];
         assert_eq!(match_pieces(&reference, &lost, lag, 0.9).matched, 0);
+    }
+
+    #[test]
+    fn a_jump_of_five_ms_fails_the_windows_after_it_at_two_ms_of_tolerance() {
+        let reference = noise(99, 48_000);
+        let mut recorded = vec![0i16; 2_000];
+        recorded.extend_from_slice(&reference[..24_000]);
+        recorded.extend(std::iter::repeat_n(0i16, 240));
+        recorded.extend_from_slice(&reference[24_000..]);
+        let w = windows_at_lag(&reference, &recorded, 2_000, 96);
+        assert_eq!(w.len(), 10);
+        assert!(
+            w[..5].iter().all(|w| w.corr > 0.99 && w.shift == 0),
+            "{w:?}"
+        );
+        assert!(w[5..].iter().all(|w| w.corr < 0.5), "{w:?}");
+        // With 6 ms of tolerance the same recording passes, shifted by 5 ms.
+        let w = windows_at_lag(&reference, &recorded, 2_000, 288);
+        assert!(
+            w[5..].iter().all(|w| w.corr > 0.99 && w.shift == 240),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn opus_alone_is_aligned_with_its_input() {
+        let reference = read(&voices()[0]);
+        let coded = opus_alone(&reference, 24_000);
+        assert_eq!(coded.len(), reference.len());
+        let (lag, corr) = best_lag(&reference, &coded, 100);
+        assert!(lag <= 1, "{lag}");
+        assert!(corr > 0.8, "{corr}");
     }
 }

@@ -16,6 +16,7 @@ pub mod desktop;
 pub mod netns;
 pub mod producer;
 pub mod pulse;
+pub mod quality;
 pub mod scenario;
 
 use futures_util::{SinkExt, StreamExt};

@@ -21,6 +21,7 @@ mod app;
 mod audio;
 mod hotkey;
 mod load;
+mod quality;
 
 use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
 use roger_client::protocol::{ChannelId, Request, Response, PROTOCOL_VERSION};
@@ -233,6 +234,9 @@ fn main() {
     }
     if what == "audio" || what == "all" {
         audio::run();
+    }
+    if what == "quality" || what == "all" {
+        quality::run();
     }
     if what == "app" || what == "all" {
         app::run();

@@ -1,0 +1,93 @@
+//! Speech quality through the whole device path (`roger-bench quality`): three voices,
+//! each 5.5 s of speech in a 10 s transmission on loopback through a private PulseAudio,
+//! scored with wideband PESQ (ITU-T P.862.2) against the speech itself, beside the same
+//! speech through Opus alone at the same bitrate (the best any path can do), with the
+//! playout's counters and how many voiced 100 ms windows the speaker's recording holds at
+//! one lag. Then the same with 5 % of the server's media to the clients dropped at random
+//! (nftables on loopback; needs root and `nft`).
+//!
+//! `ROGER_BENCH_RUNS=N` repeats each pass N times.
+
+use roger_e2e::audio::{read, voices};
+use roger_e2e::pulse::Pulse;
+use roger_e2e::quality::{pesq_wb, speech_through_devices};
+use roger_e2e::{have, Server, TempDir};
+
+/// The server's media ports in this bench: the lossy pass drops from these.
+const MEDIA_PORTS: &str = "47000-47099";
+
+pub fn run() {
+    let runs: usize = std::env::var("ROGER_BENCH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let Some(pulse) = Pulse::start() else { return };
+    let server = Server::start(&format!("[media]\nport_range = \"{MEDIA_PORTS}\"\n"));
+    let dir = TempDir::new("quality");
+    println!("\n== quality: speech through the device path, clean loopback ==");
+    pass(&pulse, &server, &dir, runs, "c");
+    if !have("nft") {
+        println!("(no lossy pass: nft is not installed)");
+        return;
+    }
+    let (lo, hi) = MEDIA_PORTS.split_once('-').unwrap_or(("0", "0"));
+    let rule = format!(
+        "table inet roger_quality {{\n chain in {{\n type filter hook input priority 0; \
+         policy accept;\n iifname \"lo\" udp sport {lo}-{hi} numgen random mod 100 < 5 drop\n }}\n}}\n"
+    );
+    if !nft(&rule) {
+        println!("(no lossy pass: nft refused the rule; it needs root)");
+        return;
+    }
+    println!("\n== quality: the same with 5 % random loss from the server to the clients ==");
+    pass(&pulse, &server, &dir, runs, "l");
+    nft("delete table inet roger_quality");
+}
+
+fn nft(script: &str) -> bool {
+    use std::io::Write;
+    let Ok(mut child) = std::process::Command::new("nft")
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+    else {
+        return false;
+    };
+    let wrote = child
+        .stdin
+        .take()
+        .is_some_and(|mut i| i.write_all(script.as_bytes()).is_ok());
+    wrote && child.wait().is_ok_and(|s| s.success())
+}
+
+fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {
+    for round in 0..runs {
+        for (i, voice) in voices().iter().enumerate() {
+            let name = voice.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+            let run = speech_through_devices(pulse, server, voice, &format!("{tag}{round}{i}"));
+            let source = read(voice);
+            let path = pesq_wb(&dir.0, &source, &run.heard);
+            let alone = pesq_wb(&dir.0, &source, &run.opus_alone);
+            let at_lag = run.windows.iter().filter(|w| w.corr >= 0.9).count();
+            let p = &run.playout;
+            println!(
+                "  {name}: PESQ-WB path {} | Opus alone {} ; windows at one lag >= 0.9: {at_lag}/{} ; \
+                 underruns {} concealed {} fec {} stretched {} compressed {} dropped {} ; \
+                 device max gap {} ms ; capture dropped {}",
+                path.map_or("-".into(), |v| format!("{v:.2}")),
+                alone.map_or("-".into(), |v| format!("{v:.2}")),
+                run.windows.len(),
+                p["underruns"],
+                p["concealed"],
+                p["fec"],
+                p["stretched"],
+                p["compressed"],
+                p["dropped"],
+                p["device_max_gap_ms"],
+                run.capture
+                    .as_ref()
+                    .map_or("-".into(), |c| c["dropped_samples"].to_string()),
+            );
+        }
+    }
+}
