@@ -82,11 +82,11 @@ bench: deps ui
 ## Regenerate the speech fixtures.
 fixture:
 	espeak-ng -s 150 -w /tmp/roger-speech.wav "Roger, this is alice. Radio check, one two three four five. Over."
-	sox /tmp/roger-speech.wav -r 48000 -c 1 -b 16 tests/fixtures/speech.wav trim 0 3
+	sox -D /tmp/roger-speech.wav -r 48000 -c 1 -b 16 tests/fixtures/speech.wav trim 0 3
 	# One sentence in three voices, 5.5 s each (the clean-audio test, roger-bench quality).
 	for v in en-us en-gb+f3 en-us+m3; do \
 	  espeak-ng -v $$v -s 170 -w /tmp/roger-voice.wav "Roger, this is the north gate. Hold your position until the second truck is through. Over." && \
-	  sox /tmp/roger-voice.wav -r 48000 -c 1 -b 16 tests/fixtures/voices/$$(echo $$v | tr + -).wav trim 0 5.5; \
+	  sox -D /tmp/roger-voice.wav -r 48000 -c 1 -b 16 tests/fixtures/voices/$$(echo $$v | tr + -).wav trim 0 5.5; \
 	done
 
 clean:

@@ -1,7 +1,7 @@
 //! Speech through the whole device path, and how good it comes out: one talker holds
 //! PTT for 10 s and 5.5 s of speech comes into its (virtual) microphone about 2 s in;
-//! the listener plays to its (virtual) speaker, which is recorded. Shared by the
-//! clean-audio test and the quality bench.
+//! the listener plays to its (virtual) speaker, which is recorded. Used by
+//! `roger-bench quality`.
 
 use crate::audio::{best_lag, opus_alone, read, windows_at_lag, Window};
 use crate::pulse::{read_mono, stop_recording, Pulse};

@@ -371,7 +371,7 @@ fn default_config(
 /// `thread-priority` makes the call on each platform): the device
 /// plays a gap whenever the callback runs later than its buffer lasts (15 ms), and a busy
 /// machine delays an ordinary thread by more than that now and then (measured: 18-21 ms
-/// gaps in a third of debug-build runs of `tests/tests/clean_audio.rs`). Best effort:
+/// gaps in a third of debug-build clean-path runs, BENCHMARKS.md "Clean audio"). Best effort:
 /// without the right (no rtkit, no RLIMIT_RTPRIO), the highest ordinary priority, or
 /// nothing.
 fn raise_audio_thread_priority() {

@@ -1,7 +1,8 @@
 //! Adaptive jitter buffer: a pure state machine fed packets and time.
 //!
 //! Packets go in with their arrival instant ([`JitterBuffer::push`]); the playout clock
-//! (the output device's consumption, one call per 20 ms frame) takes decisions out
+//! (the output device's consumption, a call whenever it needs the next 20 ms) takes
+//! decisions out
 //! ([`JitterBuffer::pop`]): decode this packet, recover it from the next packet's FEC,
 //! conceal it (Opus PLC), or play silence. Nothing here reads a clock.
 //!
@@ -14,9 +15,9 @@
 //!   from a histogram that forgets (NetEq's relative-delay estimate and its defaults:
 //!   the RFC 3550 mean hides the one late packet in a second that a percentile sees,
 //!   while a lone late packet, a scheduling hiccup, does not hold the delay up for
-//!   seconds as a peak-hold would). A speaker that is idle when a spurt starts lines its
-//!   playout up with the first packet plus this margin ([`JitterBuffer::spurt_start`]);
-//!   latency control keeps it afterwards.
+//!   seconds as a peak-hold would), never less than 15 ms (`MIN_MARGIN`). The playout
+//!   puts this much silence ahead of a spurt's first packet
+//!   ([`JitterBuffer::spurt_start`]); latency control keeps it afterwards.
 //! - **Loss**: a missing packet whose successor is here is recovered from the
 //!   successor's in-band FEC; otherwise concealed. After `max_conceal` concealed frames
 //!   in a row with nothing buffered, the spurt has ended: back to buffering.
@@ -27,12 +28,13 @@
 //!   need the playout is: what it waited plus how late it came relative to the earliest
 //!   of the history (its jitter), the same for every packet whatever its jitter, so jitter
 //!   alone never moves it; drift and stalls do. Against the wanted delay (the start
-//!   margin plus the target's extra frames): more than 2 ms too much over a window and
-//!   the playout is asked to shorten the next frames by that much; too little, when a
-//!   packet came with under a millisecond to spare (or the target asks a frame more),
-//!   to lengthen them ([`JitterBuffer::scale`]). The playout does it by a pitch period
-//!   at a time where speech allows (`stretch.rs`) and says what it did
-//!   ([`JitterBuffer::scaled`]). Concealment is for packets that did not come: a buffer
+//!   margin plus the target's extra frames, plus the device's callback period): 4 ms or
+//!   more too much for every packet of a 3 s window and the playout is asked to shorten
+//!   the next frames by that much (in a quiet frame, unless it is 15 ms or more); too
+//!   little, when a packet came with under 2 ms to spare (at once, in speech too) or the
+//!   target asks half a frame more, to lengthen them ([`JitterBuffer::scale`]). The
+//!   playout does it by a pitch period at a time where speech allows (`stretch.rs`) and
+//!   says what it did ([`JitterBuffer::scaled`]). Concealment is for packets that did not come: a buffer
 //!   that runs dry mid-spurt conceals (an underrun, counted once the late packet shows
 //!   it was one) and raises the target. Only a backlog of 60 ms or more (a device that
 //!   stopped taking audio for a while) is dropped in whole frames.
