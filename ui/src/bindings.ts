@@ -247,6 +247,11 @@ export type Diagnostics_Deserialize = {
 	audio: AudioStats,
 	/**  Speaker underruns (the playout ran dry). */
 	underruns: number,
+	/**
+	 *  Samples the microphone dropped while transmitting (its capture ring was full:
+	 *  nobody read them in time), all transmissions of this run of the app.
+	 */
+	capture_dropped: number,
 	/**  The speaker in use. */
 	output_device?: string | null,
 	/**  Recent events, oldest first. */
@@ -267,6 +272,11 @@ export type Diagnostics_Serialize = {
 	audio: AudioStats,
 	/**  Speaker underruns (the playout ran dry). */
 	underruns: number,
+	/**
+	 *  Samples the microphone dropped while transmitting (its capture ring was full:
+	 *  nobody read them in time), all transmissions of this run of the app.
+	 */
+	capture_dropped: number,
 	/**  The speaker in use. */
 	output_device: string | null,
 	/**  Recent events, oldest first. */

@@ -65,6 +65,7 @@ describe("diagnostics report", () => {
     const rows = Object.fromEntries(diagnosticsRows(d, NOW));
     expect(rows["Success rate"]).toBe("75%");
     expect(rows["Time to recover (last 5)"]).toBe("812 ms, 1.2 s, 640 ms");
+    expect(rows["Microphone samples dropped"]).toBe("480");
     expect(newestFirst(d).map((e) => e.text)).toEqual(["joined general", "connected"]);
     const report = diagnosticsReport(d, NOW);
     expect(report).toContain("ICE restarts:");

@@ -71,6 +71,7 @@ export function makeDiagnostics(overrides: Partial<Diagnostics> = {}): Diagnosti
     },
     audio: { frames_sent: 100, frames_received: 200, frames_concealed: 3, frames_recovered: 1 },
     underruns: 5,
+    capture_dropped: 480,
     output_device: "Speakers",
     events: [
       { at_ms: NOW - 5000, text: "connected" },

@@ -31,6 +31,7 @@ export function diagnosticsRows(d: Diagnostics, nowMs: number): [string, string]
     ["Frames concealed", String(d.audio.frames_concealed)],
     ["Frames recovered (FEC)", String(d.audio.frames_recovered)],
     ["Playout underruns", String(d.underruns)],
+    ["Microphone samples dropped", String(d.capture_dropped)],
     ["Output device", d.output_device ?? "none"],
   ];
 }

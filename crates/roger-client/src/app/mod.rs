@@ -97,6 +97,9 @@ pub struct Diagnostics {
     pub audio: AudioStats,
     /// Speaker underruns (the playout ran dry).
     pub underruns: u64,
+    /// Samples the microphone dropped while transmitting (its capture ring was full:
+    /// nobody read them in time), all transmissions of this run of the app.
+    pub capture_dropped: u64,
     /// The speaker in use.
     pub output_device: Option<String>,
     /// Recent events, oldest first.
@@ -125,6 +128,9 @@ struct Inner {
     speaker: Arc<Mutex<Option<Speaker>>>,
     /// The microphone while transmitting.
     mic: Mutex<Option<Microphone>>,
+    /// Samples the transmissions' microphones dropped (their capture ring full), those
+    /// closed so far.
+    capture_dropped: std::sync::atomic::AtomicU64,
     /// The settings' level meter.
     meter: Mutex<Option<(Microphone, tokio::task::JoinHandle<()>)>>,
     /// One PTT operation at a time (press and release arrive from a key and a button).
@@ -167,6 +173,13 @@ fn state_emitter(inner: &Weak<Inner>, changes: &std::sync::mpsc::Receiver<()>) {
 }
 
 impl Inner {
+    /// Closes a transmission's microphone, counting what it dropped.
+    fn close_mic(&self, mic: Microphone) {
+        self.capture_dropped
+            .fetch_add(mic.dropped(), std::sync::atomic::Ordering::Relaxed);
+        mic.stop();
+    }
+
     /// What the window shows now.
     fn snapshot(&self) -> AppState {
         let mut state = lock(&self.view).snapshot();
@@ -269,6 +282,7 @@ impl App {
                 session: Mutex::new(None),
                 speaker: Arc::new(Mutex::new(None)),
                 mic: Mutex::new(None),
+                capture_dropped: std::sync::atomic::AtomicU64::new(0),
                 meter: Mutex::new(None),
                 ptt_lock: tokio::sync::Mutex::new(()),
                 log: Mutex::new(VecDeque::new()),
@@ -370,7 +384,7 @@ impl App {
         let session = lock(&self.inner.session).take();
         if let Some(session) = session {
             if let Some(mic) = lock(&self.inner.mic).take() {
-                mic.stop();
+                self.inner.close_mic(mic);
             }
             session.manager.close().await;
             for t in session.tasks {
@@ -378,7 +392,7 @@ impl App {
             }
             // A grant that landed during the close stored a microphone: close it too.
             if let Some(mic) = lock(&self.inner.mic).take() {
-                mic.stop();
+                self.inner.close_mic(mic);
             }
         }
         {
@@ -608,6 +622,11 @@ impl App {
                 .unwrap_or_default(),
             audio: manager.as_ref().map(|m| m.stats()).unwrap_or_default(),
             underruns: speaker.as_ref().map(|s| s.underruns()).unwrap_or(0),
+            capture_dropped: self
+                .inner
+                .capture_dropped
+                .load(std::sync::atomic::Ordering::Relaxed)
+                + lock(&self.inner.mic).as_ref().map_or(0, |m| m.dropped()),
             output_device: speaker.as_ref().and_then(|s| s.device_name()),
             events: lock(&self.inner.log).iter().cloned().collect(),
         }
@@ -686,7 +705,7 @@ impl App {
             // Revoked, taken over after a reconnect, or failed: the manager stopped
             // sending; close the microphone.
             if let Some(mic) = lock(&self.inner.mic).take() {
-                mic.stop();
+                self.inner.close_mic(mic);
             }
         }
         if let Some(n) = notice {

@@ -113,15 +113,15 @@ impl App {
                     *lock(&self.inner.mic) = Some(mic);
                 } else {
                     let _ = manager.ptt_up().await;
-                    mic.stop();
+                    self.inner.close_mic(mic);
                 }
             }
             Ok(FloorOutcome::Denied { holder }) => {
-                mic.stop();
+                self.inner.close_mic(mic);
                 lock(&self.inner.view).denied(&holder);
             }
             Err(e) => {
-                mic.stop();
+                self.inner.close_mic(mic);
                 self.press_failed(&e, false);
                 return Err(e);
             }
@@ -176,7 +176,7 @@ impl App {
             }
         }
         if let Some(mic) = lock(&self.inner.mic).take() {
-            mic.stop();
+            self.inner.close_mic(mic);
         }
         let test_ended = {
             let mut view = lock(&self.inner.view);
