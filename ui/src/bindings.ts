@@ -245,7 +245,7 @@ export type Diagnostics_Deserialize = {
 	recovery: RecoveryStats,
 	/**  Audio counters. */
 	audio: AudioStats,
-	/**  Speaker underruns (the playout ran dry). */
+	/**  Speaker callbacks slower than the audio they asked for (the device ran short). */
 	underruns: number,
 	/**
 	 *  Samples the microphone dropped while transmitting (its capture ring was full:
@@ -270,7 +270,7 @@ export type Diagnostics_Serialize = {
 	recovery: RecoveryStats,
 	/**  Audio counters. */
 	audio: AudioStats,
-	/**  Speaker underruns (the playout ran dry). */
+	/**  Speaker callbacks slower than the audio they asked for (the device ran short). */
 	underruns: number,
 	/**
 	 *  Samples the microphone dropped while transmitting (its capture ring was full:

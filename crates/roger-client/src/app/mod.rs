@@ -95,7 +95,7 @@ pub struct Diagnostics {
     pub recovery: RecoveryStats,
     /// Audio counters.
     pub audio: AudioStats,
-    /// Speaker underruns (the playout ran dry).
+    /// Speaker callbacks slower than the audio they asked for (the device ran short).
     pub underruns: u64,
     /// Samples the microphone dropped while transmitting (its capture ring was full:
     /// nobody read them in time), all transmissions of this run of the app.

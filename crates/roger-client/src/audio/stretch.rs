@@ -21,9 +21,9 @@
 //! how much. That is a pitch search and one cross-fade, ~100 lines, as in NetEq.
 
 /// Shortest pitch period considered: 2.5 ms at 48 kHz (400 Hz).
-pub const MIN_PERIOD: usize = 120;
-/// Longest: 12.5 ms (80 Hz), which still fits twice in a 20 ms frame... with room.
-pub const MAX_PERIOD: usize = 480;
+const MIN_PERIOD: usize = 120;
+/// Longest: 10 ms (100 Hz), which still fits twice in a 20 ms frame.
+const MAX_PERIOD: usize = 480;
 /// How well two neighbouring periods must match (normalized correlation) for one of them
 /// to go or to be repeated unheard. NetEq asks 0.9 for accelerate; speech through Opus
 /// at 24 kb/s is a little less regular, 0.8 keeps most voiced frames usable.
@@ -39,52 +39,60 @@ const DECIMATE: usize = 4;
 /// frame is quiet, at most half the frame). Returns how many went: 0 when the frame is
 /// not one to shorten unheard.
 pub fn shorten(frame: &mut Vec<f32>, want: usize) -> usize {
-    if want == 0 || frame.len() < 2 * MIN_PERIOD {
-        return 0;
-    }
-    if peak(frame) < QUIET {
-        let n = want.min(frame.len() / 2);
-        cut_quiet(frame, n);
-        return n;
-    }
-    let Some(t) = period(frame, want) else {
-        return 0;
-    };
-    // Two periods from the start become one: the first fading out into the second.
-    let s = 0;
-    let mut faded = Vec::with_capacity(t);
-    for i in 0..t {
-        let w = (i as f32 + 0.5) / t as f32;
-        faded.push(frame[s + i] * (1.0 - w) + frame[s + t + i] * w);
-    }
-    frame.splice(s..s + 2 * t, faded);
-    t
+    change(frame, want, cut_quiet, |frame, t| {
+        // Two periods from the start become one: the first fading out into the second.
+        let faded = crossfade(&frame[..t], &frame[t..2 * t]);
+        frame.splice(..2 * t, faded);
+    })
 }
 
 /// Adds about `want` samples to `frame` (a pitch period, or exactly `want` when quiet, at
 /// most half the frame). Returns how many were added: 0 when the frame is not one to
 /// lengthen unheard.
 pub fn lengthen(frame: &mut Vec<f32>, want: usize) -> usize {
+    change(frame, want, pad_quiet, |frame, t| {
+        // Periods A B become A (B fading into A) B: one period more, each seam
+        // continuous (A's end flows into B's start, and the cross-fade ends as A does).
+        let extra = crossfade(&frame[t..2 * t], &frame[..t]);
+        frame.splice(t..t, extra);
+    })
+}
+
+/// What [`shorten`] and [`lengthen`] share: a quiet frame gets `quiet` with exactly
+/// `want` (at most half the frame); a voiced one `voiced` with its pitch period, if it
+/// repeats itself well enough. Returns the samples changed.
+fn change(
+    frame: &mut Vec<f32>,
+    want: usize,
+    quiet: fn(&mut Vec<f32>, usize),
+    voiced: fn(&mut Vec<f32>, usize),
+) -> usize {
     if want == 0 || frame.len() < 2 * MIN_PERIOD {
         return 0;
     }
-    if peak(frame) < QUIET {
+    if is_quiet(frame) {
         let n = want.min(frame.len() / 2);
-        pad_quiet(frame, n);
+        quiet(frame, n);
         return n;
     }
     let Some(t) = period(frame, want) else {
         return 0;
     };
-    // Periods A B become A (B fading into A) B: one period more, each seam continuous
-    // (A's end flows into B's start, and the cross-fade ends as A does).
-    let mut extra = Vec::with_capacity(t);
-    for i in 0..t {
-        let w = (i as f32 + 0.5) / t as f32;
-        extra.push(frame[t + i] * (1.0 - w) + frame[i] * w);
-    }
-    frame.splice(t..t, extra);
+    voiced(frame, t);
     t
+}
+
+/// `from` fading out into `to` (equally long).
+fn crossfade(from: &[f32], to: &[f32]) -> Vec<f32> {
+    let n = from.len();
+    from.iter()
+        .zip(to)
+        .enumerate()
+        .map(|(i, (a, b))| {
+            let w = (i as f32 + 0.5) / n as f32;
+            a * (1.0 - w) + b * w
+        })
+        .collect()
 }
 
 /// A frame with no speech to disturb (its peak below -50 dBFS).
@@ -142,11 +150,8 @@ fn similarity(a: &[f32], b: &[f32]) -> f32 {
 fn cut_quiet(frame: &mut Vec<f32>, n: usize) {
     let fade = QUIET_FADE.min((frame.len() - n) / 2);
     let at = (frame.len() - n - fade) / 2;
-    for i in 0..fade {
-        let w = (i as f32 + 0.5) / fade as f32;
-        frame[at + i] = frame[at + i] * (1.0 - w) + frame[at + n + i] * w;
-    }
-    frame.drain(at + fade..at + fade + n);
+    let faded = crossfade(&frame[at..at + fade], &frame[at + n..at + n + fade]);
+    frame.splice(at..at + fade + n, faded);
 }
 
 /// Pads a quiet frame with `n` samples in its middle: the quiet signal faded down to

@@ -1,17 +1,16 @@
 //! Playout: per-channel jitter buffers, decoders and time-scale changes, mixing and
 //! tones, all run by the output device's callback as it asks for audio.
 //!
-//! The device pulls: each callback mixes as many 20 ms frames as it needs, so the sound
-//! reaches the device exactly when it asks, with nothing queued between a thread and the
-//! callback (a thread that filled a ring woke late now and then on a loaded machine, the
+//! The device pulls: each callback mixes what it asks for, so the sound reaches the
+//! device exactly when it asks, with nothing queued between a thread and the callback (a thread that filled a ring woke late now and then on a loaded machine, the
 //! device played a few ms of silence, and taking them back later made a second slip).
 //! WebRTC's audio device pulls from NetEq the same way. The callback takes the channels'
 //! lock, which the network side holds only to queue a packet.
 //!
 //! Each channel decodes into its own queue of samples: a spurt starts behind the jitter
 //! buffer's start margin of silence, and the time-scale changes the jitter buffer asks
-//! for (`stretch.rs`) make a decoded frame a little shorter or longer, so the channels
-//! mix 20 ms at a time whatever each one did.
+//! for (`stretch.rs`) make a decoded frame a little shorter or longer, and the channels
+//! mix sample for sample whatever each one did.
 
 use super::*;
 use crate::audio::stretch;
@@ -339,7 +338,7 @@ fn mix_frame(
     Mixed { active }
 }
 
-/// What the output callback owns: it mixes frames as the device asks for samples.
+/// What the output callback owns: it mixes as the device asks for samples.
 struct Mixer {
     shared: std::sync::Weak<PlayoutShared>,
     resampler: Resampler,
@@ -439,7 +438,7 @@ fn playout_thread(
         drop(shared);
         // The callback does the work; this thread watches the device.
         let why = loop {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(WATCH_INTERVAL);
             let Some(shared) = weak.upgrade() else { return };
             if shared.stop.load(Ordering::SeqCst) {
                 return;
@@ -450,8 +449,6 @@ fn playout_thread(
             if !still_current(&host, DeviceDirection::Output, &choice, &id) {
                 break announce.gone(&choice, &name);
             }
-            drop(shared);
-            std::thread::sleep(WATCH_INTERVAL - Duration::from_millis(50));
         };
         drop(stream);
         tracing::warn!(%why, "playout stopped");
@@ -570,19 +567,8 @@ mod tests {
         let mut sp = speaker();
         let (a, b): (ChannelId, ChannelId) = ("a".into(), "b".into());
         sp.set_volume(&b, 0.0);
-        let mut enc = Encoder::new(24_000, 5).unwrap();
-        for i in 0..30u16 {
-            let frame: Vec<i16> = (0..FRAME_SAMPLES)
-                .map(|k| {
-                    let t = (usize::from(i) * FRAME_SAMPLES + k) as f32 / 48_000.0;
-                    (8000.0 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()) as i16
-                })
-                .collect();
-            let p = enc.encode(&frame).unwrap();
-            assert!(level(&frame).0 > 0.1);
-            sp.packet(&a, i, u32::from(i) * 960, &p);
-            sp.packet(&b, i, u32::from(i) * 960, &p);
-        }
+        tone_packets(&mut sp, &a, 30);
+        tone_packets(&mut sp, &b, 30);
         let now = Instant::now() + Duration::from_millis(40);
         let mut out = vec![0f32; FRAME_SAMPLES];
         // Let the decoders settle, then: a alone (b muted), both, both with a tone.
@@ -635,6 +621,7 @@ mod tests {
                     (8000.0 * (2.0 * std::f32::consts::PI * 440.0 * t).sin()) as i16
                 })
                 .collect();
+            assert!(level(&frame).0 > 0.1);
             let p = enc.encode(&frame).unwrap();
             sp.packet(ch, i, u32::from(i) * 960, &p);
         }

@@ -52,8 +52,8 @@ const FRAME: Duration = Duration::from_millis(20);
 /// last one for a frame or more.
 const BUCKET_TS: f64 = 24.0;
 const BUCKETS: usize = 41;
-/// Where the histogram's mass starts, before any packet says: [9.5, 10) ms, so the first
-/// spurt of a call starts with a cautious 10 ms.
+/// Where the histogram's mass starts, before any packet says: [9.5, 10) ms, a cautious
+/// first guess (under the start margin's floor, [`MIN_MARGIN`], which rules at first).
 const INITIAL_BUCKET: usize = 19;
 /// Per packet, each bucket keeps this much of its weight and the packet's own bucket
 /// gains the rest (NetEq's forget factor: a packet's weight falls to 5 % in ~3.5 s).
@@ -376,10 +376,9 @@ impl JitterBuffer {
         let earliest = self.transits.front().map_or(self.transit, |&(_, x)| x);
         let late = (self.transit - earliest).max(0.0);
         let bucket = ((late / BUCKET_TS) as usize).min(BUCKETS - 1);
-        // The first packets weigh more (as NetEq's start forget weight does): the
-        // cautious first guess weighs as two packets, so it is gone (under 5 %) after
-        // 0.8 s of a calm path instead of 3.5 s, and the delay it asked for is taken back
-        // at the end of the first second, before the talker has said much.
+        // The first packets weigh more (as NetEq's start forget weight does): the first
+        // guess weighs as two packets, so within a second the histogram says what this
+        // path does instead of remembering the guess for 3.5 s.
         self.counted = self.counted.saturating_add(1);
         let n = f64::from(self.counted);
         let forget = FORGET.min((n + 1.0) / (n + 2.0));
@@ -639,8 +638,9 @@ impl JitterBuffer {
             return;
         };
         self.target = self.target.max(self.wanted());
-        // If every packet of the last window (a second, or 200 ms after an underrun) was
-        // further ahead of need than wanted, by 2 ms or more, shorten by that much: a
+        // If every packet of the last window (3 s, or 200 ms after an underrun) was
+        // further ahead of need than wanted (and a device callback's period), by 4 ms or
+        // more, shorten by that much: a
         // burst's backlog, a fast sender clock, the frame an underrun inserted, cushion
         // left over from a hiccup or from the first guess at the margin. A backlog of
         // 60 ms or more (a device that stopped taking audio) goes in whole frames first.

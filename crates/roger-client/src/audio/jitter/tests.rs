@@ -37,18 +37,25 @@ fn run(
         sender.deliver(jb, t0, now);
         let p = jb.pop(t0 + now);
         if matches!(p, Playout::Packet(_)) {
-            let want = jb.scale();
-            let change = if want == 0 {
-                0
-            } else {
-                want.signum() * want.abs().clamp(120, 480)
-            };
-            jb.scaled(t0 + now, change);
-            shift += change;
+            shift += stretch(jb, t0 + now);
         }
         out.push(p);
     }
     out
+}
+
+/// Makes the time-scale change the buffer asks for at `at` on a packet just popped, as
+/// `stretch` does on voiced speech (a pitch period of 2.5-10 ms), and tells the buffer:
+/// the samples added (> 0) or removed (< 0).
+fn stretch(jb: &mut JitterBuffer, at: Instant) -> i64 {
+    let want = jb.scale();
+    let change = if want == 0 {
+        0
+    } else {
+        want.signum() * want.abs().clamp(120, 480)
+    };
+    jb.scaled(at, change);
+    change
 }
 
 /// The sender's packets in order of arrival (`arrivals` as in [`run`]), for tests
@@ -422,13 +429,7 @@ impl Device {
                         let seq = u64::from_be_bytes(p[..8].try_into().unwrap());
                         let arrived = arrivals[seq as usize].unwrap();
                         self.waits.push((seq, now.saturating_sub(arrived)));
-                        let want = self.jb.scale();
-                        let change = if want == 0 {
-                            0
-                        } else {
-                            want.signum() * want.abs().clamp(120, 480)
-                        };
-                        self.jb.scaled(at, change);
+                        let change = stretch(&mut self.jb, at);
                         self.queue += (960 + change) as usize;
                     }
                     Playout::Fec(_) | Playout::Conceal => self.queue += 960,
