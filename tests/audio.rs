@@ -22,6 +22,11 @@ pub fn write(path: &std::path::Path, pcm: &[i16]) {
     w.finalize().expect("finalize");
 }
 
+/// RMS of `x`: a 100 ms piece at 30 % of a whole's or more has sound in it.
+fn loudness(x: &[i16]) -> f64 {
+    (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
+}
+
 fn corr_at(reference: &[f64], recorded: &[f64], lag: usize) -> f64 {
     let n = reference.len().min(recorded.len().saturating_sub(lag));
     if n == 0 {
@@ -87,9 +92,6 @@ pub struct Pieces {
 pub fn match_pieces(reference: &[i16], recorded: &[i16], lag: usize, min_corr: f64) -> Pieces {
     const PIECE: usize = 4_800;
     const SLACK: usize = 2_400;
-    let loudness = |x: &[i16]| {
-        (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
-    };
     let overall = loudness(reference);
     let mut out = Pieces {
         voiced: 0,
@@ -183,9 +185,6 @@ pub fn windows_at_lag(
     tolerance: usize,
 ) -> Vec<Window> {
     const PIECE: usize = 4_800;
-    let loudness = |x: &[i16]| {
-        (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
-    };
     let overall = loudness(reference);
     let rf: Vec<f64> = recorded.iter().map(|&s| f64::from(s)).collect();
     let mut out = Vec::new();

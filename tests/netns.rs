@@ -39,6 +39,38 @@ fn run(args: &[&str]) -> Result<(), String> {
     }
 }
 
+/// Runs an nftables script (`nft -f -`), in network namespace `ns` if given; the error
+/// is nft's.
+pub fn nft(ns: Option<&str>, script: &str) -> Result<(), String> {
+    let mut cmd = match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, "nft"]);
+            c
+        }
+        None => Command::new("nft"),
+    };
+    let mut child = cmd
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(script.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let out = child.wait_with_output().map_err(|e| e.to_string())?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
 /// Whether this machine can run namespace tests. When it cannot, the test prints why
 /// and skips, except under `CI=true`, where it fails: CI runs as root with the tools.
 pub fn available() -> bool {
@@ -182,25 +214,7 @@ impl Lab {
     }
 
     fn nft(&self, script: &str) -> Result<(), String> {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.client_ns, "nft", "-f", "-"])
-            .stdin(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(script.as_bytes())
-            .map_err(|e| e.to_string())?;
-        let out = child.wait_with_output().map_err(|e| e.to_string())?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
+        nft(Some(&self.client_ns), script)
     }
 
     /// Drops all of the client's traffic (a dead path: Wi-Fi gone, cable pulled).

@@ -17,20 +17,11 @@ const CLICK_EVERY_MS: usize = 300;
 const SETTLE_MS: usize = 5000;
 
 fn write_clicks(path: &std::path::Path) {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("wav");
     let every = 48 * CLICK_EVERY_MS;
     // Silence first: the combine sink (the measuring instrument, not the path) settles
     // its slaves' latencies over the first seconds after it starts.
-    for _ in 0..48 * SETTLE_MS {
-        w.write_sample(0i16).expect("sample");
-    }
-    for i in 0..CLICKS * every + 48_000 {
+    let mut pcm = vec![0i16; 48 * SETTLE_MS];
+    pcm.extend((0..CLICKS * every + 48_000).map(|i| {
         let k = i % every;
         // A 10 ms 1 -> 4 kHz chirp at the start of each period.
         let s = if i < CLICKS * every && k < 480 {
@@ -40,9 +31,9 @@ fn write_clicks(path: &std::path::Path) {
         } else {
             0.0
         };
-        w.write_sample(s as i16).expect("sample");
-    }
-    w.finalize().expect("finalize");
+        s as i16
+    }));
+    roger_e2e::audio::write(path, &pcm);
 }
 
 /// Onsets (sample index) in `x`: envelope crossing 25 % of the peak after >= 8 ms quiet.

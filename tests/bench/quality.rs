@@ -9,6 +9,7 @@
 //! `ROGER_BENCH_RUNS=N` repeats each pass N times.
 
 use roger_e2e::audio::{read, voices};
+use roger_e2e::netns::nft;
 use roger_e2e::pulse::Pulse;
 use roger_e2e::quality::{pesq_wb, speech_through_devices};
 use roger_e2e::{have, Server, TempDir};
@@ -35,29 +36,15 @@ pub fn run() {
         "table inet roger_quality {{\n chain in {{\n type filter hook input priority 0; \
          policy accept;\n iifname \"lo\" udp sport {lo}-{hi} numgen random mod 100 < 5 drop\n }}\n}}\n"
     );
-    if !nft(&rule) {
-        println!("(no lossy pass: nft refused the rule; it needs root)");
+    if let Err(e) = nft(None, &rule) {
+        println!("(no lossy pass: nft refused the rule (it needs root): {e})");
         return;
     }
     println!("\n== quality: the same with 5 % random loss from the server to the clients ==");
     pass(&pulse, &server, &dir, runs, "l");
-    nft("delete table inet roger_quality");
-}
-
-fn nft(script: &str) -> bool {
-    use std::io::Write;
-    let Ok(mut child) = std::process::Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-    else {
-        return false;
-    };
-    let wrote = child
-        .stdin
-        .take()
-        .is_some_and(|mut i| i.write_all(script.as_bytes()).is_ok());
-    wrote && child.wait().is_ok_and(|s| s.success())
+    if let Err(e) = nft(None, "delete table inet roger_quality") {
+        println!("(could not remove the loss rule: {e}; nft delete table inet roger_quality)");
+    }
 }
 
 fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {

@@ -29,21 +29,15 @@ fn last_audio(lines: &[Value], field: &str) -> u64 {
 /// search says exactly where a recording starts.
 fn write_sweep(path: &std::path::Path, seconds: f64) {
     let n = (48_000.0 * seconds) as usize;
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 48_000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut w = hound::WavWriter::create(path, spec).expect("wav");
     let (f0, f1) = (200.0f64, 2000.0f64);
-    for i in 0..n {
-        let t = i as f64 / 48_000.0;
-        let phase = 2.0 * std::f64::consts::PI * (f0 * t + (f1 - f0) * t * t / (2.0 * seconds));
-        w.write_sample((9000.0 * phase.sin()) as i16)
-            .expect("sample");
-    }
-    w.finalize().expect("finalize");
+    let pcm: Vec<i16> = (0..n)
+        .map(|i| {
+            let t = i as f64 / 48_000.0;
+            let phase = 2.0 * std::f64::consts::PI * (f0 * t + (f1 - f0) * t * t / (2.0 * seconds));
+            (9000.0 * phase.sin()) as i16
+        })
+        .collect();
+    roger_e2e::audio::write(path, &pcm);
 }
 
 #[test]
