@@ -21,6 +21,7 @@ PACKAGES=(
   librsvg2-bin       # make icons: source.svg -> source.png
   libdbus-1-dev      # the keyring crate talks to the Secret Service over libdbus
   gnome-keyring libsecret-tools  # a Secret Service (and secret-tool) for the token test
+  sway grim          # a headless Wayland compositor and its screenshots (the Wayland test)
 )
 
 missing=()

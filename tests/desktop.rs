@@ -38,7 +38,8 @@ impl AppHome {
 
     /// Points `cmd` (the app, or the driver that starts it) at this home and `display`.
     pub fn apply<'c>(&self, cmd: &'c mut Command, display: &Display) -> &'c mut Command {
-        cmd.env("DISPLAY", &display.name)
+        display
+            .apply(cmd)
             .env("XDG_CONFIG_HOME", self.join("config"))
             .env("XDG_DATA_HOME", self.join("data"))
             .env("XDG_CACHE_HOME", self.join("cache"))
@@ -61,11 +62,15 @@ pub fn tauri_driver() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
-/// A virtual X display.
+/// A virtual display: X (Xvfb), or Wayland (a headless sway, no XWayland).
 pub struct Display {
     child: Child,
-    /// `:N`.
+    /// `:N` on X; on Wayland the compositor's socket (an absolute path, which
+    /// `WAYLAND_DISPLAY` accepts, so the app's `XDG_RUNTIME_DIR` can be the sound
+    /// server's).
     pub name: String,
+    /// Wayland: the compositor's runtime dir.
+    wayland: Option<TempDir>,
 }
 
 impl Display {
@@ -93,7 +98,11 @@ impl Display {
             let deadline = Instant::now() + Duration::from_secs(10);
             while Instant::now() < deadline {
                 if Path::new(&format!("/tmp/.X11-unix/X{n}")).exists() {
-                    return Display { child, name };
+                    return Display {
+                        child,
+                        name,
+                        wayland: None,
+                    };
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
@@ -104,8 +113,120 @@ impl Display {
         panic!("Xvfb did not start");
     }
 
+    /// Starts a headless Wayland compositor (sway, TESTING.md). sway will not run as
+    /// root, so it runs as the user `wtest` (created if missing). `None` (skipped) when
+    /// sway or grim is missing outside CI.
+    pub fn sway() -> Option<Display> {
+        for p in ["sway", "grim", "runuser"] {
+            if !have(p) {
+                skip_or_panic(&format!(
+                    "{p} is not installed (scripts/install-deps.sh installs it)"
+                ));
+                return None;
+            }
+        }
+        let user = "wtest";
+        let known = Command::new("id")
+            .arg(user)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !known {
+            let made = Command::new("useradd")
+                .args(["-m", user])
+                .status()
+                .is_ok_and(|s| s.success());
+            if !made {
+                skip_or_panic("no unprivileged user for sway (useradd failed: not root?)");
+                return None;
+            }
+        }
+        let dir = TempDir::new("wayland");
+        let runtime = dir.join("run");
+        std::fs::create_dir_all(&runtime).expect("runtime dir");
+        let chown = Command::new("chown")
+            .args([user, runtime.to_str().expect("path")])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(chown, "chown the Wayland runtime dir");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700));
+        }
+        let config = dir.join("sway.cfg");
+        std::fs::write(&config, "output HEADLESS-1 resolution 1280x800\n").expect("config");
+        // Readable by the compositor's user.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755));
+            let _ = std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644));
+        }
+        let mut child = Command::new("runuser")
+            .args(["-u", user, "--", "env"])
+            .arg(format!("XDG_RUNTIME_DIR={}", runtime.display()))
+            .args([
+                "WLR_BACKENDS=headless",
+                "WLR_LIBINPUT_NO_DEVICES=1",
+                "WLR_RENDERER=pixman",
+                "sway",
+                "-c",
+            ])
+            .arg(&config)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sway.log")).expect("log"))
+            .spawn()
+            .expect("spawn sway");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            let socket = std::fs::read_dir(&runtime).ok().and_then(|entries| {
+                entries.flatten().map(|e| e.path()).find(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("wayland-") && !n.ends_with(".lock"))
+                })
+            });
+            if let Some(socket) = socket {
+                return Some(Display {
+                    child,
+                    name: socket.display().to_string(),
+                    wayland: Some(dir),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let log = std::fs::read_to_string(dir.join("sway.log")).unwrap_or_default();
+        panic!("sway did not start:\n{log}");
+    }
+
+    /// Whether this is a Wayland display.
+    pub fn is_wayland(&self) -> bool {
+        self.wayland.is_some()
+    }
+
+    /// Points `cmd` at this display (and nothing else: no fallback to another one).
+    pub fn apply<'c>(&self, cmd: &'c mut Command) -> &'c mut Command {
+        if self.is_wayland() {
+            cmd.env("WAYLAND_DISPLAY", &self.name)
+                .env("GDK_BACKEND", "wayland")
+                .env("XDG_SESSION_TYPE", "wayland")
+                .env_remove("DISPLAY")
+        } else {
+            cmd.env("DISPLAY", &self.name)
+                .env_remove("WAYLAND_DISPLAY")
+                .env_remove("XDG_SESSION_TYPE")
+        }
+    }
+
     /// `xdotool ARGS` on this display.
     pub fn xdotool(&self, args: &[&str]) {
+        assert!(!self.is_wayland(), "xdotool needs an X display");
         let ok = Command::new("xdotool")
             .args(args)
             .env("DISPLAY", &self.name)
@@ -116,6 +237,15 @@ impl Display {
 
     /// A screenshot of the whole screen (ImageMagick `import`).
     pub fn screenshot(&self, out: &Path) {
+        if self.is_wayland() {
+            let ok = Command::new("grim")
+                .arg(out)
+                .env("WAYLAND_DISPLAY", &self.name)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "grim failed");
+            return;
+        }
         let _ = Command::new("import")
             .args(["-window", "root"])
             .arg(out)
@@ -128,6 +258,11 @@ impl Display {
     /// page may not do for minutes. Returns whether a window was found (else the whole
     /// screen is saved).
     pub fn screenshot_window(&self, path: &Path) -> bool {
+        if self.is_wayland() {
+            // The app's window is the only one: sway tiles it over the whole output.
+            self.screenshot(path);
+            return true;
+        }
         // The window's area of the screen (reading the window itself fails under Xvfb);
         // of the windows named Roger, the largest (the others are 16x16 helpers).
         let ids = Command::new("xdotool")
@@ -201,7 +336,20 @@ impl Desktop {
     /// saved, and `env` (e.g. the private PulseAudio). `None` (skipped) when a piece is
     /// missing outside CI.
     pub async fn start(settings: serde_json::Value, env: &[(String, String)]) -> Option<Desktop> {
-        for p in ["Xvfb", "xdotool", "WebKitWebDriver", "import"] {
+        if !have("Xvfb") {
+            skip_or_panic("Xvfb is not installed (scripts/install-deps.sh installs it)");
+            return None;
+        }
+        Self::start_on(Display::start(), settings, env).await
+    }
+
+    /// [`Desktop::start`] on `display` (X or Wayland).
+    pub async fn start_on(
+        display: Display,
+        settings: serde_json::Value,
+        env: &[(String, String)],
+    ) -> Option<Desktop> {
+        for p in ["xdotool", "WebKitWebDriver", "import"] {
             if !have(p) {
                 skip_or_panic(&format!(
                     "{p} is not installed (scripts/install-deps.sh installs it)"
@@ -214,7 +362,6 @@ impl Desktop {
             return None;
         };
         let home = AppHome::new("desktop", Some(&settings));
-        let display = Display::start();
         let port = free_port();
         let native = free_port();
         let mut driver = Command::new(driver_bin);
@@ -383,11 +530,75 @@ impl Drop for Desktop {
     }
 }
 
+/// A private D-Bus session bus (`dbus-daemon`) without service activation: nothing
+/// starts by itself on it, so a test decides which services (a Secret Service, a
+/// stand-in portal) exist.
+pub struct SessionBus {
+    child: Child,
+    /// Its address, for `DBUS_SESSION_BUS_ADDRESS`.
+    pub address: String,
+    _home: TempDir,
+}
+
+impl SessionBus {
+    /// Starts the bus (`dbus-daemon` must be installed).
+    pub fn start() -> SessionBus {
+        let home = TempDir::new("bus");
+        // Without service activation: the standard session bus would, for example,
+        // start a second gnome-keyring (locked) when a client asks for the Secret
+        // Service before the test's own has taken the name.
+        let config = home.join("bus.conf");
+        std::fs::write(
+            &config,
+            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
+ "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
+<busconfig>
+  <type>session</type>
+  <listen>unix:tmpdir=/tmp</listen>
+  <auth>EXTERNAL</auth>
+  <policy context="default">
+    <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
+    <allow own="*"/>
+  </policy>
+</busconfig>
+"#,
+        )
+        .expect("bus config");
+        let mut child = Command::new("dbus-daemon")
+            .arg(format!("--config-file={}", config.display()))
+            .args(["--nofork", "--print-address=1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dbus-daemon");
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().expect("stdout")),
+            &mut line,
+        )
+        .expect("bus address");
+        SessionBus {
+            child,
+            address: line.trim().to_owned(),
+            _home: home,
+        }
+    }
+}
+
+impl Drop for SessionBus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A Secret Service (the OS credential store on Linux) of the test's own: a private
 /// D-Bus session bus with `gnome-keyring-daemon` on it (TESTING.md). `None` (skipped)
 /// when a piece is missing outside CI.
 pub struct SecretService {
-    bus: Child,
+    /// Kept for its lifetime: the bus stops when this drops.
+    _bus: SessionBus,
     keyring: Child,
     address: String,
     home: TempDir,
@@ -412,42 +623,8 @@ impl SecretService {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(&runtime, std::fs::Permissions::from_mode(0o700));
         }
-        // A bus without service activation: the standard session bus would start a
-        // second gnome-keyring (locked) when a client asks for the Secret Service before
-        // ours has taken the name, and ours would then give up ("another secret
-        // service is running").
-        let config = home.join("bus.conf");
-        std::fs::write(
-            &config,
-            r#"<!DOCTYPE busconfig PUBLIC "-//freedesktop//DTD D-Bus Bus Configuration 1.0//EN"
- "http://www.freedesktop.org/standards/dbus/1.0/busconfig.dtd">
-<busconfig>
-  <type>session</type>
-  <listen>unix:tmpdir=/tmp</listen>
-  <auth>EXTERNAL</auth>
-  <policy context="default">
-    <allow send_destination="*" eavesdrop="true"/>
-    <allow eavesdrop="true"/>
-    <allow own="*"/>
-  </policy>
-</busconfig>
-"#,
-        )
-        .expect("bus config");
-        let mut bus = Command::new("dbus-daemon")
-            .arg(format!("--config-file={}", config.display()))
-            .args(["--nofork", "--print-address=1"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("dbus-daemon");
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(bus.stdout.take().expect("stdout")),
-            &mut line,
-        )
-        .expect("bus address");
-        let address = line.trim().to_owned();
+        let bus = SessionBus::start();
+        let address = bus.address.clone();
         let mut keyring = Command::new("gnome-keyring-daemon")
             .args(["--foreground", "--unlock", "--components=secrets"])
             .env("DBUS_SESSION_BUS_ADDRESS", &address)
@@ -465,7 +642,7 @@ impl SecretService {
             stdin.write_all(b"test-keyring-password").expect("unlock");
         }
         let s = SecretService {
-            bus,
+            _bus: bus,
             keyring,
             address,
             home,
@@ -530,7 +707,5 @@ impl Drop for SecretService {
     fn drop(&mut self) {
         let _ = self.keyring.kill();
         let _ = self.keyring.wait();
-        let _ = self.bus.kill();
-        let _ = self.bus.wait();
     }
 }

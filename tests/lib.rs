@@ -14,6 +14,7 @@
 pub mod audio;
 pub mod desktop;
 pub mod netns;
+pub mod portal;
 pub mod producer;
 pub mod pulse;
 pub mod quality;

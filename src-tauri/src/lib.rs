@@ -7,7 +7,8 @@
 
 mod hotkey;
 
-use hotkey::{apply_hotkey, start_x11_ptt, X11Ptt};
+use hotkey::{apply_hotkey, start_key_sources, Hotkey};
+use roger_client::app::keys::{HotkeyInfo, KeySource};
 use roger_client::app::{
     App, AppEvent, AppState, Diagnostics, LaunchOptions, Notice, Settings, StatusPresentation,
     DEFAULT_HOTKEY,
@@ -45,22 +46,13 @@ pub struct LevelChanged {
 #[derive(Debug, Clone, Serialize, Type, Event)]
 pub struct NoticeShown(pub Notice);
 
-/// The push-to-talk shortcut and whether the system gave it to us.
-#[derive(Debug, Clone, Serialize, Type)]
-pub struct HotkeyInfo {
-    /// The shortcut (`F8`).
-    pub key: String,
-    /// Registered system-wide.
-    pub registered: bool,
-    /// Why not, if not.
-    pub error: Option<String>,
-}
+/// The push-to-talk key changed, or what the desktop did with it (the portal assigned
+/// or changed the trigger, or went away).
+#[derive(Debug, Clone, Serialize, Type, Event)]
+pub struct HotkeyChanged(pub HotkeyInfo);
 
 /// A tray icon exists, so closing the window hides it instead of quitting.
 static TRAY_OK: AtomicBool = AtomicBool::new(false);
-
-/// The hotkey registered now (what `settings.hotkey` was when it was last applied).
-struct Hotkey(Mutex<HotkeyInfo>);
 
 /// The state shown.
 #[tauri::command]
@@ -99,6 +91,14 @@ fn get_hotkey(hotkey: State<'_, Hotkey>) -> HotkeyInfo {
         .lock()
         .map(|h| h.clone())
         .unwrap_or_else(|p| p.into_inner().clone())
+}
+
+/// Opens the desktop's own settings for the talk key (Wayland's GlobalShortcuts portal,
+/// where it offers them).
+#[tauri::command]
+#[specta::specta]
+async fn configure_hotkey(handle: AppHandle) -> Result<(), ErrorBody> {
+    hotkey::configure(&handle).await
 }
 
 /// Saves the server, keeps the token in the credential store, and connects.
@@ -215,6 +215,7 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             get_settings,
             save_settings,
             get_hotkey,
+            configure_hotkey,
             sign_in,
             sign_out,
             disconnect,
@@ -229,7 +230,12 @@ pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
             mic_test,
             diagnostics,
         ])
-        .events(collect_events![StateChanged, LevelChanged, NoticeShown])
+        .events(collect_events![
+            StateChanged,
+            LevelChanged,
+            NoticeShown,
+            HotkeyChanged
+        ])
         // Unix-millisecond timestamps and counters: exact in a JS number up to 2^53.
         .dangerously_cast_bigints_to_number()
 }
@@ -472,21 +478,25 @@ fn setup(app: &mut tauri::App, cli: &Cli, tray_slot: &TraySlot) -> anyhow::Resul
             core.settings()
         });
     app.manage(core.clone());
-    app.manage(X11Ptt(start_x11_ptt(&core)));
-    app.manage(Hotkey(Mutex::new(HotkeyInfo {
-        key: settings.hotkey.clone(),
-        registered: false,
-        error: None,
-    })));
     let key = if settings.hotkey.is_empty() {
         DEFAULT_HOTKEY.to_owned()
     } else {
         settings.hotkey.clone()
     };
+    app.manage(Hotkey(Mutex::new(HotkeyInfo::grabbed(
+        &key,
+        KeySource::None,
+        None,
+    ))));
+    app.manage(start_key_sources(&handle, &core, &key));
     if let Err(e) = apply_hotkey(&handle, &key) {
         tracing::error!(error = %e.message, "no global push-to-talk key");
     }
     match build_tray(app, &core) {
+        Ok(_) if !hotkey::tray_shown() => tracing::warn!(
+            "no tray icon: this Wayland desktop has no tray host (StatusNotifierWatcher); \
+             closing the window quits"
+        ),
         Ok(t) => {
             TRAY_OK.store(true, Ordering::Relaxed);
             if let Ok(mut slot) = tray_slot.lock() {

@@ -173,6 +173,13 @@ export function startApp(root: HTMLElement, opts: AppOptions = {}): AppHandle {
       }),
       on.levelChanged((l) => levels.push(l)),
       on.noticeShown((n) => toast.show(noticeText(n))),
+      // The desktop assigned or changed the talk key (portal), or it stopped working.
+      on.hotkeyChanged((info) => {
+        hotkey = info;
+        if (disposed) return;
+        if (state) talk.update(state);
+        settingsView.hotkeyChanged();
+      }),
     ]).catch((e: unknown) => {
       toast.show(`Cannot listen to Roger's core: ${String(e)}`);
       return [] as Unlisten[];

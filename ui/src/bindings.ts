@@ -18,6 +18,11 @@ export const commands = {
 	saveSettings: (settings: Settings_Deserialize) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("save_settings", { settings })),
 	/**  The push-to-talk shortcut in use. */
 	getHotkey: () => __TAURI_INVOKE<HotkeyInfo_Serialize>("get_hotkey"),
+	/**
+	 *  Opens the desktop's own settings for the talk key (Wayland's GlobalShortcuts portal,
+	 *  where it offers them).
+	 */
+	configureHotkey: () => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("configure_hotkey")),
 	/**  Saves the server, keeps the token in the credential store, and connects. */
 	signIn: (serverUrl: string, token: string, allowUnencrypted: boolean) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("sign_in", { serverUrl, token, allowUnencrypted })),
 	/**  Disconnects and forgets the token (the server address stays). */
@@ -55,6 +60,7 @@ export const commands = {
 
 /** Events */
 export const events = {
+	hotkeyChanged: makeEvent<HotkeyChanged_Serialize, HotkeyChanged_Deserialize>("hotkey-changed"),
 	levelChanged: makeEvent<LevelChanged, LevelChanged>("level-changed"),
 	noticeShown: makeEvent<NoticeShown, NoticeShown>("notice-shown"),
 	stateChanged: makeEvent<StateChanged_Serialize, StateChanged_Deserialize>("state-changed"),
@@ -480,28 +486,69 @@ export type ErrorCode_Serialize =
 /**  A code this version does not know (sent by a newer peer). The message still applies. */
 "UNKNOWN";
 
-/**  The push-to-talk shortcut and whether the system gave it to us. */
+/**
+ *  The push-to-talk key changed, or what the desktop did with it (the portal assigned
+ *  or changed the trigger, or went away).
+ */
+export type HotkeyChanged = HotkeyChanged_Serialize | HotkeyChanged_Deserialize;
+
+/**
+ *  The push-to-talk key changed, or what the desktop did with it (the portal assigned
+ *  or changed the trigger, or went away).
+ */
+export type HotkeyChanged_Deserialize = HotkeyInfo_Deserialize;
+
+/**
+ *  The push-to-talk key changed, or what the desktop did with it (the portal assigned
+ *  or changed the trigger, or went away).
+ */
+export type HotkeyChanged_Serialize = HotkeyInfo_Serialize;
+
+/**  The push-to-talk key and whether it works outside the window, for the window. */
 export type HotkeyInfo = HotkeyInfo_Serialize | HotkeyInfo_Deserialize;
 
-/**  The push-to-talk shortcut and whether the system gave it to us. */
+/**  The push-to-talk key and whether it works outside the window, for the window. */
 export type HotkeyInfo_Deserialize = {
-	/**  The shortcut (`F8`). */
+	/**  The key asked for (`F8`). */
 	key: string,
-	/**  Registered system-wide. */
+	/**  It works system-wide now. */
 	registered: boolean,
-	/**  Why not, if not. */
+	/**  Why not, if not (and not still being asked for). */
 	error?: string | null,
+	/**  Who delivers it. */
+	source: KeySource,
+	/**  The trigger the desktop assigned, as it describes it (the portal only). */
+	trigger?: string | null,
+	/**  The desktop's own shortcut settings can be opened from Settings. */
+	configurable: boolean,
 };
 
-/**  The push-to-talk shortcut and whether the system gave it to us. */
+/**  The push-to-talk key and whether it works outside the window, for the window. */
 export type HotkeyInfo_Serialize = {
-	/**  The shortcut (`F8`). */
+	/**  The key asked for (`F8`). */
 	key: string,
-	/**  Registered system-wide. */
+	/**  It works system-wide now. */
 	registered: boolean,
-	/**  Why not, if not. */
+	/**  Why not, if not (and not still being asked for). */
 	error: string | null,
+	/**  Who delivers it. */
+	source: KeySource,
+	/**  The trigger the desktop assigned, as it describes it (the portal only). */
+	trigger: string | null,
+	/**  The desktop's own shortcut settings can be opened from Settings. */
+	configurable: boolean,
 };
+
+/**  Which source delivers the push-to-talk key outside the window. */
+export type KeySource = 
+/**  An event-driven grab on the X11 display. */
+"x11" | 
+/**  The desktop's GlobalShortcuts portal (Wayland). */
+"portal" | 
+/**  The global-shortcut plugin (macOS, Windows). */
+"plugin" | 
+/**  None: this desktop gives apps no global key. */
+"none";
 
 /**  A level reading (microphone `tx`, speaker `rx`), for the meters. */
 export type LevelChanged = {

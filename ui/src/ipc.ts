@@ -101,6 +101,7 @@ export const api = {
   getSettings: () => plain<Settings>(() => commands.getSettings()),
   saveSettings: (settings: Settings) => fallible<null>(() => commands.saveSettings(settings)),
   getHotkey: () => plain<HotkeyInfo>(() => commands.getHotkey()),
+  configureHotkey: () => fallible<null>(() => commands.configureHotkey()),
   signIn: (serverUrl: string, token: string, allowUnencrypted: boolean) =>
     fallible<null>(() => commands.signIn(serverUrl, token, allowUnencrypted)),
   signOut: () => fallible<null>(() => commands.signOut()),
@@ -127,6 +128,8 @@ export const on = {
     events.levelChanged.listen((e) => cb(e.payload as LevelChanged)),
   noticeShown: (cb: (notice: Notice) => void): Promise<Unlisten> =>
     events.noticeShown.listen((e) => cb(e.payload as Notice)),
+  hotkeyChanged: (cb: (info: HotkeyInfo) => void): Promise<Unlisten> =>
+    events.hotkeyChanged.listen((e) => cb(e.payload as HotkeyInfo)),
 };
 
 /** Tauri event names, for tests that emit through the mocked event system. */
@@ -134,4 +137,5 @@ export const EVENT_NAMES = {
   stateChanged: "state-changed",
   levelChanged: "level-changed",
   noticeShown: "notice-shown",
+  hotkeyChanged: "hotkey-changed",
 } as const;

@@ -17,8 +17,11 @@ export interface PttView {
 
 /** The hint under "Hold to talk". */
 export function hotkeyHint(hotkey: HotkeyInfo | null | undefined): string {
-  if (hotkey && hotkey.registered && hotkey.key) return `or hold ${hotkey.key}`;
-  // No global key (refused, or a desktop that has none): say where Space works.
+  if (hotkey && hotkey.registered && hotkey.key) return `or hold ${hotkey.trigger || hotkey.key}`;
+  // No global key (refused, or a desktop that has none): say so, and where Space works.
+  if (hotkey && hotkey.source === "none") {
+    return "or hold Space in this window (this desktop gives apps no global talk key)";
+  }
   return "or hold Space in this window";
 }
 

@@ -276,16 +276,52 @@ describe("channels", () => {
 describe("settings", () => {
   it("says plainly when this desktop gives no global key, in Settings and under the button", async () => {
     const why =
-      "this Wayland desktop gives apps no global talk key Roger can use yet (that needs the desktop portal's GlobalShortcuts)";
-    const m = await mount({ hotkey: { key: "F8", registered: false, error: why } });
+      "this desktop gives apps no global talk key. Hold the on-screen button, or Space while Roger's window is focused (the desktop portal has no GlobalShortcuts interface)";
+    const m = await mount({
+      hotkey: { key: "F8", registered: false, error: why, source: "none", trigger: null, configurable: false },
+    });
     expect(m.$("ptt").textContent).toContain("or hold Space in this window");
+    expect(m.$("ptt").textContent).toContain("no global talk key");
     expect(m.$("ptt").textContent).not.toContain("F8");
     m.$("nav-settings").click();
     await flush();
     const state = m.$("hotkey-state").textContent ?? "";
     expect(state).toContain("F8 does not work outside this window");
-    expect(state).toContain("Wayland");
+    expect(state).toContain("no global talk key");
     expect(state).toContain("Space works while this window is focused");
+    expect(m.$("hotkey-configure").hidden).toBe(true);
+  });
+
+  it("shows the trigger the desktop's portal assigned, follows its changes, and opens its settings", async () => {
+    const m = await mount({
+      hotkey: { key: "F8", registered: false, error: null, source: "portal", trigger: null, configurable: false },
+    });
+    m.$("nav-settings").click();
+    await flush();
+    expect(m.$("hotkey-state").textContent).toContain("Asking the desktop");
+    await m.emitHotkey({ key: "F8", registered: true, error: null, source: "portal", trigger: "F8", configurable: true });
+    await flush();
+    expect(m.$("hotkey-state").textContent).toContain('The desktop gave "Push to talk" F8');
+    await m.emitHotkey({
+      key: "F8",
+      registered: true,
+      error: null,
+      source: "portal",
+      trigger: "Ctrl+Alt+T",
+      configurable: true,
+    });
+    await flush();
+    const state = m.$("hotkey-state").textContent ?? "";
+    expect(state).toContain("Ctrl+Alt+T");
+    expect(state).toContain("you asked for F8");
+    const configure = m.$("hotkey-configure") as HTMLButtonElement;
+    expect(configure.hidden).toBe(false);
+    configure.click();
+    await flush();
+    expect(m.count("configure_hotkey")).toBe(1);
+    m.$("nav-main").click();
+    await flush();
+    expect(m.$("ptt").textContent).toContain("or hold Ctrl+Alt+T");
   });
 
   it("turns the meter on while open and off when closed, and saves", async () => {

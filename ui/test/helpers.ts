@@ -93,6 +93,7 @@ export interface Mounted {
   setState(s: AppState): void;
   /** Emits `state-changed` through the mocked event system. */
   emitState(s: AppState): Promise<void>;
+  emitHotkey(info: HotkeyInfo): Promise<void>;
   $(testid: string): HTMLElement;
   q(testid: string): HTMLElement | null;
 }
@@ -112,7 +113,7 @@ let mounted: Mounted[] = [];
 export async function mount(opts: MountOptions = {}): Promise<Mounted> {
   let state = opts.state ?? makeState();
   const settings = opts.settings ?? makeSettings();
-  const hotkey = opts.hotkey ?? { key: "F8", registered: true, error: null };
+  const hotkey: HotkeyInfo = opts.hotkey ?? { key: "F8", registered: true, error: null, source: "x11", trigger: null, configurable: false };
   const calls: Call[] = [];
   mockIPC(
     (cmd, args) => {
@@ -149,6 +150,9 @@ export async function mount(opts: MountOptions = {}): Promise<Mounted> {
     count: (cmd) => calls.filter((c) => c.cmd === cmd).length,
     setState: (s) => {
       state = s;
+    },
+    emitHotkey: async (info) => {
+      await emit("hotkey-changed", info);
     },
     emitState: async (s) => {
       state = s;

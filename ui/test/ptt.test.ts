@@ -5,7 +5,7 @@ import { flush, key, makeState, mount, NOW, pointer, unmountAll } from "./helper
 
 afterEach(() => unmountAll());
 
-const F8 = { key: "F8", registered: true, error: null };
+const F8 = { key: "F8", registered: true, error: null, source: "x11", trigger: null, configurable: false } as const;
 
 describe("pttView", () => {
   const cases: [PttState, string, string][] = [
@@ -30,8 +30,15 @@ describe("pttView", () => {
   });
 
   it("hints Space when the hotkey is not registered", () => {
-    expect(hotkeyHint({ key: "F8", registered: false, error: "taken" })).toBe("or hold Space in this window");
+    expect(hotkeyHint({ ...F8, registered: false, error: "taken" })).toBe("or hold Space in this window");
     expect(hotkeyHint(null)).toBe("or hold Space in this window");
+    expect(hotkeyHint({ ...F8, registered: false, error: "no portal", source: "none" })).toBe(
+      "or hold Space in this window (this desktop gives apps no global talk key)",
+    );
+  });
+
+  it("names the trigger the desktop assigned", () => {
+    expect(hotkeyHint({ ...F8, source: "portal", trigger: "Ctrl+F9" })).toBe("or hold Ctrl+F9");
   });
 });
 

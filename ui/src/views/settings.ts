@@ -9,6 +9,7 @@ import {
   type DeviceChoice,
   type DeviceInfo,
   type ErrorBody,
+  type HotkeyInfo,
   type Settings,
   type Theme,
 } from "../ipc";
@@ -39,6 +40,7 @@ export class SettingsView implements View {
   private readonly hotkeyValue: HTMLElement;
   private readonly hotkeyState: HTMLElement;
   private readonly hotkeyButton: HTMLButtonElement;
+  private readonly hotkeyConfigure: HTMLButtonElement;
   private readonly input: HTMLSelectElement;
   private readonly output: HTMLSelectElement;
   private readonly deviceError: HTMLElement;
@@ -75,6 +77,22 @@ export class SettingsView implements View {
         onclick: () => (this.capturing ? this.stopCapture() : this.startCapture()),
       },
       "Change",
+    );
+    // Where the desktop owns the key (the GlobalShortcuts portal): its own settings.
+    this.hotkeyConfigure = h(
+      "button",
+      {
+        type: "button",
+        class: "button",
+        "data-testid": "hotkey-configure",
+        hidden: true,
+        onclick: () => {
+          void api.configureHotkey().then((r) => {
+            if (r.status === "error") this.ctx.reportError(r.error);
+          });
+        },
+      },
+      "Desktop shortcut settings…",
     );
 
     this.input = h("select", { id: ids.input, class: "input", "data-testid": "input-device" });
@@ -151,7 +169,7 @@ export class SettingsView implements View {
         "fieldset",
         { class: "group" },
         h("legend", null, "Push-to-talk key"),
-        h("div", { class: "row" }, this.hotkeyValue, this.hotkeyButton),
+        h("div", { class: "row" }, this.hotkeyValue, this.hotkeyButton, this.hotkeyConfigure),
         this.hotkeyState,
       ),
       h(
@@ -303,17 +321,17 @@ export class SettingsView implements View {
     select.value = current;
   }
 
+  /** The hotkey changed outside this view (the desktop assigned or changed it). */
+  hotkeyChanged(): void {
+    this.paintHotkeyState();
+  }
+
   private paintHotkeyState(): void {
     if (this.capturing) return;
     const info = this.ctx.hotkey();
     const d = this.draft;
-    let text = "Hold it anywhere, even when Roger is in the background. Space works while this window is focused.";
-    if (info && d && info.key === d.hotkey && !info.registered) {
-      text = `${info.key} does not work outside this window${info.error ? `: ${info.error}` : ""}. Space works while this window is focused.`;
-    } else if (d && info && info.key !== d.hotkey) {
-      text = "Save to start using this key.";
-    }
-    setText(this.hotkeyState, text);
+    this.hotkeyConfigure.hidden = !info?.configurable;
+    setText(this.hotkeyState, hotkeyStateText(info, d?.hotkey ?? null));
   }
 
   private setMicTest(on: boolean): void {
@@ -408,4 +426,21 @@ export class SettingsView implements View {
     await this.ctx.refreshHotkey();
     this.paintHotkeyState();
   }
+}
+
+/** What Settings says about the push-to-talk key (`draftKey`: the key being edited). */
+export function hotkeyStateText(info: HotkeyInfo | null, draftKey: string | null): string {
+  const space = "Space works while this window is focused.";
+  if (info && draftKey !== null && info.key !== draftKey) return "Save to start using this key.";
+  if (!info) return `Hold it anywhere, even when Roger is in the background. ${space}`;
+  if (info.source === "portal" && info.registered) {
+    const trigger = info.trigger || info.key;
+    const asked = trigger === info.key ? "" : ` (you asked for ${info.key}; the desktop decides)`;
+    return `The desktop gave "Push to talk" ${trigger}${asked}: hold it anywhere, even when Roger is in the background. ${space}`;
+  }
+  if (info.source === "portal" && !info.error) return "Asking the desktop for a global talk key…";
+  if (!info.registered) {
+    return `${info.key} does not work outside this window${info.error ? `: ${info.error}` : ""}. ${space}`;
+  }
+  return `Hold it anywhere, even when Roger is in the background. ${space}`;
 }

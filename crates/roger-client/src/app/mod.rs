@@ -10,7 +10,10 @@
 //! window's state (`view.rs`); the settings file (`settings.rs`).
 
 pub mod credentials;
+pub mod keys;
 mod launch;
+#[cfg(target_os = "linux")]
+pub mod portal;
 pub mod presentation;
 mod ptt;
 pub mod settings;

@@ -183,75 +183,22 @@ impl Drop for X11Key {
     }
 }
 
-/// `Ctrl+Shift+Space` -> (keysym, modifiers). Names as the Settings view and the
-/// global-shortcut plugin write them (`F8`, `KeyA`, `A`, `Digit1`, `Space`, `Backquote`).
+/// `Ctrl+Shift+Space` -> (keysym, modifiers): [`super::keys::parse`] as the X server
+/// wants it.
 pub fn parse(accelerator: &str) -> Result<(u32, ModMask), String> {
-    let bad = || format!("no such key or modifier in {accelerator:?}");
+    let a = super::keys::parse(accelerator)?;
     let mut mods = ModMask::from(0u16);
-    let parts: Vec<&str> = accelerator.split('+').map(str::trim).collect();
-    let (key, modifiers) = parts.split_last().ok_or_else(bad)?;
-    for m in modifiers {
-        mods |= match m.to_ascii_lowercase().as_str() {
-            "ctrl" | "control" | "cmdorctrl" | "commandorcontrol" => ModMask::CONTROL,
-            "shift" => ModMask::SHIFT,
-            "alt" | "option" => ModMask::M1,
-            "super" | "meta" | "cmd" | "command" => ModMask::M4,
-            _ => return Err(bad()),
-        };
-    }
-    keysym(key).map(|k| (k, mods)).ok_or_else(bad)
-}
-
-fn keysym(key: &str) -> Option<u32> {
-    let k = key.to_ascii_lowercase();
-    let k = k
-        .strip_prefix("key")
-        .filter(|r| r.len() == 1)
-        .or_else(|| k.strip_prefix("digit").filter(|r| r.len() == 1))
-        .unwrap_or(&k);
-    if let Some(n) = k.strip_prefix('f').and_then(|n| n.parse::<u32>().ok()) {
-        return (1..=24).contains(&n).then_some(0xffbe + n - 1);
-    }
-    if let Some(n) = k.strip_prefix("numpad").and_then(|n| n.parse::<u32>().ok()) {
-        return (n <= 9).then_some(0xffb0 + n);
-    }
-    if k.len() == 1 {
-        let c = k.as_bytes()[0];
-        if c.is_ascii_alphanumeric() {
-            return Some(u32::from(c));
+    for (on, m) in [
+        (a.ctrl, ModMask::CONTROL),
+        (a.shift, ModMask::SHIFT),
+        (a.alt, ModMask::M1),
+        (a.logo, ModMask::M4),
+    ] {
+        if on {
+            mods |= m;
         }
     }
-    Some(match k {
-        "space" => 0x20,
-        "enter" | "return" => 0xff0d,
-        "tab" => 0xff09,
-        "escape" | "esc" => 0xff1b,
-        "backspace" => 0xff08,
-        "delete" => 0xffff,
-        "insert" => 0xff63,
-        "home" => 0xff50,
-        "end" => 0xff57,
-        "pageup" => 0xff55,
-        "pagedown" => 0xff56,
-        "left" | "arrowleft" => 0xff51,
-        "up" | "arrowup" => 0xff52,
-        "right" | "arrowright" => 0xff53,
-        "down" | "arrowdown" => 0xff54,
-        "pause" => 0xff13,
-        "scrolllock" => 0xff14,
-        "backquote" | "`" => 0x60,
-        "minus" | "-" => 0x2d,
-        "equal" | "=" => 0x3d,
-        "bracketleft" | "[" => 0x5b,
-        "bracketright" | "]" => 0x5d,
-        "backslash" | "\\" => 0x5c,
-        "semicolon" | ";" => 0x3b,
-        "quote" | "'" => 0x27,
-        "comma" | "," => 0x2c,
-        "period" | "." => 0x2e,
-        "slash" | "/" => 0x2f,
-        _ => return None,
-    })
+    Ok((a.keysym, mods))
 }
 
 #[cfg(test)]
