@@ -90,4 +90,6 @@ pub fn run() {
         " ms",
         time_presses(&display, code, &rx),
     );
+    drop(manager); // lets F8 go for the app's own grab
+    super::tone::run(&display);
 }

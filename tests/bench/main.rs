@@ -22,6 +22,7 @@ mod audio;
 mod hotkey;
 mod load;
 mod quality;
+mod tone;
 
 use roger_client::audio::{AudioSink, AudioSource, Frame, FRAME_DURATION, FRAME_SAMPLES};
 use roger_client::protocol::{ChannelId, Request, Response, PROTOCOL_VERSION};
