@@ -483,10 +483,9 @@ fn setup(app: &mut tauri::App, cli: &Cli, tray_slot: &TraySlot) -> anyhow::Resul
     } else {
         settings.hotkey.clone()
     };
-    app.manage(Hotkey(Mutex::new(HotkeyInfo::grabbed(
+    app.manage(Hotkey(Mutex::new(HotkeyInfo::pending(
         &key,
         KeySource::None,
-        None,
     ))));
     app.manage(start_key_sources(&handle, &core, &key));
     if let Err(e) = apply_hotkey(&handle, &key) {

@@ -159,6 +159,14 @@ pub const NO_GLOBAL_KEY: &str = "this desktop gives apps no global talk key. Hol
      that works everywhere";
 
 impl HotkeyInfo {
+    /// `key` before any source has it (not registered, nothing wrong yet).
+    pub fn pending(key: &str, source: KeySource) -> HotkeyInfo {
+        HotkeyInfo {
+            registered: false,
+            ..HotkeyInfo::grabbed(key, source, None)
+        }
+    }
+
     /// A key the X11 grab or the plugin has (`error`: why not).
     pub fn grabbed(key: &str, source: KeySource, error: Option<String>) -> HotkeyInfo {
         HotkeyInfo {
@@ -175,8 +183,7 @@ impl HotkeyInfo {
     #[cfg(target_os = "linux")]
     pub fn portal(key: &str, state: &super::portal::PortalState) -> HotkeyInfo {
         use super::portal::PortalState;
-        let mut info = HotkeyInfo::grabbed(key, KeySource::Portal, None);
-        info.registered = false;
+        let mut info = HotkeyInfo::pending(key, KeySource::Portal);
         match state {
             PortalState::Starting => {}
             PortalState::Unavailable(why) => {
@@ -247,6 +254,9 @@ mod tests {
     #[test]
     fn the_window_is_told_what_the_portal_did() {
         use crate::app::portal::PortalState;
+        // Before any source has the key it is not registered (the shell's "already
+        // registered, nothing to do" check depends on it).
+        assert!(!HotkeyInfo::pending("F8", KeySource::X11).registered);
         let asking = HotkeyInfo::portal("F8", &PortalState::Starting);
         assert_eq!((asking.registered, asking.error.is_none()), (false, true));
         let bound = HotkeyInfo::portal(
