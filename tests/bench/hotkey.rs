@@ -15,15 +15,21 @@ use x11rb::protocol::xtest::ConnectionExt as _;
 
 const PRESSES: usize = 100;
 
-fn time_presses(display: &Display, code: u8, events: &mpsc::Receiver<Instant>) -> Vec<f64> {
+/// Presses (`KEY_PRESS_EVENT`) or releases the key `code` on `display` with XTEST;
+/// returns when the fake input was sent.
+pub fn xtest_key(display: &Display, code: u8) -> impl Fn(u8) -> Instant {
     let (conn, screen) = x11rb::connect(Some(&display.name)).expect("X connection");
     let root = conn.setup().roots[screen].root;
-    let fake = |kind: u8| {
+    move |kind: u8| {
         conn.xtest_fake_input(kind, code, 0, root, 0, 0, 0)
             .expect("fake input");
         conn.flush().expect("flush");
         Instant::now()
-    };
+    }
+}
+
+fn time_presses(display: &Display, code: u8, events: &mpsc::Receiver<Instant>) -> Vec<f64> {
+    let fake = xtest_key(display, code);
     let mut x: u32 = 0x2545_f491;
     let mut out = Vec::new();
     for _ in 0..PRESSES {

@@ -16,9 +16,7 @@ use roger_e2e::{Server, TempDir};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use x11rb::connection::Connection;
 use x11rb::protocol::xproto::{KEY_PRESS_EVENT, KEY_RELEASE_EVENT};
-use x11rb::protocol::xtest::ConnectionExt as _;
 
 const PRESSES: usize = 50;
 /// A sample louder than this (of full scale) after silence starts a tone.
@@ -108,14 +106,7 @@ pub fn run(display: &Display) {
     let _monitor = onsets(tx);
     std::thread::sleep(Duration::from_millis(500));
 
-    let (conn, screen) = x11rb::connect(Some(&display.name)).expect("X connection");
-    let root = conn.setup().roots[screen].root;
-    let fake = |kind: u8| {
-        conn.xtest_fake_input(kind, code, 0, root, 0, 0, 0)
-            .expect("fake input");
-        conn.flush().expect("flush");
-        Instant::now()
-    };
+    let fake = super::hotkey::xtest_key(display, code);
     let mut out = Vec::new();
     for _ in 0..PRESSES {
         while rx.try_recv().is_ok() {}

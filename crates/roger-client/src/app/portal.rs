@@ -91,14 +91,6 @@ impl PortalKey {
         self.state.borrow().clone()
     }
 
-    /// Waits (up to `within`) until the portal has answered: bound or unavailable.
-    pub async fn settled(&self, within: Duration) -> PortalState {
-        let mut rx = self.state.clone();
-        let _ = tokio::time::timeout(within, rx.wait_for(|s| !matches!(s, PortalState::Starting)))
-            .await;
-        self.state()
-    }
-
     /// Makes `accelerator` the preferred trigger: the session is created again with it
     /// (the desktop may keep the trigger the user chose there).
     pub fn set_key(&self, accelerator: &str) -> Result<(), String> {
