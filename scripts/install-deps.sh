@@ -22,6 +22,7 @@ PACKAGES=(
   libdbus-1-dev      # the keyring crate talks to the Secret Service over libdbus
   gnome-keyring libsecret-tools  # a Secret Service (and secret-tool) for the token test
   sway grim          # a headless Wayland compositor and its screenshots (the Wayland test)
+  opus-tools         # opusdec: a standard decoder plays the history's Ogg Opus downloads
 )
 
 missing=()

@@ -325,21 +325,44 @@ pub fn metric_value(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A minimal HTTP/1.0 GET (no client library needed for two endpoints).
+/// A minimal HTTP/1.0 GET (no client library needed for a few endpoints): the body of a
+/// 200 answer, else an error carrying the whole answer.
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<String> {
+    let (status, body) = http_fetch(addr, path, None)?;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    if status == 200 {
+        Ok(body)
+    } else {
+        Err(std::io::Error::other(format!(
+            "bad response: {status} {body}"
+        )))
+    }
+}
+
+/// A minimal HTTP/1.0 GET, with `Authorization: Bearer <bearer>` when given: the status
+/// and the body's bytes.
+pub fn http_fetch(
+    addr: SocketAddr,
+    path: &str,
+    bearer: Option<&str>,
+) -> std::io::Result<(u16, Vec<u8>)> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut body = String::new();
-    s.read_to_string(&mut body)?;
-    match body.split_once("\r\n\r\n") {
-        Some((head, rest))
-            if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") =>
-        {
-            Ok(rest.to_owned())
-        }
-        _ => Err(std::io::Error::other(format!("bad response: {body}"))),
-    }
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer)?;
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other("no header end"))?;
+    let head = String::from_utf8_lossy(&answer[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line: {head}")))?;
+    Ok((status, answer[split + 4..].to_vec()))
 }
 
 /// A running `roger-bot --json`.

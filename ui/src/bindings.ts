@@ -388,6 +388,8 @@ export type ErrorCode_Deserialize =
  *  such as `roger-bot talk`; the server answers a busy floor with `floor_denied`).
  */
 "FLOOR_DENIED" | 
+/**  No kept transmission has that id (never recorded, or past its retention). */
+"TRANSMISSION_NOT_FOUND" | 
 /**  An offer or answer could not be applied. */
 "SDP_NEGOTIATION_ERROR" | 
 /**  ICE candidates were not gathered in time. */
@@ -460,6 +462,8 @@ export type ErrorCode_Serialize =
  *  such as `roger-bot talk`; the server answers a busy floor with `floor_denied`).
  */
 "FLOOR_DENIED" | 
+/**  No kept transmission has that id (never recorded, or past its retention). */
+"TRANSMISSION_NOT_FOUND" | 
 /**  An offer or answer could not be applied. */
 "SDP_NEGOTIATION_ERROR" | 
 /**  ICE candidates were not gathered in time. */

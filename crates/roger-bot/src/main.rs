@@ -7,6 +7,7 @@
 //!           [--output DEVICE] --seconds S
 //! roger-bot [--json] devices
 //! roger-bot --server URL --token TOKEN [--json] echo [--channel echo]
+//! roger-bot --server URL --token TOKEN [--json] history --channel C [--out DIR]
 //! roger-bot --server URL [--json] load --tokens FILE --clients N --channel C[,C2...]
 //!           --seconds T [--talker-every S] [--talk-seconds S] [--ramp PER_S] [--decode]
 //! roger-bot --server URL --token TOKEN [--json] duplex --channel C --wav IN.wav --seconds S
@@ -16,8 +17,11 @@
 //! With `--json`, stdout carries one JSON object per line, each with `t_ms` (Unix
 //! milliseconds) and `event`: `status` (`status`), `floor` (`state`, `by`), `error`
 //! (`code`, `message`), `audio` once a second (`frames_sent`, `frames_received`), and
-//! `joining`, `joined`, `first_audio`, `recovered` (`time_to_recover_ms`), `done`.
+//! `joining`, `joined`, `first_audio`, `recovered` (`time_to_recover_ms`), `done`;
+//! `history` prints a `transmission` line each (`channel`, `id`, `by`, `user`,
+//! `start_ms`, `duration_ms`, `ended`).
 
+mod history;
 mod load;
 mod output;
 
@@ -125,6 +129,16 @@ enum Command {
     /// of each channel talks every few seconds, the others count packets and latency.
     /// Prints a JSON summary.
     Load(load::LoadArgs),
+    /// List a channel's recorded transmissions (oldest first); with `--out`, save each
+    /// as `<id>.wav` (48 kHz mono) in that directory.
+    History {
+        /// Channel.
+        #[arg(long)]
+        channel: String,
+        /// Directory for the WAV files (created if needed).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Radio check: record each transmission and play it back after the talker releases.
     Echo {
         /// Channel to serve.
@@ -254,6 +268,9 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
                 "--token (or ROGER_TOKEN) is required",
             ))
         }
+        Command::History { channel, out: dir } => {
+            return history::run(config, &out, channel.into(), dir).await
+        }
         other => other,
     };
     let sink = RecordingSink::new(out.clone());
@@ -348,7 +365,9 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
             r
         }
         Command::Echo { channel } => echo(&session, &out, &sink, channel.into(), floor_rx).await,
-        Command::Load(_) | Command::Devices => unreachable!("handled above"),
+        Command::Load(_) | Command::Devices | Command::History { .. } => {
+            unreachable!("handled above")
+        }
         Command::Duplex {
             channel,
             wav,

@@ -62,6 +62,10 @@ pub enum ErrorCode {
     /// such as `roger-bot talk`; the server answers a busy floor with `floor_denied`).
     FloorDenied,
 
+    // --- history ---
+    /// No kept transmission has that id (never recorded, or past its retention).
+    TransmissionNotFound,
+
     // --- transports / media ---
     /// An offer or answer could not be applied.
     SdpNegotiationError,
@@ -134,6 +138,7 @@ impl ErrorCode {
         ErrorCode::NotInChannel,
         ErrorCode::FloorNotHeld,
         ErrorCode::FloorDenied,
+        ErrorCode::TransmissionNotFound,
         ErrorCode::SdpNegotiationError,
         ErrorCode::IceGatheringTimeout,
         ErrorCode::IceFailed,
@@ -168,6 +173,7 @@ impl ErrorCode {
             ErrorCode::NotInChannel => "NOT_IN_CHANNEL",
             ErrorCode::FloorNotHeld => "FLOOR_NOT_HELD",
             ErrorCode::FloorDenied => "FLOOR_DENIED",
+            ErrorCode::TransmissionNotFound => "TRANSMISSION_NOT_FOUND",
             ErrorCode::SdpNegotiationError => "SDP_NEGOTIATION_ERROR",
             ErrorCode::IceGatheringTimeout => "ICE_GATHERING_TIMEOUT",
             ErrorCode::IceFailed => "ICE_FAILED",
@@ -205,6 +211,7 @@ impl ErrorCode {
             ErrorCode::NotInChannel => "Join the channel first.",
             ErrorCode::FloorNotHeld => "You are not holding the floor.",
             ErrorCode::FloorDenied => "Someone else is talking.",
+            ErrorCode::TransmissionNotFound => "That recording is no longer kept.",
             ErrorCode::SdpNegotiationError => "Could not set up audio with the server.",
             ErrorCode::IceGatheringTimeout => "Could not find a network path for audio.",
             ErrorCode::IceFailed => "The audio connection failed. Check your network.",
@@ -235,6 +242,7 @@ impl ErrorCode {
             | ErrorCode::NotInChannel
             | ErrorCode::FloorNotHeld
             | ErrorCode::FloorDenied
+            | ErrorCode::TransmissionNotFound
             | ErrorCode::InvalidSettings => ErrorAction::None,
             _ => ErrorAction::Rejoin,
         }

@@ -74,6 +74,25 @@ pub enum Request {
         /// The channel.
         channel: ChannelId,
     },
+    /// List a channel's recorded transmissions, oldest first. Allowed to any session
+    /// whose token allows the channel (joined or not).
+    History {
+        /// The channel.
+        channel: ChannelId,
+        /// Only transmissions still going on at or after this time (Unix ms, server
+        /// clock): their start plus duration is not before it. Absent: all kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since_ms: Option<u64>,
+    },
+    /// One transmission's audio.
+    HistoryFetch {
+        /// From `history`.
+        id: TransmissionId,
+        /// Only frames from this far into it (ms): a listener that heard the start live
+        /// fetches just the rest.
+        #[serde(default)]
+        from_ms: u64,
+    },
     /// Liveness check; answered with `pong`.
     Ping,
     /// End the session now (no grace period, no resume).
@@ -89,6 +108,8 @@ pub const METHODS: &[&str] = &[
     "transport_offer",
     "floor_request",
     "floor_release",
+    "history",
+    "history_fetch",
     "ping",
     "bye",
 ];
@@ -104,6 +125,8 @@ impl Request {
             Request::TransportOffer { .. } => "transport_offer",
             Request::FloorRequest { .. } => "floor_request",
             Request::FloorRelease { .. } => "floor_release",
+            Request::History { .. } => "history",
+            Request::HistoryFetch { .. } => "history_fetch",
             Request::Ping => "ping",
             Request::Bye => "bye",
         }
@@ -155,6 +178,20 @@ pub enum Response {
     FloorReleased {
         /// The channel.
         channel: ChannelId,
+    },
+    /// Answer to `history`.
+    History {
+        /// The channel.
+        channel: ChannelId,
+        /// Oldest first.
+        transmissions: Vec<Transmission>,
+    },
+    /// Answer to `history_fetch`.
+    HistoryAudio {
+        /// Which transmission (its duration so far, if it is still going on).
+        transmission: Transmission,
+        /// Its frames from `from_ms` on, in order.
+        frames: Vec<HistoryFrame>,
     },
     /// Answer to `ping`.
     Pong {

@@ -58,6 +58,12 @@ string_id!(
     SessionId
 );
 
+string_id!(
+    /// One recorded transmission in a channel's history (opaque; safe in a file name or
+    /// a URL path: `[0-9a-z-]`).
+    TransmissionId
+);
+
 /// A person in a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "specta", derive(specta::Type))]
@@ -157,4 +163,31 @@ pub enum RevokeReason {
     ConnectionLost,
     /// The server is shutting down.
     ServerDraining,
+}
+
+/// One recorded transmission: somebody holding a channel's floor, from grant to release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transmission {
+    /// Its id, for `history_fetch` and `GET /history/<id>.ogg`.
+    pub id: TransmissionId,
+    /// The channel it was said in.
+    pub channel: ChannelId,
+    /// The talker.
+    pub by: Member,
+    /// When its first audio reached the server, Unix milliseconds (server clock).
+    pub start_ms: u64,
+    /// From its first audio frame to the end of its last, in milliseconds.
+    pub duration_ms: u64,
+    /// False while the talker still holds the floor (the audio so far can be fetched).
+    pub ended: bool,
+}
+
+/// One Opus frame of a recorded transmission, as the talker sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryFrame {
+    /// Where the frame starts, in 48 kHz samples from the transmission's start (the
+    /// talker's RTP timestamps, so pauses and pacing are kept).
+    pub ts: u32,
+    /// The Opus packet, base64 (standard alphabet, padded).
+    pub opus: String,
 }

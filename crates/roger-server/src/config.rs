@@ -37,8 +37,30 @@ pub struct Config {
     /// `wss://`: certificate and key. Without them the server speaks plain `ws://`
     /// (fine on loopback or behind a TLS-terminating reverse proxy).
     pub tls: TlsConfig,
+    /// Channel history: what is kept of each transmission, and for how long.
+    pub history: HistoryConfig,
     /// Channels. Defaults to `general` and `echo`.
     pub channels: Vec<ChannelConfig>,
+}
+
+/// Channel history (a privacy setting: recorded speech stays on the server, in the data
+/// dir, until it is evicted). Each channel can override these, or turn recording off.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Keep at most this many transmissions per channel (the oldest go first).
+    pub keep_last: usize,
+    /// Keep a transmission at most this long: `30s`, `15m`, `24h`, `7d`.
+    pub max_age: String,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            keep_last: 50,
+            max_age: "24h".into(),
+        }
+    }
 }
 
 /// Session timing.
@@ -218,6 +240,33 @@ pub struct ChannelConfig {
     /// Shown to users.
     #[serde(default)]
     pub description: String,
+    /// Whether transmissions in this channel are recorded into its history. `false`
+    /// stores nothing (and nothing can be replayed or downloaded).
+    #[serde(default = "yes")]
+    pub record: bool,
+    /// Overrides `history.keep_last` for this channel.
+    #[serde(default)]
+    pub keep_last: Option<usize>,
+    /// Overrides `history.max_age` for this channel.
+    #[serde(default)]
+    pub max_age: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ChannelConfig {
+    /// A recorded channel with the default retention.
+    pub fn new(id: &str, description: &str) -> ChannelConfig {
+        ChannelConfig {
+            id: id.into(),
+            description: description.into(),
+            record: true,
+            keep_last: None,
+            max_age: None,
+        }
+    }
 }
 
 impl Default for Config {
@@ -235,15 +284,10 @@ impl Default for Config {
             media: MediaConfig::default(),
             turn: TurnConfig::default(),
             tls: TlsConfig::default(),
+            history: HistoryConfig::default(),
             channels: vec![
-                ChannelConfig {
-                    id: "general".into(),
-                    description: "Everyone".into(),
-                },
-                ChannelConfig {
-                    id: "echo".into(),
-                    description: "Radio check: the echo bot plays you back".into(),
-                },
+                ChannelConfig::new("general", "Everyone"),
+                ChannelConfig::new("echo", "Radio check: the echo bot plays you back"),
             ],
         }
     }
@@ -350,7 +394,11 @@ impl Config {
             if !seen.insert(&c.id) {
                 return Err(ConfigError::Invalid(format!("channel {:?} twice", c.id)));
             }
+            self.retention(c)
+                .map_err(|e| ConfigError::Invalid(format!("channel {:?}: {e}", c.id)))?;
         }
+        crate::auth::parse_ttl(&self.history.max_age)
+            .map_err(|e| ConfigError::Invalid(format!("history.max_age: {e}")))?;
         if self.session.ping_interval_ms < 100 {
             return Err(ConfigError::Invalid(
                 "session.ping_interval_ms >= 100".into(),
@@ -401,6 +449,33 @@ impl Config {
             .map(|c| ChannelInfo {
                 id: ChannelId(c.id.clone()),
                 description: c.description.clone(),
+            })
+            .collect()
+    }
+
+    /// How long `channel`'s transmissions are kept, and how many (None: not recorded).
+    pub fn retention(
+        &self,
+        channel: &ChannelConfig,
+    ) -> Result<Option<crate::history::Retention>, String> {
+        if !channel.record {
+            return Ok(None);
+        }
+        let max_age = channel.max_age.as_deref().unwrap_or(&self.history.max_age);
+        Ok(Some(crate::history::Retention {
+            keep_last: channel.keep_last.unwrap_or(self.history.keep_last),
+            max_age: crate::auth::parse_ttl(max_age).map_err(|e| format!("max_age: {e}"))?,
+        }))
+    }
+
+    /// The retention of every channel that records (a channel whose settings do not
+    /// parse records nothing: [`Config::validate`] refuses such a file first).
+    pub fn retentions(&self) -> std::collections::HashMap<ChannelId, crate::history::Retention> {
+        self.channels
+            .iter()
+            .filter_map(|c| {
+                let r = self.retention(c).ok().flatten()?;
+                Some((ChannelId(c.id.clone()), r))
             })
             .collect()
     }

@@ -6,6 +6,7 @@
 //! - [`hub`]: sessions, channels and floors behind one lock; notifications; timers
 //!   (session grace, floor max talk time and grace); draining.
 //! - [`floor`]: the per-channel floor state machine (pure, virtual time).
+//! - [`history`]: recording transmissions as they are forwarded; the store; Ogg Opus.
 //! - [`media`]: the server's answering PeerConnections, downlink slots and the
 //!   per-channel router that forwards only the floor holder's packets.
 //! - [`rewrite`]: SSRC/sequence/timestamp rewriting into one stream per listener (pure).
@@ -17,6 +18,7 @@
 //! - [`sync`]: the one lock-poison policy.
 //!
 //! [`serve`] wires it into an axum router: `GET /ws` (signaling), `GET /healthz`,
+//! `GET /history/<id>.ogg` (a recorded transmission, for `Authorization: Bearer <token>`),
 //! `GET /metrics` (Prometheus text; on its own address or behind a bearer token when
 //! configured, see [`serve_metrics`]).
 
@@ -24,6 +26,7 @@ pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod floor;
+pub mod history;
 pub mod hub;
 pub mod limits;
 pub mod listen;
@@ -98,6 +101,7 @@ pub async fn serve(
     };
     let mut app = Router::new()
         .route("/ws", get(ws_upgrade))
+        .route("/history/{file}", get(history_ogg))
         .route("/healthz", get(|| async { "ok\n" }));
     if config.metrics.listen.is_none() {
         app = app.route("/metrics", get(metrics_text));
@@ -194,6 +198,72 @@ async fn ws_upgrade(
     ws.max_message_size(hard_limit)
         .max_frame_size(hard_limit)
         .on_upgrade(move |socket| ws::serve_socket(state.hub, socket, info))
+}
+
+/// `GET /history/<id>.ogg`: one transmission as an Ogg Opus file, for the bearer of a
+/// token that allows its channel. Refusals are the protocol's error bodies, as JSON.
+async fn history_ogg(
+    State(state): State<AppState>,
+    axum::extract::Path(file): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> axum::response::Response {
+    use roger_protocol::{ErrorBody, ErrorCode};
+    let refuse = |status: StatusCode, e: ErrorBody| {
+        (
+            status,
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            serde_json::to_string(&e).unwrap_or_default(),
+        )
+            .into_response()
+    };
+    let Some(id) = file.strip_suffix(".ogg") else {
+        return refuse(
+            StatusCode::NOT_FOUND,
+            ErrorBody::new(ErrorCode::TransmissionNotFound, "ask for <id>.ogg"),
+        );
+    };
+    let Some(token) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            ErrorBody::new(
+                ErrorCode::NotAuthenticated,
+                "send Authorization: Bearer <your token>",
+            ),
+        );
+    };
+    match state.hub.history_download(token, &id.into()).await {
+        Ok(recorded) => {
+            metrics::counter!("roger_history_downloads_total").increment(1);
+            let file = history::ogg::ogg_opus(&recorded.frames, rand::random());
+            (
+                StatusCode::OK,
+                [
+                    (axum::http::header::CONTENT_TYPE, "audio/ogg".to_owned()),
+                    (
+                        axum::http::header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{id}.ogg\""),
+                    ),
+                ],
+                file,
+            )
+                .into_response()
+        }
+        Err(e) => {
+            let status = match e.code {
+                ErrorCode::TokenExpired | ErrorCode::TokenInvalid => StatusCode::UNAUTHORIZED,
+                ErrorCode::ChannelNotAllowed => StatusCode::FORBIDDEN,
+                ErrorCode::TransmissionNotFound | ErrorCode::ChannelNotFound => {
+                    StatusCode::NOT_FOUND
+                }
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            refuse(status, e)
+        }
+    }
 }
 
 async fn metrics_text(State(state): State<AppState>, headers: HeaderMap) -> impl IntoResponse {

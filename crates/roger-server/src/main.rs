@@ -187,7 +187,15 @@ fn main() -> anyhow::Result<()> {
         tracing::info!(%addr, secret = %secret_from, channels = config.channels.len(), "roger-server listening on {scheme}://{addr}/ws");
         // Always handled: SIGHUP's default action would end the server.
         tokio::spawn(reload_on_hangup(tls.clone()));
-        let hub = Hub::new(Arc::new(config), auth);
+        let history_path = data_dir.join(roger_server::history::store::FILE);
+        let store = roger_server::history::SqliteStore::open(&history_path)
+            .with_context(|| format!("cannot open the history database {}", history_path.display()))?;
+        let config = Arc::new(config);
+        let history = Arc::new(roger_server::history::History::start(
+            Box::new(store),
+            config.retentions(),
+        ));
+        let hub = Hub::with_history(config, auth, history.clone());
         hub.set_revocations(revoked);
         let watched = hub.clone();
         tokio::spawn(roger_server::revoke::watch(
@@ -205,6 +213,8 @@ fn main() -> anyhow::Result<()> {
         }
         roger_server::serve(listener, tls, hub, metrics, shutdown_signal()).await?;
         let _ = stop_tx.send(true);
+        // The drain ended every floor: what was being said is stored before exit.
+        history.stop();
         tracing::info!("roger-server stopped");
         Ok(())
     })

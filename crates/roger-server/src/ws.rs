@@ -429,6 +429,24 @@ pub async fn handle_text(
                 let _ = tx.try_send(Outbound::Message(msg));
             });
         }
+        (Request::History { channel, since_ms }, Some(sid)) => {
+            match hub.history_list(sid, &channel, since_ms).await {
+                Ok(transmissions) => reply(ServerMessage::ok(
+                    id,
+                    Response::History {
+                        channel,
+                        transmissions,
+                    },
+                )),
+                Err(e) => refuse(Some(id), e),
+            }
+        }
+        (Request::HistoryFetch { id: tid, from_ms }, Some(sid)) => {
+            match hub.history_fetch(sid, &tid, from_ms).await {
+                Ok(r) => reply(ServerMessage::ok(id, r)),
+                Err(e) => refuse(Some(id), e),
+            }
+        }
         (Request::Bye, Some(sid)) => {
             hub.bye(sid);
             reply(ServerMessage::ok(id, Response::Goodbye));

@@ -117,7 +117,7 @@ impl Hub {
                     release_floor(&mut st, session, &other);
                 }
                 if newly_taken {
-                    router.set_speaker(Some(session.clone()));
+                    router.set_speaker(Some((session.clone(), &member)));
                     broadcast(
                         &st,
                         channel,

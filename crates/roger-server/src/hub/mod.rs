@@ -23,6 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 
 mod channels;
+mod history;
 mod tokens;
 use channels::{apply_revoked, leave_channel, publish_gauges};
 
@@ -121,6 +122,7 @@ pub struct Hub {
     media: MediaSettings,
     state: Mutex<HubState>,
     timers: Notify,
+    history: Arc<crate::history::History>,
 }
 
 fn unix_ms() -> u64 {
@@ -137,21 +139,35 @@ fn random_token() -> String {
 }
 
 impl Hub {
-    /// A hub for `config`, checking tokens with `auth`.
+    /// A hub for `config`, checking tokens with `auth`, keeping history in memory.
     pub fn new(config: Arc<Config>, auth: Authenticator) -> Arc<Hub> {
+        let history = crate::history::History::start(
+            Box::new(crate::history::MemoryStore::default()),
+            config.retentions(),
+        );
+        Hub::with_history(config, auth, Arc::new(history))
+    }
+
+    /// A hub for `config`, checking tokens with `auth`, recording into `history`.
+    pub fn with_history(
+        config: Arc<Config>,
+        auth: Authenticator,
+        history: Arc<crate::history::History>,
+    ) -> Arc<Hub> {
         let floor_max = Duration::from_millis(config.floor.max_talk_ms);
         let floor_grace = Duration::from_millis(config.floor.grace_ms);
         let channels = config
             .channel_infos()
             .into_iter()
             .map(|info| {
+                let router = Arc::new(ChannelRouter::new(history.tap(&info.id)));
                 (
                     info.id.clone(),
                     Channel {
                         info,
                         members: Vec::new(),
                         floor: Floor::new(floor_max, floor_grace),
-                        router: Arc::new(ChannelRouter::default()),
+                        router,
                     },
                 )
             })
@@ -187,6 +203,7 @@ impl Hub {
                 tombstones: HashMap::new(),
             }),
             timers: Notify::new(),
+            history,
         })
     }
 

@@ -2,9 +2,10 @@
 //! listener's copy rewritten into one continuous stream and queued to its own writer.
 
 use super::{opus_codec, OPUS_PAYLOAD_TYPE};
+use crate::history::Tap;
 use crate::rewrite::{SourcePacket, StreamRewriter};
 use crate::sync::lock as lock_std;
-use roger_protocol::{ChannelId, SessionId};
+use roger_protocol::{ChannelId, Member, SessionId};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp_transceiver::rtp_sender::{
@@ -165,6 +166,8 @@ impl Slot {
 #[derive(Default)]
 pub struct ChannelRouter {
     inner: Mutex<RouterState>,
+    /// The channel's history recorder, when it records.
+    tap: Option<Tap>,
 }
 
 #[derive(Default)]
@@ -175,13 +178,31 @@ struct RouterState {
 }
 
 impl ChannelRouter {
-    /// Sets (or clears) who may send. Each new grant starts a new talk spurt.
-    pub fn set_speaker(&self, speaker: Option<SessionId>) {
-        let mut s = lock_std(&self.inner);
-        if speaker.is_some() {
-            s.spurt += 1;
+    /// A router whose forwarded packets are also recorded by `tap`.
+    pub fn new(tap: Option<Tap>) -> ChannelRouter {
+        ChannelRouter {
+            inner: Mutex::default(),
+            tap,
         }
-        s.speaker = speaker;
+    }
+
+    /// Sets (or clears) who may send. Each new grant starts a new talk spurt (and a new
+    /// transmission in the channel's history).
+    pub fn set_speaker(&self, speaker: Option<(SessionId, &Member)>) {
+        let mut s = lock_std(&self.inner);
+        if let (Some(tap), Some(_)) = (&self.tap, &s.speaker) {
+            tap.end(s.spurt);
+        }
+        match speaker {
+            Some((session, member)) => {
+                s.spurt += 1;
+                if let Some(tap) = &self.tap {
+                    tap.begin(s.spurt, member);
+                }
+                s.speaker = Some(session);
+            }
+            None => s.speaker = None,
+        }
     }
 
     /// Adds or replaces a listener's downlink.
@@ -203,6 +224,9 @@ impl ChannelRouter {
         if s.speaker.as_ref() != Some(from) {
             return false;
         }
+        if let Some(tap) = &self.tap {
+            tap.frame(s.spurt, packet.header.timestamp, &packet.payload);
+        }
         for (listener, downlink) in &s.listeners {
             if listener != from {
                 downlink.push(now, s.spurt, packet);
@@ -216,6 +240,13 @@ impl ChannelRouter {
 mod tests {
     use super::*;
     use tokio::sync::mpsc;
+
+    fn alice_member() -> Member {
+        Member {
+            user: "alice".into(),
+            name: "Alice".into(),
+        }
+    }
 
     fn packet(ssrc: u32, seq: u16, ts: u32) -> rtp::Packet {
         let mut p = rtp::Packet::default();
@@ -259,7 +290,7 @@ mod tests {
         let now = Instant::now();
         // Nobody holds the floor: nothing passes.
         assert!(!router.forward(now, &alice, &packet(1, 5, 0)));
-        router.set_speaker(Some(alice.clone()));
+        router.set_speaker(Some((alice.clone(), &alice_member())));
         // Bob does not hold the floor: his packets are dropped.
         assert!(!router.forward(now, &bob, &packet(2, 5, 0)));
         assert!(router.forward(now, &alice, &packet(1, 5, 0)));
@@ -282,7 +313,7 @@ mod tests {
         router.add_listener("bob".into(), dl);
         let mut marks = Vec::new();
         for spurt in 0..2u16 {
-            router.set_speaker(Some(alice.clone()));
+            router.set_speaker(Some((alice.clone(), &alice_member())));
             for k in 0..3u16 {
                 let seq = spurt * 10 + k;
                 let mut p = packet(1, seq, u32::from(seq) * 960);
@@ -301,7 +332,7 @@ mod tests {
         let alice = SessionId::from("alice");
         let (dl, mut rx) = downlink(1);
         router.add_listener("bob".into(), dl);
-        router.set_speaker(Some(alice.clone()));
+        router.set_speaker(Some((alice.clone(), &alice_member())));
         for seq in 0..20 {
             router.forward(
                 Instant::now(),
