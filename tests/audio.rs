@@ -23,7 +23,7 @@ pub fn write(path: &std::path::Path, pcm: &[i16]) {
 }
 
 /// RMS of `x`: a 100 ms piece at 30 % of a whole's or more has sound in it.
-fn loudness(x: &[i16]) -> f64 {
+pub fn loudness(x: &[i16]) -> f64 {
     (x.iter().map(|&s| f64::from(s).powi(2)).sum::<f64>() / x.len().max(1) as f64).sqrt()
 }
 

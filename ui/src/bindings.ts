@@ -589,7 +589,15 @@ ms: number } |
 /**  The server ended this user's transmission. */
 { kind: "talk_ended"; 
 /**  Why, for the user. */
-message: string };
+message: string } | 
+/**  What was said while the connection was down plays now. */
+{ kind: "missed"; 
+/**  Where. */
+channel: ChannelId; 
+/**  Who said it (display name). */
+by: string; 
+/**  How much is played back, ms. */
+ms: number };
 
 /**  Something to show once (a toast). */
 export type NoticeShown = Notice;

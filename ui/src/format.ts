@@ -9,6 +9,8 @@ export function noticeText(notice: Notice): string {
       return `Reconnected in ${(notice.ms / 1000).toFixed(1)} s`;
     case "talk_ended":
       return notice.message;
+    case "missed":
+      return `Missed while reconnecting: ${notice.by}, ${Math.max(1, Math.round(notice.ms / 1000))} s`;
     default:
       return "";
   }

@@ -39,6 +39,14 @@ describe("notices and numbers", () => {
   it("talk_ended shows its message", () => {
     expect(noticeText({ kind: "talk_ended", message: "Talk time is up" })).toBe("Talk time is up");
   });
+  it("missed names who and how long, in whole seconds", () => {
+    expect(noticeText({ kind: "missed", channel: "general", by: "alice", ms: 4180 })).toBe(
+      "Missed while reconnecting: alice, 4 s",
+    );
+    expect(noticeText({ kind: "missed", channel: "general", by: "bob", ms: 300 })).toBe(
+      "Missed while reconnecting: bob, 1 s",
+    );
+  });
   it("formats durations and rates", () => {
     expect(formatMs(812)).toBe("812 ms");
     expect(formatMs(1200)).toBe("1.2 s");

@@ -5,7 +5,8 @@
 //! transmission, `bye`). Like any `hello`, it replaces another session of the same user.
 
 use crate::output::Output;
-use roger_client::audio::{write_wav, Decoder, Recording};
+use roger_client::audio::write_wav;
+use roger_client::manager::replay::decode_frames;
 use roger_client::protocol::*;
 use roger_client::signaling::{tls_config, Signaling};
 use roger_client::ClientConfig;
@@ -97,23 +98,9 @@ pub async fn run(
     Ok(())
 }
 
-/// Decodes `frames` onto their timeline (a gap stays silent) and writes a WAV.
+/// Decodes `frames` onto their timeline and writes a WAV.
 fn save(path: &Path, frames: &[HistoryFrame]) -> Result<(), ErrorBody> {
-    use base64::Engine;
-    let mut decoder = Decoder::new()?;
-    let mut recording = Recording::new();
-    for f in frames {
-        let packet = base64::engine::general_purpose::STANDARD
-            .decode(&f.opus)
-            .map_err(|e| {
-                ErrorBody::new(
-                    ErrorCode::MalformedMessage,
-                    format!("a history frame is not base64: {e}"),
-                )
-            })?;
-        recording.add(f.ts, &decoder.decode(&packet)?);
-    }
-    write_wav(path, recording.samples())
+    write_wav(path, &decode_frames(frames, 0, u64::MAX)?)
 }
 
 fn unexpected(wanted: &str, got: &Response) -> ErrorBody {

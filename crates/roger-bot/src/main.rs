@@ -18,7 +18,10 @@
 //! milliseconds) and `event`: `status` (`status`), `floor` (`state`, `by`), `error`
 //! (`code`, `message`), `audio` once a second (`frames_sent`, `frames_received`), and
 //! `joining`, `joined`, `first_audio`, `recovered` (`time_to_recover_ms`), `done`;
-//! `history` prints a `transmission` line each (`channel`, `id`, `by`, `user`,
+//! after a recovery, `missed_replay` (`channel`, `by`, `missed_ms`, `from_ms`) as the
+//! playback of each transmission missed while reconnecting starts, `replay_paused`
+//! (`channel`, `paused`) while live audio holds it, `replay_done` (`channel`,
+//! `played_ms`); `history` prints a `transmission` line each (`channel`, `id`, `by`, `user`,
 //! `start_ms`, `duration_ms`, `ended`).
 
 mod history;
@@ -28,7 +31,7 @@ mod output;
 use clap::{Parser, Subcommand};
 use output::Output;
 use roger_client::audio::device::{list_devices, DeviceEvent, DeviceEvents, Microphone, Speaker};
-use roger_client::audio::{write_wav, PcmSource, Recording};
+use roger_client::audio::{write_wav, PcmSource};
 use roger_client::protocol::{ChannelId, ErrorBody, ErrorCode};
 use roger_client::{AudioSink, ClientConfig, ConnectionManager, FloorEvent, FloorOutcome};
 use std::collections::HashMap;
@@ -147,10 +150,70 @@ enum Command {
     },
 }
 
-/// Records each channel's audio and reports the first frame.
+/// One channel's recording on one timeline: live frames by their RTP timestamps (so
+/// pauses stay pauses), replayed frames where the timeline is when they come.
+#[derive(Default)]
+struct Track {
+    pcm: Vec<i16>,
+    /// An RTP timestamp and the position (sample) it was put at.
+    live: Option<(u32, usize)>,
+    /// The end of the last frame put in, and when it came.
+    end: Option<(usize, std::time::Instant)>,
+}
+
+impl Track {
+    /// Where the timeline is now: the end of the last frame, moved on by the time since.
+    fn now(&self) -> usize {
+        self.end.map_or(0, |(pos, at)| {
+            pos + (at.elapsed().as_micros() * 48 / 1000) as usize
+        })
+    }
+
+    fn put(&mut self, pos: usize, pcm: &[i16]) {
+        let end = pos + pcm.len();
+        if self.pcm.len() < end {
+            self.pcm.resize(end, 0);
+        }
+        self.pcm[pos..end].copy_from_slice(pcm);
+        self.end = Some((end, std::time::Instant::now()));
+    }
+
+    /// A live frame. A timestamp behind the anchor or an hour past it is a new stream (a
+    /// fresh session's downlink): anchored where the timeline is now.
+    fn add(&mut self, ts: u32, pcm: &[i16]) {
+        let pos = match self.live {
+            Some((ts0, pos0)) if ts.wrapping_sub(ts0) < 48_000 * 3600 => {
+                pos0 + ts.wrapping_sub(ts0) as usize
+            }
+            _ => {
+                let pos = self.now();
+                self.live = Some((ts, pos));
+                pos
+            }
+        };
+        self.put(pos, pcm);
+    }
+
+    /// A replayed frame: right after the one before if that came just now (a replay's
+    /// frames follow each other), else where the timeline is now.
+    fn add_replay(&mut self, pcm: &[i16]) {
+        let pos = match self.end {
+            Some((end, at)) if at.elapsed() < Duration::from_millis(100) => end,
+            _ => self.now(),
+        };
+        self.put(pos, pcm);
+    }
+
+    fn take(&mut self) -> Vec<i16> {
+        std::mem::take(self).pcm
+    }
+}
+
+/// Records each channel's audio (and what is replayed of it) and reports the first
+/// frame.
 #[derive(Clone)]
 struct RecordingSink {
-    recordings: Arc<Mutex<HashMap<ChannelId, Recording>>>,
+    recordings: Arc<Mutex<HashMap<ChannelId, Track>>>,
     out: Output,
     heard: Arc<std::sync::atomic::AtomicBool>,
     /// Off: packets are only noticed (first_audio), not decoded or recorded.
@@ -178,6 +241,11 @@ impl AudioSink for RecordingSink {
             .or_default()
             .add(rtp_timestamp, pcm);
     }
+
+    fn replay(&mut self, channel: &ChannelId, pcm: &[i16]) {
+        let mut r = self.recordings.lock().expect("recordings lock");
+        r.entry(channel.clone()).or_default().add_replay(pcm);
+    }
 }
 
 impl RecordingSink {
@@ -200,7 +268,7 @@ impl RecordingSink {
             .lock()
             .expect("recordings lock")
             .get_mut(channel)
-            .map(Recording::take)
+            .map(Track::take)
             .unwrap_or_default()
     }
 }
@@ -480,6 +548,13 @@ struct Tee(RecordingSink, Speaker);
 impl AudioSink for Tee {
     fn play(&mut self, channel: &ChannelId, rtp_timestamp: u32, pcm: &[i16]) {
         self.0.play(channel, rtp_timestamp, pcm);
+    }
+    fn replay(&mut self, channel: &ChannelId, pcm: &[i16]) {
+        self.0.replay(channel, pcm);
+        self.1.replay(channel, pcm);
+    }
+    fn replay_lead(&self) -> u32 {
+        self.1.replay_lead()
     }
     fn packet(&mut self, channel: &ChannelId, sequence: u16, timestamp: u32, payload: &[u8]) {
         self.0.packet(channel, sequence, timestamp, payload);

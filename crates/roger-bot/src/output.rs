@@ -145,6 +145,40 @@ impl Output {
                     json!({ "time_to_recover_ms": time_to_recover_ms }),
                     || format!("reconnected in {:.1} s", time_to_recover_ms as f64 / 1000.0),
                 ),
+                ClientEvent::MissedReplay {
+                    channel,
+                    by,
+                    missed_ms,
+                    from_ms,
+                } => self.line(
+                    "missed_replay",
+                    json!({ "channel": channel, "by": by.name, "user": by.user,
+                        "missed_ms": missed_ms, "from_ms": from_ms }),
+                    || {
+                        format!(
+                            "missed while reconnecting: {}, {:.1} s in {channel} (from {:.1} s in)",
+                            by.name,
+                            missed_ms as f64 / 1000.0,
+                            from_ms as f64 / 1000.0
+                        )
+                    },
+                ),
+                ClientEvent::ReplayPaused { channel, paused } => self.line(
+                    "replay_paused",
+                    json!({ "channel": channel, "paused": paused }),
+                    || {
+                        if paused {
+                            format!("replay in {channel} paused: live audio")
+                        } else {
+                            format!("replay in {channel} resumed")
+                        }
+                    },
+                ),
+                ClientEvent::ReplayDone { channel, played_ms } => self.line(
+                    "replay_done",
+                    json!({ "channel": channel, "played_ms": played_ms }),
+                    || format!("replayed {:.1} s in {channel}", played_ms as f64 / 1000.0),
+                ),
                 ClientEvent::Welcome { .. }
                 | ClientEvent::Joined { .. }
                 | ClientEvent::Left { .. }

@@ -170,6 +170,33 @@ pub enum ClientEvent {
         /// From the first fault to everything connected.
         time_to_recover_ms: u64,
     },
+    /// Playing back what was said in a channel while this client was reconnecting (one
+    /// event per transmission, as its replay starts).
+    MissedReplay {
+        /// Where it was said.
+        channel: ChannelId,
+        /// Who said it.
+        by: Member,
+        /// How much is played back, ms.
+        missed_ms: u64,
+        /// Where in the transmission the playback starts, ms (0: none of it was heard
+        /// live; more: the start was heard before the connection dropped).
+        from_ms: u64,
+    },
+    /// A replay paused because someone talks live (live always wins), or resumed.
+    ReplayPaused {
+        /// The replay's channel.
+        channel: ChannelId,
+        /// True when it paused, false when it resumed.
+        paused: bool,
+    },
+    /// Everything missed has been played back.
+    ReplayDone {
+        /// The replay's channel.
+        channel: ChannelId,
+        /// How much was played, ms.
+        played_ms: u64,
+    },
     /// Something failed; the code says what the UI offers.
     Error {
         /// The error.

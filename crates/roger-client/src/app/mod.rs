@@ -223,6 +223,14 @@ impl AudioSink for SpeakerSink {
             s.packet(channel, sequence, timestamp, payload);
         }
     }
+    fn replay(&mut self, channel: &ChannelId, pcm: &[i16]) {
+        if let Some(s) = lock(&self.0).as_mut() {
+            s.replay(channel, pcm);
+        }
+    }
+    fn replay_lead(&self) -> u32 {
+        lock(&self.0).as_ref().map_or(0, |s| s.replay_lead())
+    }
     fn decodes(&self) -> bool {
         false
     }

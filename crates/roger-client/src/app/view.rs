@@ -131,6 +131,15 @@ pub enum Notice {
         /// Why, for the user.
         message: String,
     },
+    /// What was said while the connection was down plays now.
+    Missed {
+        /// Where.
+        channel: ChannelId,
+        /// Who said it (display name).
+        by: String,
+        /// How much is played back, ms.
+        ms: u64,
+    },
 }
 
 /// The state plus what the pure fold needs to remember.
@@ -323,7 +332,19 @@ impl View {
                 }
                 None
             }
-            ClientEvent::AudioLevel { .. } => None,
+            ClientEvent::MissedReplay {
+                channel,
+                by,
+                missed_ms,
+                ..
+            } => Some(Notice::Missed {
+                channel: channel.clone(),
+                by: by.name.clone(),
+                ms: *missed_ms,
+            }),
+            ClientEvent::AudioLevel { .. }
+            | ClientEvent::ReplayPaused { .. }
+            | ClientEvent::ReplayDone { .. } => None,
         }
     }
 

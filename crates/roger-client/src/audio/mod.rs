@@ -44,6 +44,18 @@ pub trait AudioSink: Send {
     /// `payload` may carry a [`stamp`]; a device sink feeds its jitter buffer).
     fn packet(&mut self, _channel: &ChannelId, _sequence: u16, _timestamp: u32, _payload: &[u8]) {}
 
+    /// Missed audio played back (decoded 20 ms frames of `channel`, paced in real time by
+    /// the manager, which holds them back while live audio plays). A speaker mixes them
+    /// while no channel plays live; a recording puts them where the channel's timeline is
+    /// now. The default drops them (a sink that only counts packets).
+    fn replay(&mut self, _channel: &ChannelId, _pcm: &[i16]) {}
+
+    /// How many replayed frames this sink wants ahead of their time: a device's queue
+    /// must not run dry between two frames; a recording places each as it comes.
+    fn replay_lead(&self) -> u32 {
+        0
+    }
+
     /// Whether received packets are decoded and played. A sink that only counts packets
     /// (the load generator's listeners) says no and saves the decoder's CPU.
     fn decodes(&self) -> bool {

@@ -2,8 +2,9 @@
 //!
 //! Short, distinct and quiet enough not to startle: a rising chirp when the floor is
 //! granted (talk permit), a low triple beep when it is busy, a short high beep when a
-//! transmission ends (the "roger beep"), a falling pair when the floor is taken away, and
-//! a rising pair when the connection is back.
+//! transmission ends (the "roger beep"), a falling pair when the floor is taken away, a
+//! rising pair when the connection is back, and two soft low blips before what was
+//! missed while reconnecting is played back.
 
 use super::SAMPLE_RATE;
 
@@ -21,16 +22,19 @@ pub enum Tone {
     FloorLost,
     /// The connection recovered.
     Reconnected,
+    /// What was missed while reconnecting plays next.
+    Replay,
 }
 
 impl Tone {
     /// Every tone.
-    pub const ALL: [Tone; 5] = [
+    pub const ALL: [Tone; 6] = [
         Tone::TalkPermit,
         Tone::Busy,
         Tone::EndOfTransmission,
         Tone::FloorLost,
         Tone::Reconnected,
+        Tone::Replay,
     ];
 
     /// (frequency Hz, duration ms) segments; frequency 0 is a pause.
@@ -41,6 +45,7 @@ impl Tone {
             Tone::EndOfTransmission => &[(1600.0, 60)],
             Tone::FloorLost => &[(1320.0, 80), (0.0, 20), (660.0, 140)],
             Tone::Reconnected => &[(660.0, 60), (0.0, 20), (990.0, 60)],
+            Tone::Replay => &[(523.0, 40), (0.0, 40), (523.0, 40)],
         }
     }
 
@@ -104,6 +109,7 @@ pub fn tone_for(event: &crate::ClientEvent) -> Option<Tone> {
             _ => None,
         },
         ClientEvent::Recovered { .. } => Some(Tone::Reconnected),
+        ClientEvent::MissedReplay { .. } => Some(Tone::Replay),
         _ => None,
     }
 }

@@ -60,8 +60,11 @@ fn perform(
 ) {
     match action {
         Action::Status(status) => {
-            shared.status.send_replace(status.clone());
-            shared.emit(ClientEvent::Status { status });
+            let old = shared.status.send_replace(status.clone());
+            shared.emit(ClientEvent::Status {
+                status: status.clone(),
+            });
+            super::replay::status_changed(shared, &old, &status);
         }
         Action::Report(error) => {
             shared.set_last_error(error.clone());

@@ -23,7 +23,9 @@
 //!   their numbering);
 //! - `receiver.rs`: received RTP -> the sink by channel (and decoded with FEC and
 //!   concealment here when the sink does not decode at playout itself);
-//! - `quality.rs`: RTT and loss samples, and what the network watcher needs.
+//! - `quality.rs`: RTT and loss samples, and what the network watcher needs;
+//! - `replay.rs`: what was missed while reconnecting, fetched from the channel's
+//!   history and played back (live always wins).
 
 mod drive;
 #[doc(hidden)]
@@ -31,6 +33,7 @@ pub mod fuzzing;
 mod media;
 mod quality;
 mod receiver;
+pub mod replay;
 mod rtp;
 mod session;
 mod state;

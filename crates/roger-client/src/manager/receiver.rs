@@ -31,8 +31,9 @@ pub(super) async fn receive_track(shared: Weak<Shared>, track: Arc<dyn TrackRemo
         let Some(shared) = shared.upgrade() else {
             break;
         };
-        let channel = lock(&shared.channels).by_ssrc.get(&p.header.ssrc).cloned();
-        let Some(channel) = channel else { continue };
+        let Some(channel) = shared.heard(p.header.ssrc) else {
+            continue;
+        };
         {
             let mut sink = lock(&shared.sink);
             sink.packet(

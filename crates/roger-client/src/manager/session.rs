@@ -2,7 +2,7 @@
 //! it, the application ping, the socket's notifications, and a fresh session's rejoin.
 
 use super::media::build_transport;
-use super::state::{lock, Shared};
+use super::state::{lock, unix_ms, Shared};
 use super::unexpected;
 use crate::event::{ClientEvent, FloorEvent};
 use crate::recovery::Event;
@@ -218,7 +218,19 @@ fn spawn_ping(shared: &Arc<Shared>, gen: u64, sig: Signaling, interval_ms: u64) 
                 if weak.upgrade().is_none() || !sig.is_open() {
                     break;
                 }
-                if let Err(e) = sig.request_with_timeout(Request::Ping, timeout).await {
+                let sent = unix_ms();
+                let answer = sig.request_with_timeout(Request::Ping, timeout).await;
+                if let (Ok(Response::Pong { server_time_ms }), Some(shared)) =
+                    (&answer, weak.upgrade())
+                {
+                    lock(&shared.replay).clock.sample(
+                        sent,
+                        unix_ms(),
+                        *server_time_ms,
+                        std::time::Instant::now(),
+                    );
+                }
+                if let Err(e) = answer {
                     if e.code == ErrorCode::SignalingTimeout {
                         tracing::warn!(
                             gen,

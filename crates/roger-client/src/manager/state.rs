@@ -74,6 +74,11 @@ pub(super) struct Media {
 pub(super) struct Channels {
     pub(super) by_id: BTreeMap<ChannelId, ChannelState>,
     pub(super) by_ssrc: HashMap<u32, ChannelId>,
+    /// When each channel's audio was last received (Unix ms, this machine's clock):
+    /// what was said after it and before the media came back is replayed.
+    pub(super) heard_at: HashMap<ChannelId, u64>,
+    /// When each channel was joined (Unix ms): nothing before it is "missed".
+    pub(super) joined_at: HashMap<ChannelId, u64>,
 }
 
 #[derive(Default)]
@@ -85,6 +90,9 @@ pub(super) struct Counters {
     /// Packet loss the encoder's FEC should protect against, in percent (from the
     /// quality monitor; 5 until it has measured).
     pub(super) loss_percent: AtomicU32,
+    /// When live audio was last received on any channel (Unix ms): a replay waits while
+    /// live audio plays.
+    pub(super) live_at_ms: AtomicU64,
 }
 
 pub(super) struct Shared {
@@ -101,6 +109,8 @@ pub(super) struct Shared {
     pub(super) stats: Mutex<RecoveryStats>,
     outbox: Mutex<Outbox<(Request, Reply)>>,
     pub(super) closing: AtomicBool,
+    /// Outages, the server's clock, and what has been replayed.
+    pub(super) replay: Mutex<super::replay::ReplayState>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -157,6 +167,7 @@ impl Shared {
                 ..Default::default()
             }),
             closing: AtomicBool::new(false),
+            replay: Mutex::default(),
         }
     }
 
@@ -269,8 +280,22 @@ impl Shared {
         }
     }
 
+    /// The channel a received packet of `ssrc` belongs to, noting that it was heard now.
+    pub(super) fn heard(&self, ssrc: u32) -> Option<ChannelId> {
+        let now = unix_ms();
+        let mut c = lock(&self.channels);
+        let channel = c.by_ssrc.get(&ssrc).cloned()?;
+        c.heard_at.insert(channel.clone(), now);
+        drop(c);
+        self.counters
+            .live_at_ms
+            .store(now, std::sync::atomic::Ordering::Relaxed);
+        Some(channel)
+    }
+
     pub(super) fn record_channel(&self, state: &ChannelState) {
         let mut c = lock(&self.channels);
+        c.joined_at.entry(state.id.clone()).or_insert_with(unix_ms);
         c.by_ssrc.retain(|_, ch| ch != &state.id);
         c.by_ssrc.insert(state.downlink_ssrc, state.id.clone());
         c.by_id.insert(state.id.clone(), state.clone());
@@ -280,6 +305,8 @@ impl Shared {
     pub(super) fn forget_channel(&self, id: &ChannelId) -> Option<ChannelState> {
         let mut c = lock(&self.channels);
         c.by_ssrc.retain(|_, ch| ch != id);
+        c.joined_at.remove(id);
+        c.heard_at.remove(id);
         c.by_id.remove(id)
     }
 

@@ -83,6 +83,8 @@ struct PlayoutShared {
     volumes: Mutex<HashMap<ChannelId, f32>>,
     tones: Mutex<VecDeque<f32>>,
     tone_settings: Mutex<ToneSettings>,
+    /// Missed audio being played back: mixed only while no channel plays live.
+    replay: Mutex<VecDeque<f32>>,
     stop: AtomicBool,
     meter: Meter,
     underruns: AtomicU64,
@@ -100,6 +102,7 @@ impl PlayoutShared {
             volumes: Mutex::new(HashMap::new()),
             tones: Mutex::new(VecDeque::new()),
             tone_settings: Mutex::new(ToneSettings::default()),
+            replay: Mutex::new(VecDeque::new()),
             stop: AtomicBool::new(false),
             meter: Meter::default(),
             underruns: AtomicU64::new(0),
@@ -257,6 +260,27 @@ impl Speaker {
 impl AudioSink for Speaker {
     fn play(&mut self, _: &ChannelId, _: u32, _: &[i16]) {}
 
+    fn replay_lead(&self) -> u32 {
+        // 60 ms: a few late wake-ups of the pacing task do not leave a gap.
+        3
+    }
+
+    fn replay(&mut self, channel: &ChannelId, pcm: &[i16]) {
+        let volume = self
+            .shared
+            .volumes
+            .lock()
+            .expect("volumes lock")
+            .get(channel)
+            .copied()
+            .unwrap_or(1.0);
+        self.shared
+            .replay
+            .lock()
+            .expect("replay lock")
+            .extend(pcm.iter().map(|&s| f32::from(s) / 32768.0 * volume));
+    }
+
     fn packet(&mut self, channel: &ChannelId, sequence: u16, timestamp: u32, payload: &[u8]) {
         let now = Instant::now();
         let volume = self
@@ -319,6 +343,15 @@ fn mix_frame(
         }
     }
     drop(channels);
+    // Live wins: missed audio plays back only while no channel plays live.
+    if !active {
+        let mut replay = shared.replay.lock().expect("replay lock");
+        active |= !replay.is_empty();
+        let n = out.len().min(replay.len());
+        for (o, s) in out.iter_mut().zip(replay.drain(..n)) {
+            *o += s;
+        }
+    }
     let mut tones = shared.tones.lock().expect("tones lock");
     active |= !tones.is_empty();
     for o in out.iter_mut() {
@@ -600,6 +633,37 @@ mod tests {
         assert!(rms(&out) > 0.05, "the tone plays over muted channels");
         let stats = sp.stats();
         assert_eq!(stats.jitter.played, 2 * 9, "{stats:?}");
+    }
+
+    #[test]
+    fn a_replay_plays_only_while_no_channel_plays_live() {
+        let mut sp = speaker();
+        let ch: ChannelId = "a".into();
+        let loud = vec![16_000i16; FRAME_SAMPLES];
+        sp.replay(&ch, &loud);
+        // Live audio arrives: the replay waits while it plays.
+        tone_packets(&mut sp, &ch, 30);
+        let mut out = vec![0f32; FRAME_SAMPLES];
+        let start = Instant::now();
+        let mut t = start;
+        let mut live_frames = 0;
+        while mix_frame(&sp.shared, t, Duration::from_millis(20), &mut out).active {
+            let queued = sp.shared.replay.lock().unwrap().len();
+            if queued == FRAME_SAMPLES {
+                live_frames += 1;
+            } else {
+                // The replay played once the channel went quiet, in one piece.
+                assert_eq!(queued, 0);
+                assert!(out.iter().all(|s| (s - 16_000.0 / 32768.0).abs() < 1e-6));
+                break;
+            }
+            t += Duration::from_millis(20);
+            assert!(
+                t - start < Duration::from_secs(5),
+                "the replay never played"
+            );
+        }
+        assert!(live_frames >= 25, "live played {live_frames} frames first");
     }
 
     #[test]

@@ -1,0 +1,485 @@
+//! Missed while reconnecting: once the connection is back after an outage, the client
+//! asks each joined channel's history for what it carried from the last audio this
+//! client received there to the moment its media was back, and plays the missed part
+//! through the sink's replay path.
+//!
+//! - Live always wins: the replay holds while live audio arrives on any channel (and
+//!   while this client talks), and continues after.
+//! - A transmission partly heard live is replayed from where the listener lost it, and
+//!   only up to where live audio took over; a part once replayed is never replayed
+//!   again, whatever later outages ask.
+//! - The window is in the server's clock (history times are), estimated from pings:
+//!   the pong with the lowest round trip gives the offset, and half that round trip is
+//!   the path's one-way delay (a packet heard at T here left the server that much
+//!   earlier).
+//!
+//! The arithmetic ([`missed_part`], [`ServerClock`], [`Pacer`]) is pure and tested on
+//! virtual time; [`run`] is the task that fetches, decodes and paces.
+
+use super::state::{lock, unix_ms, Shared};
+use crate::audio::{Decoder, FRAME_SAMPLES};
+use crate::event::{ClientEvent, Status};
+use roger_protocol::*;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// Less missed than this is not worth a tone and a note.
+pub const MIN_REPLAY_MS: u64 = 200;
+/// Live audio within this long holds the replay (a talk spurt's pauses and its jitter
+/// buffer's tail are still "live").
+pub const LIVE_HOLD: Duration = Duration::from_millis(400);
+const FRAME: Duration = Duration::from_millis(20);
+
+/// The server's clock as seen from here.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ServerClock {
+    /// Server time minus local time, ms; with the round trip it was measured over.
+    best: Option<(i64, u64, Instant)>,
+}
+
+/// A sample older than this is replaced by any newer one (clocks drift).
+const CLOCK_SAMPLE_LIFE: Duration = Duration::from_secs(60);
+
+impl ServerClock {
+    /// A ping sent at `sent` and answered at `received` (local Unix ms) carried
+    /// `server_ms`.
+    pub fn sample(&mut self, sent: u64, received: u64, server_ms: u64, now: Instant) {
+        let rtt = received.saturating_sub(sent);
+        let offset = server_ms as i64 - (sent + rtt / 2) as i64;
+        let better = match self.best {
+            None => true,
+            Some((_, best_rtt, at)) => {
+                rtt <= best_rtt || now.saturating_duration_since(at) > CLOCK_SAMPLE_LIFE
+            }
+        };
+        if better {
+            self.best = Some((offset, rtt, now));
+        }
+    }
+
+    /// A local Unix ms time in the server's clock, moved back by the one-way delay: when
+    /// the server sent what arrived here at `local_ms`.
+    pub fn server_sent(&self, local_ms: u64) -> u64 {
+        let (offset, rtt) = self.best.map_or((0, 0), |(o, r, _)| (o, r));
+        (local_ms as i64 + offset - (rtt / 2) as i64).max(0) as u64
+    }
+}
+
+/// Outages and what has been replayed.
+#[derive(Default)]
+pub struct ReplayState {
+    /// The server's clock.
+    pub clock: ServerClock,
+    /// Connected at least once (a first connection misses nothing).
+    connected_once: bool,
+    /// When the current outage began (local Unix ms), while it lasts.
+    outage_since: Option<u64>,
+    /// How far into each transmission audio was replayed (or heard live), ms.
+    replayed: HashMap<TransmissionId, u64>,
+    /// A replay task runs: a new window waits for it (and is then fetched afresh).
+    running: bool,
+    /// Windows waiting for the running task: (channel, from, to) in server ms.
+    queued: Vec<(ChannelId, u64, u64)>,
+}
+
+/// The part of `t` to replay for an outage from `from` to `to` (server ms), given what
+/// was replayed of it before: `(from_ms, to_ms)` into the transmission, or `None`.
+pub fn missed_part(
+    t: &Transmission,
+    from: u64,
+    to: u64,
+    replayed_until: Option<u64>,
+) -> Option<(u64, u64)> {
+    if t.start_ms >= to {
+        return None; // it began once media was back: heard live
+    }
+    let end = t.start_ms + t.duration_ms;
+    if end <= from {
+        return None; // over before the last audio heard
+    }
+    let a = from
+        .saturating_sub(t.start_ms)
+        .max(replayed_until.unwrap_or(0));
+    let b = to.min(end) - t.start_ms;
+    (b >= a + MIN_REPLAY_MS).then_some((a, b))
+}
+
+/// Paces frames in real time: the first `lead` at once (a speaker's queue then never
+/// runs dry between two frames), then one per 20 ms; a hold starts it afresh.
+#[derive(Debug, Clone, Copy)]
+pub struct Pacer {
+    next: Instant,
+    lead: u32,
+    burst: u32,
+}
+
+impl Pacer {
+    /// Starting now, `lead` frames ahead.
+    pub fn new(now: Instant, lead: u32) -> Pacer {
+        Pacer {
+            next: now,
+            lead,
+            burst: lead,
+        }
+    }
+
+    /// When the next frame is due to be handed over.
+    pub fn due(&self) -> Instant {
+        self.next
+    }
+
+    /// One frame handed over.
+    pub fn sent(&mut self) {
+        if self.burst > 0 {
+            self.burst -= 1;
+        } else {
+            self.next += FRAME;
+        }
+    }
+
+    /// Held (live audio) until `now`: the pace starts again from now.
+    pub fn held_until(&mut self, now: Instant) {
+        if now > self.next {
+            *self = Pacer::new(now, self.lead);
+        }
+    }
+}
+
+/// Whether live audio holds a replay: heard within [`LIVE_HOLD`], or we talk.
+pub fn live_now(now_ms: u64, live_at_ms: u64, talking: bool) -> bool {
+    talking || (live_at_ms > 0 && now_ms.saturating_sub(live_at_ms) < LIVE_HOLD.as_millis() as u64)
+}
+
+/// Called on every status change: an outage begins, or ends (then the replay starts).
+pub(super) fn status_changed(shared: &Arc<Shared>, old: &Status, new: &Status) {
+    let up = |s: &Status| matches!(s, Status::Connected | Status::Degraded { .. });
+    let now = unix_ms();
+    let mut r = lock(&shared.replay);
+    if up(new) {
+        let Some(since) = r.outage_since.take() else {
+            r.connected_once = true;
+            return;
+        };
+        if !r.connected_once {
+            r.connected_once = true;
+            return;
+        }
+        // The window per channel: from the last audio heard there (or the join, or the
+        // outage's start), to now, both in the server's clock.
+        let to = r.clock.server_sent(now);
+        let windows: Vec<(ChannelId, u64, u64)> = {
+            let c = lock(&shared.channels);
+            c.by_id
+                .keys()
+                .map(|ch| {
+                    let from = c
+                        .heard_at
+                        .get(ch)
+                        .or(c.joined_at.get(ch))
+                        .copied()
+                        .unwrap_or(since);
+                    (ch.clone(), r.clock.server_sent(from), to)
+                })
+                .collect()
+        };
+        tracing::info!(
+            outage_ms = now.saturating_sub(since),
+            channels = windows.len(),
+            "connected again: asking what was missed"
+        );
+        r.queued.extend(windows);
+        if !r.running {
+            r.running = true;
+            drop(r);
+            tokio::spawn(run(Arc::downgrade(shared)));
+        }
+    } else if up(old) {
+        r.outage_since = Some(now);
+    }
+}
+
+/// One transmission's missed part, decoded.
+struct Missed {
+    channel: ChannelId,
+    id: TransmissionId,
+    by: Member,
+    from_ms: u64,
+    to_ms: u64,
+    pcm: Vec<i16>,
+}
+
+/// Replays every queued window, one after another, until none is left.
+async fn run(shared: Weak<Shared>) {
+    loop {
+        let Some(s) = shared.upgrade() else { return };
+        let windows = {
+            let mut r = lock(&s.replay);
+            if r.queued.is_empty() {
+                r.running = false;
+                return;
+            }
+            std::mem::take(&mut r.queued)
+        };
+        for (channel, from, to) in windows {
+            let missed = match fetch_missed(&s, &channel, from, to).await {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(channel = %channel, error = %e, "what was missed could not be fetched");
+                    continue;
+                }
+            };
+            for m in missed {
+                play(&s, m).await;
+            }
+        }
+    }
+}
+
+/// Lists `channel`'s history over the window and fetches and decodes each missed part.
+async fn fetch_missed(
+    shared: &Arc<Shared>,
+    channel: &ChannelId,
+    from: u64,
+    to: u64,
+) -> Result<Vec<Missed>, ErrorBody> {
+    let me = lock(&shared.session)
+        .welcome
+        .as_ref()
+        .map(|w| w.user.user.clone());
+    let list = match shared
+        .request(Request::History {
+            channel: channel.clone(),
+            since_ms: Some(from),
+        })
+        .await?
+    {
+        Response::History { transmissions, .. } => transmissions,
+        other => return Err(super::unexpected("history", other)),
+    };
+    let mut out = Vec::new();
+    for t in list {
+        if Some(&t.by.user) == me.as_ref() {
+            continue; // our own words
+        }
+        let done = lock(&shared.replay).replayed.get(&t.id).copied();
+        let Some((a, b)) = missed_part(&t, from, to, done) else {
+            continue;
+        };
+        let frames = match shared
+            .request(Request::HistoryFetch {
+                id: t.id.clone(),
+                from_ms: a,
+            })
+            .await?
+        {
+            Response::HistoryAudio { frames, .. } => frames,
+            other => return Err(super::unexpected("history_audio", other)),
+        };
+        let pcm = decode_frames(&frames, a, b)?;
+        out.push(Missed {
+            channel: channel.clone(),
+            id: t.id,
+            by: t.by,
+            from_ms: a,
+            to_ms: b,
+            pcm,
+        });
+    }
+    Ok(out)
+}
+
+/// Decodes a transmission's frames between `a` and `b` ms into it onto one timeline
+/// (a short gap is concealed, a long one stays silent).
+pub fn decode_frames(frames: &[HistoryFrame], a: u64, b: u64) -> Result<Vec<i16>, ErrorBody> {
+    use base64::Engine;
+    let mut decoder = Decoder::new()?;
+    let start = a.saturating_mul(48);
+    let end = b.saturating_mul(48);
+    let mut pcm: Vec<i16> = Vec::new();
+    for f in frames {
+        let ts = u64::from(f.ts);
+        if ts < start {
+            continue;
+        }
+        if ts >= end {
+            break;
+        }
+        let at = (ts - start) as usize;
+        // A gap before it: concealed for up to 5 frames, the rest silent.
+        let mut concealed = 0;
+        while pcm.len() + FRAME_SAMPLES <= at && concealed < 5 {
+            pcm.extend(decoder.conceal()?);
+            concealed += 1;
+        }
+        // (A frame that overlaps the one before wins.)
+        pcm.resize(at, 0);
+        let packet = base64::engine::general_purpose::STANDARD
+            .decode(&f.opus)
+            .map_err(|e| {
+                ErrorBody::new(
+                    ErrorCode::MalformedMessage,
+                    format!("a history frame is not base64: {e}"),
+                )
+            })?;
+        pcm.extend(decoder.decode(&packet)?);
+    }
+    pcm.truncate(usize::try_from(end - start).unwrap_or(usize::MAX));
+    Ok(pcm)
+}
+
+/// Plays one missed part in real time, holding while live audio plays.
+async fn play(shared: &Arc<Shared>, m: Missed) {
+    shared.emit(ClientEvent::MissedReplay {
+        channel: m.channel.clone(),
+        by: m.by.clone(),
+        missed_ms: m.to_ms - m.from_ms,
+        from_ms: m.from_ms,
+    });
+    let lead = lock(&shared.sink).replay_lead();
+    let mut pacer = Pacer::new(Instant::now(), lead);
+    let mut held = false;
+    let mut played = 0usize;
+    for frame in m.pcm.chunks(FRAME_SAMPLES) {
+        loop {
+            let talking = lock(&shared.talk).is_some();
+            let live_at = shared.counters.live_at_ms.load(Ordering::Relaxed);
+            if !live_now(unix_ms(), live_at, talking) {
+                break;
+            }
+            if !held {
+                held = true;
+                shared.emit(ClientEvent::ReplayPaused {
+                    channel: m.channel.clone(),
+                    paused: true,
+                });
+            }
+            tokio::time::sleep(FRAME).await;
+        }
+        if held {
+            held = false;
+            pacer.held_until(Instant::now());
+            shared.emit(ClientEvent::ReplayPaused {
+                channel: m.channel.clone(),
+                paused: false,
+            });
+        }
+        tokio::time::sleep_until(pacer.due().into()).await;
+        if shared.closing.load(Ordering::Relaxed) {
+            return;
+        }
+        lock(&shared.sink).replay(&m.channel, frame);
+        pacer.sent();
+        played += frame.len();
+        // Replayed this far: a later outage does not play it again.
+        let until = m.from_ms + (played as u64) / 48;
+        lock(&shared.replay).replayed.insert(m.id.clone(), until);
+    }
+    shared.emit(ClientEvent::ReplayDone {
+        channel: m.channel.clone(),
+        played_ms: played as u64 / 48,
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(start_ms: u64, duration_ms: u64) -> Transmission {
+        Transmission {
+            id: "t".into(),
+            channel: "general".into(),
+            by: Member {
+                user: "alice".into(),
+                name: "Alice".into(),
+            },
+            start_ms,
+            duration_ms,
+            ended: true,
+        }
+    }
+
+    #[test]
+    fn the_missed_part_is_what_fell_between_the_last_audio_and_media_back() {
+        // Said wholly inside the outage: all of it.
+        assert_eq!(
+            missed_part(&t(1_000, 6_000), 500, 9_000, None),
+            Some((0, 6_000))
+        );
+        // Heard the first 2 s live: from there.
+        assert_eq!(
+            missed_part(&t(1_000, 6_000), 3_000, 9_000, None),
+            Some((2_000, 6_000))
+        );
+        // Still going when media came back: up to then (the rest is heard live).
+        assert_eq!(
+            missed_part(&t(1_000, 6_000), 500, 5_000, None),
+            Some((0, 4_000))
+        );
+        // Over before the last audio heard, or begun after media was back: nothing.
+        assert_eq!(missed_part(&t(1_000, 6_000), 7_000, 9_000, None), None);
+        assert_eq!(missed_part(&t(9_000, 6_000), 500, 9_000, None), None);
+        // Already replayed up to 5 s: only the rest; all of it: nothing.
+        assert_eq!(
+            missed_part(&t(1_000, 6_000), 500, 9_000, Some(5_000)),
+            Some((5_000, 6_000))
+        );
+        assert_eq!(missed_part(&t(1_000, 6_000), 500, 9_000, Some(6_000)), None);
+        // A sliver is not worth a tone.
+        assert_eq!(missed_part(&t(1_000, 6_000), 6_900, 9_000, None), None);
+    }
+
+    #[test]
+    fn the_server_clock_comes_from_the_fastest_pong() {
+        let now = Instant::now();
+        let mut c = ServerClock::default();
+        // Server 5 s ahead; a slow pong (rtt 200) then a fast one (rtt 20).
+        c.sample(1_000, 1_200, 6_150, now);
+        c.sample(2_000, 2_020, 7_010, now);
+        // A slower one later does not replace it.
+        c.sample(3_000, 3_400, 8_300, now);
+        // Sent by the server one-way (10 ms) before it arrived here.
+        assert_eq!(c.server_sent(10_000), 15_000 - 10);
+        // After a minute any sample replaces it.
+        c.sample(70_000, 70_400, 75_100, now + Duration::from_secs(61));
+        assert_eq!(c.server_sent(80_000), 85_000 - 100 - 200);
+    }
+
+    #[test]
+    fn the_pacer_hands_over_a_lead_then_keeps_real_time_and_starts_again_after_a_hold() {
+        let t0 = Instant::now();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        let mut p = Pacer::new(t0, 3);
+        let mut due = Vec::new();
+        for _ in 0..6 {
+            due.push(p.due());
+            p.sent();
+        }
+        // The lead at once, then one per 20 ms.
+        assert_eq!(due, [t0, t0, t0, t0, ms(20), ms(40)]);
+        // Held by live audio until 1 s: the lead again from then.
+        p.held_until(ms(1_000));
+        let mut due = Vec::new();
+        for _ in 0..5 {
+            due.push(p.due());
+            p.sent();
+        }
+        assert_eq!(due, [ms(1_000), ms(1_000), ms(1_000), ms(1_000), ms(1_020)]);
+        // A hold that ends before the next frame is due changes nothing.
+        p.held_until(ms(1_000));
+        assert_eq!(p.due(), ms(1_040));
+        // Without a lead: one per 20 ms from the first.
+        let mut p = Pacer::new(t0, 0);
+        p.sent();
+        assert_eq!(p.due(), ms(20));
+    }
+
+    #[test]
+    fn live_audio_and_talking_hold_a_replay() {
+        assert!(live_now(10_000, 9_800, false));
+        assert!(!live_now(10_000, 9_500, false));
+        assert!(!live_now(10_000, 0, false));
+        assert!(live_now(10_000, 0, true));
+    }
+}
