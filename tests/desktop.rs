@@ -442,6 +442,17 @@ impl Desktop {
         }
     }
 
+    /// Scrolls the `data-testid` element into the middle of the window (for a screenshot
+    /// of a part below the fold).
+    pub async fn scroll_to(&self, testid: &str) {
+        let script = format!(
+            "document.querySelector(\"[data-testid='{testid}']\")?.scrollIntoView({{block: 'center'}})"
+        );
+        if let Err(e) = self.client.execute(&script, vec![]).await {
+            println!("could not scroll to {testid}: {e}");
+        }
+    }
+
     /// Clicks the `data-testid` element.
     pub async fn click(&self, testid: &str) {
         let el = self

@@ -8,6 +8,7 @@
 mod hotkey;
 
 use hotkey::{apply_hotkey, start_key_sources, Hotkey};
+use roger_client::app::history::HistoryEntry;
 use roger_client::app::keys::{HotkeyInfo, KeySource};
 use roger_client::app::{
     App, AppEvent, AppState, Diagnostics, LaunchOptions, Notice, Settings, StatusPresentation,
@@ -200,6 +201,30 @@ fn mic_test(app: State<'_, App>, on: bool) {
     });
 }
 
+/// A channel's recent transmissions, newest first, unplayed marked.
+#[tauri::command]
+#[specta::specta]
+async fn channel_history(
+    app: State<'_, App>,
+    channel: String,
+) -> Result<Vec<HistoryEntry>, ErrorBody> {
+    app.channel_history(channel).await
+}
+
+/// Plays a recorded transmission (live audio first).
+#[tauri::command]
+#[specta::specta]
+async fn play_transmission(app: State<'_, App>, id: String) -> Result<(), ErrorBody> {
+    app.play_transmission(id).await
+}
+
+/// Stops what is being played back.
+#[tauri::command]
+#[specta::specta]
+fn stop_playback(app: State<'_, App>) {
+    app.stop_playback();
+}
+
 /// Recovery figures and recent events.
 #[tauri::command]
 #[specta::specta]
@@ -211,6 +236,9 @@ fn diagnostics(app: State<'_, App>) -> Diagnostics {
 pub fn specta_builder() -> tauri_specta::Builder<tauri::Wry> {
     tauri_specta::Builder::<tauri::Wry>::new()
         .commands(collect_commands![
+            channel_history,
+            play_transmission,
+            stop_playback,
             get_state,
             get_settings,
             save_settings,

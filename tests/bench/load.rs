@@ -443,3 +443,105 @@ pub fn storm() {
     storm_run(500, false);
     storm_run(500, true);
 }
+
+/// `roger-bench history`, the server's side: CPU per forwarded packet with channel
+/// history recording on and off, alternated on the same load (100 listeners in 10
+/// channels, each channel's talker talking 2.5 s every 3 s: a small fan-out, where
+/// recording weighs most), and the disk an hour of speech takes.
+pub fn recording_cost() {
+    let (mut on, mut off, mut per_hour) = (Vec::new(), Vec::new(), Vec::new());
+    for round in 0..6 {
+        let record = round % 2 == 0;
+        let (us, mb_per_hour) = recording_run(record, 100, 10, 12);
+        println!(
+            "  round {round}: recording {}: {us:.2} us of server CPU per forwarded packet",
+            if record { "on " } else { "off" }
+        );
+        if record {
+            on.push(us);
+            per_hour.extend(mb_per_hour);
+        } else {
+            off.push(us);
+        }
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let (m_on, m_off) = (mean(&on), mean(&off));
+    println!(
+        "history recording cost: server CPU per forwarded packet {m_off:.2} us off, {m_on:.2} us on \
+         ({:+.1} %; 3 runs each, alternated)",
+        (m_on / m_off - 1.0) * 100.0
+    );
+    println!(
+        "history storage: {:.1} MB per hour of speech (Opus 24 kb/s as sent, in SQLite)",
+        mean(&per_hour)
+    );
+}
+
+/// One run; returns (server CPU us per forwarded packet, MB per hour of speech stored).
+fn recording_run(
+    record: bool,
+    listeners: usize,
+    channels: usize,
+    seconds: u64,
+) -> (f64, Option<f64>) {
+    let toml: String = (0..channels)
+        .map(|i| format!("[[channels]]\nid = \"c{i}\"\nrecord = {record}\n"))
+        .collect();
+    let server = Server::start(&format!("[limits]\nmax_sessions = 5000\n{toml}"));
+    let pid = server.pid().expect("server pid");
+    let dir = TempDir::new("recording");
+    let names: Vec<String> = (0..channels).map(|i| format!("c{i}")).collect();
+    let bulk = load_bot(
+        &server,
+        true,
+        &[
+            "--tokens".into(),
+            tokens(&server, &dir, "bulk", listeners),
+            "--clients".into(),
+            listeners.to_string(),
+            "--channel".into(),
+            names.join(","),
+            "--listen-only".into(),
+            "--seconds".into(),
+            (seconds + 10).to_string(),
+        ],
+    );
+    bulk.wait_event(Duration::from_secs(60), "ready");
+    let probe = load_bot(
+        &server,
+        false,
+        &[
+            "--tokens".into(),
+            tokens(&server, &dir, "probe", 2 * channels),
+            "--clients".into(),
+            (2 * channels).to_string(),
+            "--channel".into(),
+            names.join(","),
+            "--talker-every".into(),
+            "3".into(),
+            "--talk-seconds".into(),
+            "2.5".into(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ],
+    );
+    probe.wait_event(Duration::from_secs(30), "ready");
+    let cpu0 = proc_cpu_seconds(pid).unwrap_or(f64::NAN);
+    let fwd0 = server.metric("roger_rtp_forwarded_total");
+    std::thread::sleep(Duration::from_secs(seconds));
+    let cpu1 = proc_cpu_seconds(pid).unwrap_or(f64::NAN);
+    let fwd1 = server.metric("roger_rtp_forwarded_total");
+    summary(probe, Duration::from_secs(60));
+    summary(bulk, Duration::from_secs(60));
+    let us = (cpu1 - cpu0) / (fwd1 - fwd0).max(1.0) * 1e6;
+    let speech_s = server.metric("roger_history_frames_total") * 0.020;
+    let mut server = server;
+    // Stopped, the database is checkpointed and its write-ahead log removed: the file is
+    // what the history takes.
+    server.terminate(Duration::from_secs(10));
+    let mb_per_hour = record.then(|| {
+        let bytes = std::fs::metadata(server.dir.join("history.sqlite3")).map_or(0, |m| m.len());
+        bytes as f64 / 1e6 / speech_s.max(1.0) * 3600.0
+    });
+    (us, mb_per_hour)
+}

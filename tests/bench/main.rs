@@ -1,6 +1,7 @@
 //! `roger-bench`: the numbers `make bench` prints (and BENCHMARKS.md records).
 //!
-//! `roger-bench [foundation|recovery|scale|storm|audio|all]` (default `all`).
+//! `roger-bench [foundation|recovery|scale|storm|audio|quality|app|hotkey|history|all]`
+//! (default `all`).
 //!
 //! foundation: a real roger-server (in process, on loopback) and real roger-client
 //! sessions:
@@ -15,10 +16,12 @@
 //! - roam recovery (address replaced -> recovered),
 //! - server restart recovery (kill -9, restart on the same port -> Connected).
 //!
-//! scale and storm: see [`load`]; audio (mouth-to-ear, CPU): see [`audio`].
+//! scale and storm: see [`load`]; audio (mouth-to-ear, CPU): see [`audio`]; history
+//! (replay latency, recording's cost): see [`history`].
 
 mod app;
 mod audio;
+mod history;
 mod hotkey;
 mod load;
 mod quality;
@@ -244,6 +247,9 @@ fn main() {
     }
     if what == "hotkey" || what == "all" {
         hotkey::run();
+    }
+    if what == "history" || what == "all" {
+        history::run();
     }
 }
 

@@ -5,8 +5,10 @@
 //! The dot turns green; `xdotool keydown F8` makes the bot hear the app and `keyup`
 //! releases the floor; a key held past the max talk time stops transmitting and the
 //! button says so; the server is stopped -> amber "Reconnecting"; kept down past the
-//! recovery window -> red and a banner with its code; the server is back, Rejoin ->
-//! green, and talking works again, also with the window hidden (the hotkey is global). Screenshots of each state go to target/screenshots/.
+//! recovery window -> red and a banner with its code; the server is back, carol talks,
+//! Rejoin -> green; carol's transmission is listed unplayed and Play plays it on the
+//! speaker; talking works again, also with the window hidden (the hotkey is global).
+//! Screenshots of each state go to target/screenshots/.
 
 use roger_e2e::desktop::Desktop;
 use roger_e2e::pulse::Pulse;
@@ -160,8 +162,23 @@ async fn the_desktop_app_talks_recovers_and_rejoins() {
     );
     app.screenshot("app-5-failed-banner").await;
 
-    // The server is back; Rejoin: green, and talking works again.
+    // The server is back; carol talks before the app rejoins. Rejoin: green, and
+    // talking works again.
     server.restart();
+    let speech = roger_e2e::speech_wav();
+    let carol = Bot::spawn(
+        &server,
+        &server.token("carol", &["general"]),
+        &[
+            "talk",
+            "--channel",
+            "general",
+            "--wav",
+            speech.to_str().expect("path"),
+        ],
+    );
+    let (ok, _, stderr) = carol.wait(Duration::from_secs(20));
+    assert!(ok, "carol: {stderr}");
     let bob = listener(&server, &pulse);
     bob.wait_for(Duration::from_secs(20), "bob joined again", |v| {
         v["event"] == "joined"
@@ -171,6 +188,57 @@ async fn the_desktop_app_talks_recovers_and_rejoins() {
         dot(&app).await == "green" && app.text("banner-code").await.is_empty()
     })
     .await;
+
+    // What carol said while the app could not hear it waits in the channel's history,
+    // unplayed (the app had given up: it is not replayed by itself); Play plays it.
+    let listed = Bot::spawn(
+        &server,
+        &server.token("dave", &["general"]),
+        &["history", "--channel", "general"],
+    );
+    let (ok, lines, stderr) = listed.wait(Duration::from_secs(20));
+    assert!(ok, "history: {stderr}");
+    let id = lines
+        .iter()
+        .find(|v| v["event"] == "transmission" && v["by"] == "carol")
+        .and_then(|v| v["id"].as_str())
+        .expect("carol's transmission in the history")
+        .to_owned();
+    let item = format!("history-item-{id}");
+    app.wait_until(
+        Duration::from_secs(10),
+        "carol's transmission unplayed",
+        || async { app.attr(&item, "data-unplayed").await.as_deref() == Some("true") },
+    )
+    .await;
+    assert!(app.text(&item).await.contains("carol"));
+    app.scroll_to(&item).await;
+    app.screenshot("app-7-history-unplayed").await;
+    let heard = pulse.path("history-played.wav");
+    let recorder = pulse.record_speaker(&heard);
+    std::thread::sleep(Duration::from_millis(300));
+    app.click(&format!("history-play-{id}")).await;
+    app.wait_until(Duration::from_secs(5), "played, no longer new", || async {
+        app.attr(&item, "data-unplayed").await.as_deref() == Some("false")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(3_800)).await;
+    roger_e2e::pulse::stop_recording(recorder);
+    app.screenshot("app-8-history-played").await;
+    let reference = roger_e2e::audio::read(&speech);
+    let played = roger_e2e::pulse::read_mono(&heard);
+    assert!(
+        played.len() > reference.len(),
+        "the speaker recording is too short"
+    );
+    let (lag, corr) =
+        roger_e2e::audio::best_lag(&reference, &played, played.len() - reference.len());
+    let pieces = roger_e2e::audio::match_pieces(&reference, &played, lag, 0.6);
+    println!("history played on the speaker: lag {lag}, correlation {corr:.3}, {pieces:?}");
+    assert!(
+        pieces.matched * 4 >= pieces.voiced * 3,
+        "the speaker did not play carol's transmission: {pieces:?}"
+    );
     bob.wait_for(Duration::from_secs(10), "alice back in general", |v| {
         v["event"] == "member_joined" && v["name"] == "alice"
     });

@@ -7,6 +7,12 @@ import * as __TAURI_EVENT from "@tauri-apps/api/event";
 
 /** Commands */
 export const commands = {
+	/**  A channel's recent transmissions, newest first, unplayed marked. */
+	channelHistory: (channel: string) => typedError<HistoryEntry[], ErrorBody_Serialize>(__TAURI_INVOKE("channel_history", { channel })),
+	/**  Plays a recorded transmission (live audio first). */
+	playTransmission: (id: string) => typedError<null, ErrorBody_Serialize>(__TAURI_INVOKE("play_transmission", { id })),
+	/**  Stops what is being played back. */
+	stopPlayback: () => __TAURI_INVOKE<void>("stop_playback"),
 	/**  The state shown. */
 	getState: () => __TAURI_INVOKE<AppState_Serialize>("get_state"),
 	/**  The saved settings. */
@@ -489,6 +495,22 @@ export type ErrorCode_Serialize =
 "INTERNAL_ERROR" | 
 /**  A code this version does not know (sent by a newer peer). The message still applies. */
 "UNKNOWN";
+
+/**  One transmission as the window lists it. */
+export type HistoryEntry = {
+	/**  Its id, for [`App::play_transmission`]. */
+	id: string,
+	/**  Who said it (display name). */
+	by: string,
+	/**  When it started, Unix ms (this machine's clock). */
+	start_ms: number,
+	/**  How long it is. */
+	duration_ms: number,
+	/**  Not heard by this app yet. */
+	unplayed: boolean,
+	/**  Still being said. */
+	live: boolean,
+};
 
 /**
  *  The push-to-talk key changed, or what the desktop did with it (the portal assigned

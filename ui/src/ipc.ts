@@ -46,6 +46,7 @@ export type Diagnostics = OkData<Ret<typeof commands.diagnostics>>;
 export type LevelChanged = PayloadOf<typeof events.levelChanged>;
 export type AudioDirection = LevelChanged["direction"];
 export type Notice = PayloadOf<typeof events.noticeShown>;
+export type HistoryEntry = OkData<Ret<typeof commands.channelHistory>>[number];
 
 /** A command's error: a machine code to act on and a message for a person. */
 export type ErrorBody = { code: ErrorCode; message: string };
@@ -116,6 +117,10 @@ export const api = {
   setMeter: (on: boolean) => fallible<null>(() => commands.setMeter(on)),
   micTest: (on: boolean) => fallible<null>(() => commands.micTest(on)),
   diagnostics: () => plain<Diagnostics>(() => commands.diagnostics()),
+  channelHistory: (channel: string) =>
+    fallible<HistoryEntry[]>(() => commands.channelHistory(channel)),
+  playTransmission: (id: string) => fallible<null>(() => commands.playTransmission(id)),
+  stopPlayback: () => plain<null>(() => commands.stopPlayback()),
 };
 
 export type Unlisten = () => void;

@@ -131,6 +131,7 @@ export async function mount(opts: MountOptions = {}): Promise<Mounted> {
         case "diagnostics":
           return makeDiagnostics();
         case "list_devices":
+        case "channel_history":
           return [];
         default:
           return null;

@@ -146,13 +146,14 @@ impl Output {
                     || format!("reconnected in {:.1} s", time_to_recover_ms as f64 / 1000.0),
                 ),
                 ClientEvent::MissedReplay {
+                    id,
                     channel,
                     by,
                     missed_ms,
                     from_ms,
                 } => self.line(
                     "missed_replay",
-                    json!({ "channel": channel, "by": by.name, "user": by.user,
+                    json!({ "channel": channel, "id": id, "by": by.name, "user": by.user,
                         "missed_ms": missed_ms, "from_ms": from_ms }),
                     || {
                         format!(

@@ -2,6 +2,7 @@
 
 use roger_protocol::{
     ChannelId, ChannelInfo, ChannelState, ErrorBody, ErrorCode, Member, RevokeReason,
+    TransmissionId,
 };
 use serde::Serialize;
 
@@ -173,6 +174,8 @@ pub enum ClientEvent {
     /// Playing back what was said in a channel while this client was reconnecting (one
     /// event per transmission, as its replay starts).
     MissedReplay {
+        /// Which transmission.
+        id: TransmissionId,
         /// Where it was said.
         channel: ChannelId,
         /// Who said it.

@@ -6,6 +6,7 @@ import { api, type AppState, type ChannelInfo, type Member } from "../ipc";
 import { createMeter, type Meter } from "../levels";
 import { pttView, wireHold, wireSpace, type Hold } from "../ptt";
 import { canTalk } from "../status";
+import { HistoryPanel } from "./history";
 
 /** Why PTT cannot start, or `null` when it can. */
 export function pttBlocker(state: AppState): string | null {
@@ -28,6 +29,7 @@ export class TalkView implements View {
   private readonly members: HTMLUListElement;
   private readonly membersEmpty: HTMLElement;
   private readonly meters: Meter[];
+  private readonly history: HistoryPanel;
   private readonly hold: Hold;
   private readonly disposers: (() => void)[] = [];
   private state: AppState | null = null;
@@ -85,6 +87,10 @@ export class TalkView implements View {
       "aria-labelledby": "members-heading",
     });
     this.membersEmpty = h("p", { class: "muted" }, "Join a channel to see who is there.");
+    this.history = new HistoryPanel(
+      (e) => ctx.reportError(e),
+      () => ctx.now(),
+    );
 
     this.el = h(
       "section",
@@ -117,6 +123,7 @@ export class TalkView implements View {
         this.members,
         this.membersEmpty,
       ),
+      this.history.el,
     );
   }
 
@@ -125,10 +132,12 @@ export class TalkView implements View {
     this.paintPtt();
     this.paintChannels(state);
     this.paintMembers(state);
+    this.history.update(state);
   }
 
   tick(): void {
     this.paintPtt();
+    this.history.tick();
   }
 
   hide(): void {

@@ -10,6 +10,7 @@
 //! window's state (`view.rs`); the settings file (`settings.rs`).
 
 pub mod credentials;
+pub mod history;
 pub mod keys;
 mod launch;
 #[cfg(target_os = "linux")]
@@ -139,6 +140,8 @@ struct Inner {
     /// One PTT operation at a time (press and release arrive from a key and a button).
     ptt_lock: tokio::sync::Mutex<()>,
     log: Mutex<VecDeque<LoggedEvent>>,
+    /// Which transmissions this app has heard (see `history.rs`).
+    heard: Mutex<history::Heard>,
 }
 
 /// The sign-in token, where it is kept, and the server origin it was given for.
@@ -297,6 +300,7 @@ impl App {
                 meter: Mutex::new(None),
                 ptt_lock: tokio::sync::Mutex::new(()),
                 log: Mutex::new(VecDeque::new()),
+                heard: Mutex::new(history::Heard::load(config_dir)),
             }),
         };
         let weak = Arc::downgrade(&app.inner);
@@ -657,6 +661,7 @@ impl App {
     /// two threads could deliver theirs in either order and the window would keep an
     /// old one (seen in CI: "requesting" arriving after "talking", the button stuck).
     fn emit_state(&self) {
+        self.heard(None, unix_ms());
         let _ = self.inner.state_changed.send(());
     }
 
@@ -722,6 +727,7 @@ impl App {
         if let Some(n) = notice {
             (self.inner.emit)(AppEvent::Notice(n));
         }
+        self.heard(Some(&event), unix_ms());
         self.emit_state();
     }
 }

@@ -292,6 +292,48 @@ impl ConnectionManager {
 
     /// Joins a channel; audio for it starts arriving at the sink at once. Joined
     /// channels are rejoined by themselves after a reconnect.
+    /// `channel`'s recorded transmissions, oldest first (see `docs/protocol.md`).
+    pub async fn history(&self, channel: &ChannelId) -> Result<Vec<Transmission>, ErrorBody> {
+        match self
+            .shared
+            .request(Request::History {
+                channel: channel.clone(),
+                since_ms: None,
+            })
+            .await?
+        {
+            Response::History { transmissions, .. } => Ok(transmissions),
+            other => Err(unexpected("history", other)),
+        }
+    }
+
+    /// A recorded transmission's audio, decoded (48 kHz mono).
+    pub async fn history_audio(
+        &self,
+        id: &TransmissionId,
+    ) -> Result<(Transmission, Vec<i16>), ErrorBody> {
+        match self
+            .shared
+            .request(Request::HistoryFetch {
+                id: id.clone(),
+                from_ms: 0,
+            })
+            .await?
+        {
+            Response::HistoryAudio {
+                transmission,
+                frames,
+            } => Ok((transmission, replay::decode_frames(&frames, 0, u64::MAX)?)),
+            other => Err(unexpected("history_audio", other)),
+        }
+    }
+
+    /// A server time (Unix ms, as in history) on this machine's clock, as estimated
+    /// from pings.
+    pub fn local_time(&self, server_ms: u64) -> u64 {
+        lock(&self.shared.replay).clock.local(server_ms)
+    }
+
     pub async fn join(&self, channel: &ChannelId) -> Result<ChannelState, ErrorBody> {
         let state = match self
             .shared

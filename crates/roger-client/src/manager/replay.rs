@@ -59,6 +59,12 @@ impl ServerClock {
         }
     }
 
+    /// A server time on this machine's clock.
+    pub fn local(&self, server_ms: u64) -> u64 {
+        let offset = self.best.map_or(0, |(o, _, _)| o);
+        (server_ms as i64 - offset).max(0) as u64
+    }
+
     /// A local Unix ms time in the server's clock, moved back by the one-way delay: when
     /// the server sent what arrived here at `local_ms`.
     pub fn server_sent(&self, local_ms: u64) -> u64 {
@@ -195,6 +201,10 @@ pub(super) fn status_changed(shared: &Arc<Shared>, old: &Status, new: &Status) {
             drop(r);
             tokio::spawn(run(Arc::downgrade(shared)));
         }
+    } else if matches!(new, Status::Failed { .. } | Status::Offline) {
+        // Given up (or closed): what is said from here on waits in the history, marked
+        // unplayed, for the user; only an outage the client heals by itself replays.
+        r.outage_since = None;
     } else if up(old) {
         r.outage_since = Some(now);
     }
@@ -332,6 +342,7 @@ pub fn decode_frames(frames: &[HistoryFrame], a: u64, b: u64) -> Result<Vec<i16>
 /// Plays one missed part in real time, holding while live audio plays.
 async fn play(shared: &Arc<Shared>, m: Missed) {
     shared.emit(ClientEvent::MissedReplay {
+        id: m.id.clone(),
         channel: m.channel.clone(),
         by: m.by.clone(),
         missed_ms: m.to_ms - m.from_ms,

@@ -191,6 +191,11 @@ impl Speaker {
         *self.shared.tone_settings.lock().expect("tones lock") = settings;
     }
 
+    /// Drops the missed or history audio queued for playback (the Stop button).
+    pub fn stop_replay(&self) {
+        self.shared.replay.lock().expect("replay lock").clear();
+    }
+
     /// Plays `tone` (mixed over whatever is playing), unless it is turned off.
     pub fn play_tone(&self, tone: Tone) {
         let settings = self
