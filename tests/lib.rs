@@ -1009,7 +1009,21 @@ impl Server {
 
 /// CPU seconds (user + system) a process has used, from /proc (Linux).
 pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&std::path::Path::new("/proc").join(pid.to_string()))
+}
+
+/// CPU seconds (user + system) of `pid`'s thread named `name`, from /proc (Linux).
+pub fn thread_cpu_seconds(pid: u32, name: &str) -> Option<f64> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .and_then(|t| stat_cpu_seconds(&t.path()))
+}
+
+/// utime + stime from `dir/stat` (a process's or a thread's), in seconds.
+fn stat_cpu_seconds(dir: &std::path::Path) -> Option<f64> {
+    let stat = std::fs::read_to_string(dir.join("stat")).ok()?;
     let rest = stat.rsplit_once(')')?.1;
     let f: Vec<&str> = rest.split_whitespace().collect();
     Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)

@@ -10,7 +10,9 @@
 //! (SIGTERM) and restarted 1.5 s later on the same port; how long until every client
 //! is back, how many hear the talker again, the server's peak CPU.
 
-use roger_e2e::{bin, now_ms, proc_cpu_seconds, proc_rss_mib, Bot, Server, TempDir};
+use roger_e2e::{
+    bin, now_ms, proc_cpu_seconds, proc_rss_mib, thread_cpu_seconds, Bot, Server, TempDir,
+};
 use serde_json::{json, Value};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -157,6 +159,61 @@ fn lat(v: &Value, p: &str) -> f64 {
 
 /// One scale run: `listeners` in `channels` channels (round-robin), one talker and one
 /// probe listener per channel in the probe process.
+/// `listeners` listen-only clients spread over `channel_arg`'s channels, connected and
+/// joined (the probe talks for `seconds` once they are; the 10 s after are a tail for
+/// an audience that falls behind to read what it was sent, not counted as loss).
+fn audience(
+    server: &Server,
+    dir: &TempDir,
+    listeners: usize,
+    channel_arg: &str,
+    seconds: u64,
+) -> Bot {
+    let bulk = load_bot(
+        server,
+        true,
+        &[
+            "--tokens".into(),
+            tokens(server, dir, "bulk", listeners),
+            "--clients".into(),
+            listeners.to_string(),
+            "--channel".into(),
+            channel_arg.to_owned(),
+            "--listen-only".into(),
+            "--ramp".into(),
+            "100".into(),
+            "--seconds".into(),
+            (seconds + 10).to_string(),
+        ],
+    );
+    bulk.wait_event(Duration::from_secs(listeners as u64 / 50 + 60), "ready");
+    bulk
+}
+
+/// Two clients per channel, the first talking 2.5 s every 3 s, for `seconds`; ready.
+fn probe(server: &Server, dir: &TempDir, channels: usize, channel_arg: &str, seconds: u64) -> Bot {
+    let probe = load_bot(
+        server,
+        false,
+        &[
+            "--tokens".into(),
+            tokens(server, dir, "probe", 2 * channels),
+            "--clients".into(),
+            (2 * channels).to_string(),
+            "--channel".into(),
+            channel_arg.to_owned(),
+            "--talker-every".into(),
+            "3".into(),
+            "--talk-seconds".into(),
+            "2.5".into(),
+            "--seconds".into(),
+            seconds.to_string(),
+        ],
+    );
+    probe.wait_event(Duration::from_secs(30), "ready");
+    probe
+}
+
 fn scale_run(listeners: usize, channels: usize, seconds: u64) {
     let names: Vec<String> = if channels == 1 {
         vec!["load".into()]
@@ -168,47 +225,9 @@ fn scale_run(listeners: usize, channels: usize, seconds: u64) {
     let dir = TempDir::new("scale");
     let rss_before = proc_rss_mib(pid).unwrap_or(f64::NAN);
     let channel_arg = names.join(",");
-    let bulk = load_bot(
-        &server,
-        true,
-        &[
-            "--tokens".into(),
-            tokens(&server, &dir, "bulk", listeners),
-            "--clients".into(),
-            listeners.to_string(),
-            "--channel".into(),
-            channel_arg.clone(),
-            "--listen-only".into(),
-            "--ramp".into(),
-            "100".into(),
-            // The probe talks for `seconds` once this is ready; the rest is a tail for
-            // an audience that falls behind to read what it was sent (not counted as
-            // loss for arriving late).
-            "--seconds".into(),
-            (seconds + 10).to_string(),
-        ],
-    );
-    bulk.wait_event(Duration::from_secs(listeners as u64 / 50 + 60), "ready");
+    let bulk = audience(&server, &dir, listeners, &channel_arg, seconds);
     let rss_connected = proc_rss_mib(pid).unwrap_or(f64::NAN);
-    let probe = load_bot(
-        &server,
-        false,
-        &[
-            "--tokens".into(),
-            tokens(&server, &dir, "probe", 2 * channels),
-            "--clients".into(),
-            (2 * channels).to_string(),
-            "--channel".into(),
-            channel_arg,
-            "--talker-every".into(),
-            "3".into(),
-            "--talk-seconds".into(),
-            "2.5".into(),
-            "--seconds".into(),
-            seconds.to_string(),
-        ],
-    );
-    probe.wait_event(Duration::from_secs(30), "ready");
+    let probe = probe(&server, &dir, channels, &channel_arg, seconds);
     let overflows_before = udp_rcvbuf_errors();
     let backlog_before = softnet_dropped();
     let (cpu_mean, cpu_peak) = sample_cpu(pid, Instant::now() + Duration::from_secs(seconds));
@@ -491,46 +510,22 @@ fn recording_run(
     let pid = server.pid().expect("server pid");
     let dir = TempDir::new("recording");
     let names: Vec<String> = (0..channels).map(|i| format!("c{i}")).collect();
-    let bulk = load_bot(
-        &server,
-        true,
-        &[
-            "--tokens".into(),
-            tokens(&server, &dir, "bulk", listeners),
-            "--clients".into(),
-            listeners.to_string(),
-            "--channel".into(),
-            names.join(","),
-            "--listen-only".into(),
-            "--seconds".into(),
-            (seconds + 10).to_string(),
-        ],
-    );
-    bulk.wait_event(Duration::from_secs(60), "ready");
-    let probe = load_bot(
-        &server,
-        false,
-        &[
-            "--tokens".into(),
-            tokens(&server, &dir, "probe", 2 * channels),
-            "--clients".into(),
-            (2 * channels).to_string(),
-            "--channel".into(),
-            names.join(","),
-            "--talker-every".into(),
-            "3".into(),
-            "--talk-seconds".into(),
-            "2.5".into(),
-            "--seconds".into(),
-            seconds.to_string(),
-        ],
-    );
-    probe.wait_event(Duration::from_secs(30), "ready");
+    let bulk = audience(&server, &dir, listeners, &names.join(","), seconds);
+    let probe = probe(&server, &dir, channels, &names.join(","), seconds);
     let cpu0 = proc_cpu_seconds(pid).unwrap_or(f64::NAN);
+    let rec0 = thread_cpu_seconds(pid, "roger-history").unwrap_or(f64::NAN);
     let fwd0 = server.metric("roger_rtp_forwarded_total");
     std::thread::sleep(Duration::from_secs(seconds));
     let cpu1 = proc_cpu_seconds(pid).unwrap_or(f64::NAN);
+    let rec1 = thread_cpu_seconds(pid, "roger-history").unwrap_or(f64::NAN);
     let fwd1 = server.metric("roger_rtp_forwarded_total");
+    if record {
+        println!(
+            "    the recorder thread: {:.3} us per forwarded packet, {:.2} % of the server's CPU",
+            (rec1 - rec0) / (fwd1 - fwd0).max(1.0) * 1e6,
+            (rec1 - rec0) / (cpu1 - cpu0) * 100.0
+        );
+    }
     summary(probe, Duration::from_secs(60));
     summary(bulk, Duration::from_secs(60));
     let us = (cpu1 - cpu0) / (fwd1 - fwd0).max(1.0) * 1e6;

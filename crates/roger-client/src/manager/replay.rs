@@ -82,6 +82,9 @@ pub struct ReplayState {
     connected_once: bool,
     /// When the current outage began (local Unix ms), while it lasts.
     outage_since: Option<u64>,
+    /// When each channel's audio was last heard as the outage began (its heard time
+    /// after that may be live audio that came back before the status did).
+    heard_before: HashMap<ChannelId, u64>,
     /// How far into each transmission audio was replayed (or heard live), ms.
     replayed: HashMap<TransmissionId, u64>,
     /// A replay task runs: a new window waits for it (and is then fetched afresh).
@@ -162,6 +165,22 @@ pub fn live_now(now_ms: u64, live_at_ms: u64, talking: bool) -> bool {
 pub(super) fn status_changed(shared: &Arc<Shared>, old: &Status, new: &Status) {
     let up = |s: &Status| matches!(s, Status::Connected | Status::Degraded { .. });
     let now = unix_ms();
+    // What the channels heard, taken before the replay state's lock (one lock at a time).
+    #[allow(clippy::type_complexity)]
+    let (joined, heard_at, joined_at, resumed_at): (
+        Vec<ChannelId>,
+        HashMap<ChannelId, u64>,
+        HashMap<ChannelId, u64>,
+        HashMap<ChannelId, u64>,
+    ) = {
+        let c = lock(&shared.channels);
+        (
+            c.by_id.keys().cloned().collect(),
+            c.heard_at.clone(),
+            c.joined_at.clone(),
+            c.resumed_at.clone(),
+        )
+    };
     let mut r = lock(&shared.replay);
     if up(new) {
         let Some(since) = r.outage_since.take() else {
@@ -172,24 +191,28 @@ pub(super) fn status_changed(shared: &Arc<Shared>, old: &Status, new: &Status) {
             r.connected_once = true;
             return;
         }
-        // The window per channel: from the last audio heard there (or the join, or the
-        // outage's start), to now, both in the server's clock.
-        let to = r.clock.server_sent(now);
-        let windows: Vec<(ChannelId, u64, u64)> = {
-            let c = lock(&shared.channels);
-            c.by_id
-                .keys()
-                .map(|ch| {
-                    let from = c
-                        .heard_at
-                        .get(ch)
-                        .or(c.joined_at.get(ch))
-                        .copied()
-                        .unwrap_or(since);
-                    (ch.clone(), r.clock.server_sent(from), to)
-                })
-                .collect()
-        };
+        // The window per channel: from the last audio heard there before the outage (or
+        // the join, or the outage's start) to now, or to when live audio came back there
+        // if that was earlier; both in the server's clock.
+        let heard_before = std::mem::take(&mut r.heard_before);
+        let windows: Vec<(ChannelId, u64, u64)> = joined
+            .into_iter()
+            .map(|ch| {
+                let from = heard_before
+                    .get(&ch)
+                    .or(joined_at.get(&ch))
+                    .copied()
+                    .unwrap_or(since);
+                // Live audio that came back before the status did took over there.
+                let until = resumed_at
+                    .get(&ch)
+                    .copied()
+                    .filter(|&back| back > from)
+                    .map_or(now, |back| back.min(now));
+                let window = (r.clock.server_sent(from), r.clock.server_sent(until));
+                (ch, window.0, window.1)
+            })
+            .collect();
         tracing::info!(
             outage_ms = now.saturating_sub(since),
             channels = windows.len(),
@@ -207,6 +230,7 @@ pub(super) fn status_changed(shared: &Arc<Shared>, old: &Status, new: &Status) {
         r.outage_since = None;
     } else if up(old) {
         r.outage_since = Some(now);
+        r.heard_before = heard_at;
     }
 }
 

@@ -79,7 +79,13 @@ pub(super) struct Channels {
     pub(super) heard_at: HashMap<ChannelId, u64>,
     /// When each channel was joined (Unix ms): nothing before it is "missed".
     pub(super) joined_at: HashMap<ChannelId, u64>,
+    /// When each channel's audio last came back after a silence (Unix ms): live audio
+    /// took over there, so a replay stops at it.
+    pub(super) resumed_at: HashMap<ChannelId, u64>,
 }
+
+/// A silence this long before a packet makes it a new start (see `resumed_at`).
+const RESUME_SILENCE_MS: u64 = 500;
 
 #[derive(Default)]
 pub(super) struct Counters {
@@ -285,7 +291,10 @@ impl Shared {
         let now = unix_ms();
         let mut c = lock(&self.channels);
         let channel = c.by_ssrc.get(&ssrc).cloned()?;
-        c.heard_at.insert(channel.clone(), now);
+        let before = c.heard_at.insert(channel.clone(), now);
+        if before.is_none_or(|b| now.saturating_sub(b) >= RESUME_SILENCE_MS) {
+            c.resumed_at.insert(channel.clone(), now);
+        }
         drop(c);
         self.counters
             .live_at_ms
@@ -307,6 +316,7 @@ impl Shared {
         c.by_ssrc.retain(|_, ch| ch != id);
         c.joined_at.remove(id);
         c.heard_at.remove(id);
+        c.resumed_at.remove(id);
         c.by_id.remove(id)
     }
 

@@ -96,6 +96,16 @@ struct PlayoutShared {
 }
 
 impl PlayoutShared {
+    /// `channel`'s volume (1.0 unless set).
+    fn volume(&self, channel: &ChannelId) -> f32 {
+        self.volumes
+            .lock()
+            .expect("volumes lock")
+            .get(channel)
+            .copied()
+            .unwrap_or(1.0)
+    }
+
     fn new() -> PlayoutShared {
         PlayoutShared {
             channels: Mutex::new(HashMap::new()),
@@ -271,14 +281,7 @@ impl AudioSink for Speaker {
     }
 
     fn replay(&mut self, channel: &ChannelId, pcm: &[i16]) {
-        let volume = self
-            .shared
-            .volumes
-            .lock()
-            .expect("volumes lock")
-            .get(channel)
-            .copied()
-            .unwrap_or(1.0);
+        let volume = self.shared.volume(channel);
         self.shared
             .replay
             .lock()
@@ -288,14 +291,7 @@ impl AudioSink for Speaker {
 
     fn packet(&mut self, channel: &ChannelId, sequence: u16, timestamp: u32, payload: &[u8]) {
         let now = Instant::now();
-        let volume = self
-            .shared
-            .volumes
-            .lock()
-            .expect("volumes lock")
-            .get(channel)
-            .copied()
-            .unwrap_or(1.0);
+        let volume = self.shared.volume(channel);
         let payload = bytes::Bytes::copy_from_slice(payload);
         self.shared
             .channels
