@@ -163,6 +163,8 @@ fn history_is_kept_listed_fetched_downloaded_guarded_and_kept_across_a_restart()
     let (ok, kept, stderr) = history(&server, "eve", &["quiet"], "quiet", None);
     assert!(ok, "{stderr}");
     assert!(kept.is_empty(), "quiet recorded: {kept:?}");
+    // Not hidden but never recorded: three talked, two transmissions were stored.
+    assert_eq!(server.metric("roger_history_transmissions_total"), 2.0);
     let (ok, kept, _) = history(&server, "eve", &["brief"], "brief", None);
     assert!(ok && kept.len() == 1, "brief: {kept:?}");
 

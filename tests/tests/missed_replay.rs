@@ -141,6 +141,13 @@ fn what_was_missed_while_reconnecting_is_replayed_once_from_where_it_was_lost() 
         paused.as_ref().is_some_and(|(_, v)| v["paused"] == true),
         "the replay did not pause for carol: {lines:#?}"
     );
+    // One replay for part 2, of part 2 (part 1 is not played again).
+    let replays: Vec<&Value> = lines[n_before..]
+        .iter()
+        .filter(|v| v["event"] == "missed_replay")
+        .collect();
+    assert_eq!(replays.len(), 1, "{replays:#?}");
+    assert_ne!(replays[0]["id"], first["id"], "part 1 was replayed again");
     let played = done["played_ms"].as_u64().expect("played_ms");
     assert!(
         played.abs_diff(missed2) <= 40,

@@ -75,15 +75,36 @@ pub async fn run(
             },
         );
         if let Some(dir) = &dir {
-            let frames = match sig
+            // The id names a file: only what a server makes ([0-9a-z-]).
+            let safe = !t.id.as_str().is_empty()
+                && t.id
+                    .as_str()
+                    .chars()
+                    .all(|c| c.is_ascii_digit() || c.is_ascii_lowercase() || c == '-');
+            if !safe {
+                return Err(ErrorBody::new(
+                    ErrorCode::MalformedMessage,
+                    format!(
+                        "the server sent a transmission id that is not a file name: {:?}",
+                        t.id
+                    ),
+                ));
+            }
+            let answer = sig
                 .request(Request::HistoryFetch {
                     id: t.id.clone(),
                     from_ms: 0,
                 })
-                .await?
-            {
-                Response::HistoryAudio { frames, .. } => frames,
-                other => return Err(unexpected("history_audio", &other)),
+                .await;
+            let frames = match answer {
+                Ok(Response::HistoryAudio { frames, .. }) => frames,
+                // Evicted since the list: said, and the others are still saved.
+                Err(e) if e.code == ErrorCode::TransmissionNotFound => {
+                    out.error(&e);
+                    continue;
+                }
+                Ok(other) => return Err(unexpected("history_audio", &other)),
+                Err(e) => return Err(e),
             };
             save(&dir.join(format!("{}.wav", t.id)), &frames)?;
         }

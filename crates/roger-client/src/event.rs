@@ -193,7 +193,7 @@ pub enum ClientEvent {
         /// True when it paused, false when it resumed.
         paused: bool,
     },
-    /// Everything missed has been played back.
+    /// A missed transmission's replay played to its end.
     ReplayDone {
         /// The replay's channel.
         channel: ChannelId,

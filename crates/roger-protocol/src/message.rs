@@ -502,9 +502,28 @@ mod tests {
             Request::FloorRelease {
                 channel: "general".into(),
             },
+            Request::History {
+                channel: "general".into(),
+                since_ms: Some(1_700_000_000_000),
+            },
+            Request::HistoryFetch {
+                id: "18c3f0a2b41-9f3e2a10".into(),
+                from_ms: 2_300,
+            },
             Request::Ping,
             Request::Bye,
         ]
+    }
+
+    fn transmission() -> Transmission {
+        Transmission {
+            id: "18c3f0a2b41-9f3e2a10".into(),
+            channel: "general".into(),
+            by: member("alice"),
+            start_ms: 1_700_000_000_000,
+            duration_ms: 4_180,
+            ended: true,
+        }
     }
 
     #[test]
@@ -585,6 +604,17 @@ mod tests {
             },
             Response::FloorReleased {
                 channel: "general".into(),
+            },
+            Response::History {
+                channel: "general".into(),
+                transmissions: vec![transmission()],
+            },
+            Response::HistoryAudio {
+                transmission: transmission(),
+                frames: vec![HistoryFrame {
+                    ts: 960,
+                    opus: "+AEC".into(),
+                }],
             },
             Response::Pong { server_time_ms: 5 },
             Response::Goodbye,

@@ -201,6 +201,9 @@ impl App {
 
     /// Stops what [`App::play_transmission`] (or a replay) is playing.
     pub fn stop_playback(&self) {
+        if let Some(m) = self.manager() {
+            m.stop_replay();
+        }
         if let Some(s) = lock(&self.inner.speaker).as_ref() {
             s.stop_replay();
         }

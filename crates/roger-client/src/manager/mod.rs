@@ -328,6 +328,11 @@ impl ConnectionManager {
         }
     }
 
+    /// Stops a missed-while-reconnecting replay in progress (and what waits behind it).
+    pub fn stop_replay(&self) {
+        replay::stop(&self.shared);
+    }
+
     /// A server time (Unix ms, as in history) on this machine's clock, as estimated
     /// from pings.
     pub fn local_time(&self, server_ms: u64) -> u64 {

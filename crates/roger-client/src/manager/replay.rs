@@ -51,7 +51,12 @@ impl ServerClock {
         let better = match self.best {
             None => true,
             Some((_, best_rtt, at)) => {
-                rtt <= best_rtt || now.saturating_duration_since(at) > CLOCK_SAMPLE_LIFE
+                let age = now.saturating_duration_since(at);
+                // An old best gives way to a comparable sample (clocks drift), or to any
+                // after five minutes (the path changed); never to one slow pong.
+                rtt <= best_rtt
+                    || (age > CLOCK_SAMPLE_LIFE && rtt <= 2 * best_rtt + 50)
+                    || age > 5 * CLOCK_SAMPLE_LIFE
             }
         };
         if better {
@@ -89,6 +94,8 @@ pub struct ReplayState {
     replayed: HashMap<TransmissionId, u64>,
     /// A replay task runs: a new window waits for it (and is then fetched afresh).
     running: bool,
+    /// Bumped by a stop: a replay of an older generation ends.
+    generation: u64,
     /// Windows waiting for the running task: (channel, from, to) in server ms.
     queued: Vec<(ChannelId, u64, u64)>,
 }
@@ -115,8 +122,9 @@ pub fn missed_part(
     (b >= a + MIN_REPLAY_MS).then_some((a, b))
 }
 
-/// Paces frames in real time: the first `lead` at once (a speaker's queue then never
-/// runs dry between two frames), then one per 20 ms; a hold starts it afresh.
+/// Paces frames in real time: the first `lead + 1` at once (a speaker's queue then
+/// holds `lead` frames ahead and never runs dry between two), then one per 20 ms; a
+/// hold starts it afresh.
 #[derive(Debug, Clone, Copy)]
 pub struct Pacer {
     next: Instant,
@@ -244,40 +252,57 @@ struct Missed {
     pcm: Vec<i16>,
 }
 
-/// Replays every queued window, one after another, until none is left.
+/// Replays every queued window, one after another, until none is left. Each missed part
+/// is fetched and decoded just before it plays (a long outage's backlog is never all in
+/// memory); one that cannot be fetched is skipped, not the rest.
 async fn run(shared: Weak<Shared>) {
     loop {
         let Some(s) = shared.upgrade() else { return };
-        let windows = {
+        let (windows, generation) = {
             let mut r = lock(&s.replay);
             if r.queued.is_empty() {
                 r.running = false;
                 return;
             }
-            std::mem::take(&mut r.queued)
+            (std::mem::take(&mut r.queued), r.generation)
         };
         for (channel, from, to) in windows {
-            let missed = match fetch_missed(&s, &channel, from, to).await {
-                Ok(m) => m,
+            let parts = match missed_parts(&s, &channel, from, to).await {
+                Ok(p) => p,
                 Err(e) => {
-                    tracing::warn!(channel = %channel, error = %e, "what was missed could not be fetched");
+                    tracing::warn!(channel = %channel, error = %e, "what was missed could not be listed");
                     continue;
                 }
             };
-            for m in missed {
-                play(&s, m).await;
+            for (t, a, b) in parts {
+                if lock(&s.replay).generation != generation {
+                    break; // stopped
+                }
+                match fetch(&s, &t, a, b).await {
+                    Ok(m) => play(&s, m, generation).await,
+                    Err(e) => {
+                        tracing::warn!(id = %t.id, error = %e, "a missed transmission could not be fetched")
+                    }
+                }
             }
         }
     }
 }
 
-/// Lists `channel`'s history over the window and fetches and decodes each missed part.
-async fn fetch_missed(
+/// Stops a replay in progress and drops what waits (the user pressed Stop).
+pub(super) fn stop(shared: &Shared) {
+    let mut r = lock(&shared.replay);
+    r.generation += 1;
+    r.queued.clear();
+}
+
+/// `channel`'s transmissions over the window, each with its missed part (ms into it).
+async fn missed_parts(
     shared: &Arc<Shared>,
     channel: &ChannelId,
     from: u64,
     to: u64,
-) -> Result<Vec<Missed>, ErrorBody> {
+) -> Result<Vec<(Transmission, u64, u64)>, ErrorBody> {
     let me = lock(&shared.session)
         .welcome
         .as_ref()
@@ -292,37 +317,48 @@ async fn fetch_missed(
         Response::History { transmissions, .. } => transmissions,
         other => return Err(super::unexpected("history", other)),
     };
-    let mut out = Vec::new();
-    for t in list {
-        if Some(&t.by.user) == me.as_ref() {
-            continue; // our own words
-        }
-        let done = lock(&shared.replay).replayed.get(&t.id).copied();
-        let Some((a, b)) = missed_part(&t, from, to, done) else {
-            continue;
-        };
-        let frames = match shared
-            .request(Request::HistoryFetch {
-                id: t.id.clone(),
-                from_ms: a,
-            })
-            .await?
-        {
-            Response::HistoryAudio { frames, .. } => frames,
-            other => return Err(super::unexpected("history_audio", other)),
-        };
-        let pcm = decode_frames(&frames, a, b)?;
-        out.push(Missed {
-            channel: channel.clone(),
-            id: t.id,
-            by: t.by,
-            from_ms: a,
-            to_ms: b,
-            pcm,
-        });
-    }
-    Ok(out)
+    let r = lock(&shared.replay);
+    Ok(list
+        .into_iter()
+        // Our own words are not played back to us.
+        .filter(|t| Some(&t.by.user) != me.as_ref())
+        .filter_map(|t| {
+            let (a, b) = missed_part(&t, from, to, r.replayed.get(&t.id).copied())?;
+            Some((t, a, b))
+        })
+        .collect())
 }
+
+/// One missed part, fetched and decoded.
+async fn fetch(
+    shared: &Arc<Shared>,
+    t: &Transmission,
+    a: u64,
+    b: u64,
+) -> Result<Missed, ErrorBody> {
+    let frames = match shared
+        .request(Request::HistoryFetch {
+            id: t.id.clone(),
+            from_ms: a,
+        })
+        .await?
+    {
+        Response::HistoryAudio { frames, .. } => frames,
+        other => return Err(super::unexpected("history_audio", other)),
+    };
+    Ok(Missed {
+        channel: t.channel.clone(),
+        id: t.id.clone(),
+        by: t.by.clone(),
+        from_ms: a,
+        to_ms: b,
+        pcm: decode_frames(&frames, a, b)?,
+    })
+}
+
+/// The longest stretch decoded from one transmission (a server's max talk time is a
+/// minute by default): a broken or hostile answer cannot make the decoder fill memory.
+const MAX_DECODED: u64 = 48_000 * 600;
 
 /// Decodes a transmission's frames between `a` and `b` ms into it onto one timeline
 /// (a short gap is concealed, a long one stays silent).
@@ -337,7 +373,7 @@ pub fn decode_frames(frames: &[HistoryFrame], a: u64, b: u64) -> Result<Vec<i16>
         if ts < start {
             continue;
         }
-        if ts >= end {
+        if ts >= end || ts - start > MAX_DECODED {
             break;
         }
         let at = (ts - start) as usize;
@@ -349,22 +385,24 @@ pub fn decode_frames(frames: &[HistoryFrame], a: u64, b: u64) -> Result<Vec<i16>
         }
         // (A frame that overlaps the one before wins.)
         pcm.resize(at, 0);
-        let packet = base64::engine::general_purpose::STANDARD
+        // A frame that is not base64 or not Opus (any talker can send garbage) is
+        // concealed like a lost one, not the end of the replay.
+        let decoded = base64::engine::general_purpose::STANDARD
             .decode(&f.opus)
-            .map_err(|e| {
-                ErrorBody::new(
-                    ErrorCode::MalformedMessage,
-                    format!("a history frame is not base64: {e}"),
-                )
-            })?;
-        pcm.extend(decoder.decode(&packet)?);
+            .ok()
+            .and_then(|packet| decoder.decode(&packet).ok());
+        match decoded {
+            Some(frame) => pcm.extend(frame),
+            None => pcm.extend(decoder.conceal()?),
+        }
     }
     pcm.truncate(usize::try_from(end - start).unwrap_or(usize::MAX));
     Ok(pcm)
 }
 
-/// Plays one missed part in real time, holding while live audio plays.
-async fn play(shared: &Arc<Shared>, m: Missed) {
+/// Plays one missed part in real time, holding while live audio plays, until done or
+/// stopped (the generation changed).
+async fn play(shared: &Arc<Shared>, m: Missed, generation: u64) {
     shared.emit(ClientEvent::MissedReplay {
         id: m.id.clone(),
         channel: m.channel.clone(),
@@ -401,7 +439,7 @@ async fn play(shared: &Arc<Shared>, m: Missed) {
             });
         }
         tokio::time::sleep_until(pacer.due().into()).await;
-        if shared.closing.load(Ordering::Relaxed) {
+        if shared.closing.load(Ordering::Relaxed) || lock(&shared.replay).generation != generation {
             return;
         }
         lock(&shared.sink).replay(&m.channel, frame);
@@ -476,9 +514,15 @@ mod tests {
         c.sample(3_000, 3_400, 8_300, now);
         // Sent by the server one-way (10 ms) before it arrived here.
         assert_eq!(c.server_sent(10_000), 15_000 - 10);
-        // After a minute any sample replaces it.
+        // A minute on, one slow pong (rtt 400) does not replace it...
         c.sample(70_000, 70_400, 75_100, now + Duration::from_secs(61));
-        assert_eq!(c.server_sent(80_000), 85_000 - 100 - 200);
+        assert_eq!(c.server_sent(10_000), 15_000 - 10);
+        // ...a comparable one does (rtt 60: the clocks drifted by 40 ms)...
+        c.sample(80_000, 80_060, 85_070, now + Duration::from_secs(62));
+        assert_eq!(c.server_sent(90_000), 95_040 - 30);
+        // ...and after five minutes any does (the path changed).
+        c.sample(90_000, 90_400, 95_100, now + Duration::from_secs(62 + 301));
+        assert_eq!(c.server_sent(100_000), 105_000 - 100 - 200);
     }
 
     #[test]

@@ -119,7 +119,8 @@ impl Tap {
 
     fn send(&self, e: Event) {
         let mut b = crate::sync::lock(&self.buffer);
-        if b.len() < MAX_BUFFERED {
+        // A stalled store loses frames, never a transmission's begin or end.
+        if b.len() < MAX_BUFFERED || !matches!(e, Event::Frame { .. }) {
             b.push(e);
         } else {
             metrics::counter!("roger_history_dropped_total").increment(1);
@@ -255,6 +256,11 @@ struct Recorder {
     pending: HashMap<(Arc<ChannelId>, u64), Pending>,
 }
 
+/// A frame whose timestamp is this far (samples) from where its arrival says it belongs
+/// is a jump in the talker's clock (10 s: beyond any jitter, and beyond the audio a
+/// client sends at once when a slow grant arrives).
+const JUMP: u32 = 480_000;
+
 /// How often expired transmissions are removed when nothing else prunes them.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -269,6 +275,7 @@ impl Recorder {
     }
 
     fn run(mut self, rx: mpsc::Receiver<Cmd>, buffer: Buffer) {
+        self.prune_all();
         let mut pruned = Instant::now();
         let mut taken = Vec::new();
         loop {
@@ -318,10 +325,22 @@ impl Recorder {
             } => {
                 let key = (channel, spurt);
                 if let Some(p) = self.pending.get_mut(&key) {
-                    let offset = ts.wrapping_sub(p.first_ts);
-                    // A packet from before the first (reordered) or absurdly far ahead
-                    // (a talker that jumped its clock) is not kept: offsets stay ordered.
-                    if offset < (1 << 31) && p.frames.last().is_none_or(|(o, _)| offset > *o) {
+                    let mut offset = ts.wrapping_sub(p.first_ts);
+                    // Where the arrival time says it belongs. A talker whose timestamps
+                    // jump (a rebuilt send transport starts a new random clock) is
+                    // rebased there, so a transmission never spans hours of nothing.
+                    let expected = at_ms.saturating_sub(p.start_ms).saturating_mul(48);
+                    if u64::from(offset).abs_diff(expected) > u64::from(JUMP) {
+                        let after = p
+                            .frames
+                            .last()
+                            .map_or(0, |(o, b)| o + ogg::packet_samples(b).max(1));
+                        offset = (expected.min(u64::from(u32::MAX / 2)) as u32).max(after);
+                        p.first_ts = ts.wrapping_sub(offset);
+                    }
+                    // A packet from before the last one (reordered) is not kept: offsets
+                    // stay ordered.
+                    if p.frames.last().is_none_or(|(o, _)| offset > *o) {
                         p.frames.push((offset, payload));
                         metrics::counter!("roger_history_frames_total").increment(1);
                     }
@@ -387,6 +406,20 @@ impl Recorder {
         let channels: Vec<_> = self.retention.keys().cloned().collect();
         for c in channels {
             self.prune(&c);
+        }
+        // A channel that no longer records (or is gone) keeps nothing said before.
+        match self.store.channels() {
+            Ok(stored) => {
+                for c in stored.iter().filter(|c| !self.retention.contains_key(*c)) {
+                    match self.store.prune(c, 0, u64::MAX) {
+                        Ok(n) => {
+                            tracing::info!(channel = %c, removed = n, "history removed: the channel no longer records")
+                        }
+                        Err(e) => tracing::error!(channel = %c, "history not removed: {e}"),
+                    }
+                }
+            }
+            Err(e) => tracing::error!("history channels not listed: {e}"),
         }
     }
 

@@ -61,11 +61,6 @@ pub fn ogg_opus(frames: &[(u32, Bytes)], serial: u32) -> Vec<u8> {
     let end_page = PacketWriteEndInfo::EndPage;
     w.write_packet(head, serial, end_page, 0)
         .expect("in memory");
-    w.write_packet(tags, serial, PacketWriteEndInfo::EndPage, 0)
-        .expect("in memory");
-    if frames.is_empty() {
-        return out;
-    }
     // Samples written so far (the granule position is this plus the pre-skip).
     let mut written: u64 = 0;
     let mut packets: Vec<(Bytes, u32)> = Vec::with_capacity(frames.len());
@@ -84,6 +79,14 @@ pub fn ogg_opus(frames: &[(u32, Bytes)], serial: u32) -> Vec<u8> {
         written += u64::from(n);
         packets.push((payload.clone(), n));
     }
+    // Without audio the tags page ends the stream.
+    let tags_end = if packets.is_empty() {
+        PacketWriteEndInfo::EndStream
+    } else {
+        PacketWriteEndInfo::EndPage
+    };
+    w.write_packet(tags, serial, tags_end, 0)
+        .expect("in memory");
     let mut granule = u64::from(PRE_SKIP);
     let last = packets.len().saturating_sub(1);
     for (i, (packet, n)) in packets.into_iter().enumerate() {

@@ -43,6 +43,8 @@ pub trait HistoryStore: Send {
     ) -> Result<Vec<Transmission>, StoreError>;
     /// One transmission with its frames.
     fn get(&mut self, id: &TransmissionId) -> Result<Option<Recorded>, StoreError>;
+    /// The channels with anything kept.
+    fn channels(&mut self) -> Result<Vec<ChannelId>, StoreError>;
     /// Removes `channel`'s transmissions that started before `older_than_ms` and all but
     /// the newest `keep_last`; returns how many went.
     fn prune(
@@ -189,6 +191,14 @@ impl HistoryStore for SqliteStore {
         }
     }
 
+    fn channels(&mut self) -> Result<Vec<ChannelId>, StoreError> {
+        let mut q = self
+            .db
+            .prepare_cached("SELECT DISTINCT channel FROM transmissions")?;
+        let rows = q.query_map([], |row| Ok(ChannelId(row.get(0)?)))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn prune(
         &mut self,
         channel: &ChannelId,
@@ -241,6 +251,13 @@ impl HistoryStore for MemoryStore {
 
     fn get(&mut self, id: &TransmissionId) -> Result<Option<Recorded>, StoreError> {
         Ok(self.kept.iter().find(|k| &k.info.id == id).cloned())
+    }
+
+    fn channels(&mut self) -> Result<Vec<ChannelId>, StoreError> {
+        let mut out: Vec<ChannelId> = self.kept.iter().map(|k| k.info.channel.clone()).collect();
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
 
     fn prune(

@@ -182,3 +182,50 @@ fn frames_round_trip_through_the_blob_and_a_damaged_one_is_an_error() {
     assert!(store::decode_frames(&blob[..blob.len() - 1]).is_err());
     assert!(store::decode_frames(&blob[..3]).is_err());
 }
+
+#[test]
+fn a_jump_in_the_talkers_clock_is_rebased_to_where_its_arrival_puts_it() {
+    let h = History::start(
+        Box::new(MemoryStore::default()),
+        retention(50, Duration::from_secs(3600)),
+    );
+    let tap = h.tap(&"general".into()).unwrap();
+    tap.begin(1, &alice());
+    for k in 0..5u32 {
+        tap.frame(1, 1_000 + k * 960, &opus(k as u8));
+    }
+    // A rebuilt send transport: a new random clock, hours away.
+    for k in 0..5u32 {
+        tap.frame(1, 3_000_000_000 + k * 960, &opus(10 + k as u8));
+    }
+    tap.end(1);
+    let t = list(&h).remove(0);
+    assert_eq!(t.duration_ms, 200, "ten 20 ms frames, not hours");
+    let r = block(h.fetch(&t.id)).unwrap();
+    let offsets: Vec<u32> = r.frames.iter().map(|f| f.0).collect();
+    assert_eq!(offsets, (0..10).map(|k| k * 960).collect::<Vec<_>>());
+}
+
+#[test]
+fn a_channel_that_no_longer_records_keeps_nothing_said_before() {
+    let dir = std::env::temp_dir().join(format!("roger-history-{}", rand::random::<u64>()));
+    let path = dir.join(store::FILE);
+    {
+        let h = History::start(
+            Box::new(SqliteStore::open(&path).unwrap()),
+            retention(50, Duration::from_secs(3600)),
+        );
+        say(&h.tap(&"general".into()).unwrap(), 1, 3);
+        h.stop();
+    }
+    // Restarted with general set to record = false (no retention for it).
+    let h = History::start(Box::new(SqliteStore::open(&path).unwrap()), HashMap::new());
+    assert!(block(h.list(&"general".into(), None)).unwrap().is_empty());
+    h.stop();
+    let mut store = SqliteStore::open(&path).unwrap();
+    assert!(
+        store.channels().unwrap().is_empty(),
+        "the old rows are gone"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
