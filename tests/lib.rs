@@ -457,18 +457,43 @@ impl Bot {
 
     /// Waits for a line matching `pred` (panics after `within`).
     pub fn wait_for(&self, within: Duration, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_for_after(0, within, what, pred)
+    }
+
+    /// Like [`Bot::wait_for`], among the lines from line `after` on (those printed
+    /// after an earlier count of [`Bot::lines`]).
+    pub fn wait_for_after(
+        &self,
+        after: usize,
+        within: Duration,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Value {
+        self.find_after(after, within, pred).unwrap_or_else(|| {
+            panic!(
+                "roger-bot never printed {what} within {within:?} (running {:?}); lines: {:#?}\nstderr: {}",
+                self.started.elapsed(),
+                self.lines(),
+                self.stderr()
+            )
+        })
+    }
+
+    /// The first line from line `after` on that `pred` accepts, waiting up to `within`
+    /// for it (`None` if none came).
+    pub fn find_after(
+        &self,
+        after: usize,
+        within: Duration,
+        pred: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
         let deadline = Instant::now() + within;
         loop {
-            if let Some(v) = self.lines().into_iter().find(|v| pred(v)) {
-                return v;
+            if let Some(v) = self.lines().into_iter().skip(after).find(|v| pred(v)) {
+                return Some(v);
             }
             if Instant::now() > deadline {
-                panic!(
-                    "roger-bot never printed {what} within {within:?} (running {:?}); lines: {:#?}\nstderr: {}",
-                    self.started.elapsed(),
-                    self.lines(),
-                    self.stderr()
-                );
+                return None;
             }
             std::thread::sleep(Duration::from_millis(10));
         }

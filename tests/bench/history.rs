@@ -11,24 +11,6 @@ use super::report;
 use roger_e2e::netns;
 use roger_e2e::scenario::{Scenario, Side, S};
 use roger_e2e::{now_ms, speech_wav, Bot};
-use serde_json::Value;
-use std::time::{Duration, Instant};
-
-fn wait_line(
-    bot: &Bot,
-    after_line: usize,
-    within: Duration,
-    pred: impl Fn(&Value) -> bool,
-) -> Option<Value> {
-    let deadline = Instant::now() + within;
-    while Instant::now() < deadline {
-        if let Some(v) = bot.lines().into_iter().skip(after_line).find(|v| pred(v)) {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    None
-}
 
 fn replay_latency(trials: usize) {
     if !netns::available() {
@@ -60,12 +42,12 @@ fn replay_latency(trials: usize) {
         assert!(ok, "alice: {stderr}");
         let restored = now_ms();
         sc.lab.restore();
-        let connected = wait_line(&bob, seen, 20 * S, |v| {
+        let connected = bob.find_after(seen, 20 * S, |v| {
             v["event"] == "status"
                 && v["status"] == "Connected"
                 && v["t_ms"].as_u64().unwrap_or(0) >= restored
         });
-        let replay = wait_line(&bob, seen, 20 * S, |v| v["event"] == "missed_replay");
+        let replay = bob.find_after(seen, 20 * S, |v| v["event"] == "missed_replay");
         match (connected, replay) {
             (Some(c), Some(r)) => {
                 let ms =
@@ -74,7 +56,7 @@ fn replay_latency(trials: usize) {
             }
             _ => println!("  trial {trial}: no replay after the restore"),
         }
-        wait_line(&bob, seen, 20 * S, |v| v["event"] == "replay_done");
+        bob.find_after(seen, 20 * S, |v| v["event"] == "replay_done");
     }
     report(
         "history: connected again -> first replayed frame",

@@ -46,16 +46,6 @@ fn find(piece: &[i16], rec: &[i16], from: usize, to: usize) -> (usize, f64) {
     (from + lag, corr)
 }
 
-/// The one `event` line with `channel` general after line `after`, within the bot's run.
-fn line_after(lines: &[Value], event: &str, after: usize) -> Option<(usize, Value)> {
-    lines
-        .iter()
-        .enumerate()
-        .skip(after)
-        .find(|(_, v)| v["event"] == event)
-        .map(|(i, v)| (i, v.clone()))
-}
-
 #[test]
 fn what_was_missed_while_reconnecting_is_replayed_once_from_where_it_was_lost() {
     let Some(sc) = Scenario::start("replay") else {
@@ -124,21 +114,15 @@ fn what_was_missed_while_reconnecting_is_replayed_once_from_where_it_was_lost() 
     let carol = sc.talker(Side::Far, "carol", 1);
     let (ok, _, stderr) = carol.wait(20 * S);
     assert!(ok, "carol: {stderr}");
-    let deadline = std::time::Instant::now() + 20 * S;
-    let (lines, done) = loop {
-        let lines = bob.lines();
-        if let Some((_, done)) = line_after(&lines, "replay_done", n_before) {
-            break (lines, done);
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the second replay never ended: {lines:#?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let paused = line_after(&lines, "replay_paused", n_before);
+    let done = bob.wait_for_after(n_before, 20 * S, "the end of the second replay", |v| {
+        v["event"] == "replay_done"
+    });
+    let lines = bob.lines();
+    let paused = lines[n_before..]
+        .iter()
+        .find(|v| v["event"] == "replay_paused");
     assert!(
-        paused.as_ref().is_some_and(|(_, v)| v["paused"] == true),
+        paused.is_some_and(|v| v["paused"] == true),
         "the replay did not pause for carol: {lines:#?}"
     );
     // One replay for part 2, of part 2 (part 1 is not played again).
