@@ -83,6 +83,8 @@ fn what_was_missed_while_reconnecting_is_replayed_once_from_where_it_was_lost() 
     });
 
     // 2. Heard 2 s live, then cut for 6 s.
+    // Counted before the cut: bob can be back and replaying before alice's bot exits.
+    let n_before = bob.lines().len();
     let alice = read_aloud(&sc, "alice");
     bob.wait_for(10 * S, "bob hears alice live", |v| {
         v["event"] == "floor" && v["state"] == "taken"
@@ -93,7 +95,6 @@ fn what_was_missed_while_reconnecting_is_replayed_once_from_where_it_was_lost() 
     sc.lab.restore();
     let (ok, _, stderr) = alice.wait(20 * S);
     assert!(ok, "alice: {stderr}");
-    let n_before = bob.lines().len();
     let second = bob.wait_for(20 * S, "the second replay", |v| {
         v["event"] == "missed_replay" && v["from_ms"].as_u64().unwrap_or(0) > 0
     });
