@@ -12,6 +12,7 @@
 //! The binaries must be built first (`make test` does `cargo build --bins`).
 
 pub mod audio;
+pub mod cluster;
 pub mod desktop;
 pub mod netns;
 pub mod portal;
@@ -124,6 +125,8 @@ pub struct Server {
     listen: SocketAddr,
     media_bind: String,
     rust_log: String,
+    /// More command-line arguments (a cluster node's).
+    args: Vec<String>,
 }
 
 impl Server {
@@ -187,6 +190,7 @@ impl Server {
             listen,
             media_bind: media_bind.to_owned(),
             rust_log: "info,rtc_dtls=error,rtc_ice=error".to_owned(),
+            args: Vec::new(),
         };
         server.spawn();
         server
@@ -213,6 +217,7 @@ impl Server {
             .arg(&self.dir.0)
             .arg("--media-bind")
             .arg(&self.media_bind)
+            .args(&self.args)
             .env("RUST_LOG", &self.rust_log)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&self.log).expect("log file"))
@@ -220,6 +225,34 @@ impl Server {
             .expect("spawn roger-server");
         self.child = Some(child);
         self.wait_healthy(Duration::from_secs(10));
+    }
+
+    /// Starts a cluster node on loopback: `--cluster redis --node-id id --public-url`.
+    pub fn start_node(redis: &str, id: &str, extra_toml: &str) -> Server {
+        let dir = TempDir::new("node");
+        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        write_config(&dir, extra_toml);
+        let mut server = Server {
+            child: None,
+            addr,
+            log: dir.join("server.log"),
+            dir,
+            authenticator: roger_server::auth::Authenticator::new(TEST_SECRET.as_bytes()),
+            ns: None,
+            listen: addr,
+            media_bind: "127.0.0.1:0".to_owned(),
+            rust_log: "info,rtc_dtls=error,rtc_ice=error".to_owned(),
+            args: vec![
+                "--cluster".into(),
+                redis.into(),
+                "--node-id".into(),
+                id.into(),
+                "--public-url".into(),
+                format!("ws://{addr}/ws"),
+            ],
+        };
+        server.spawn();
+        server
     }
 
     /// Restarts the server with `RUST_LOG=rust_log` (tests that inspect logs).
@@ -395,6 +428,16 @@ impl Bot {
             .arg(token)
             .arg("--json")
             .args(args);
+        Self::spawn_command(cmd)
+    }
+
+    /// Spawns a bot that knows several servers (a cluster's nodes), first one first.
+    pub fn spawn_multi(urls: &[String], token: &str, args: &[&str]) -> Bot {
+        let mut cmd = Command::new(bin("roger-bot"));
+        for u in urls {
+            cmd.arg("--server").arg(u);
+        }
+        cmd.arg("--token").arg(token).arg("--json").args(args);
         Self::spawn_command(cmd)
     }
 

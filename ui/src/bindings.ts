@@ -383,6 +383,11 @@ export type ErrorCode_Deserialize =
 "SERVER_FULL" | 
 /**  The server is shutting down; reconnect after the given delay. */
 "SERVER_DRAINING" | 
+/**
+ *  This node cannot reach the cluster's shared state (Redis) for a request that needs
+ *  it; retry shortly.
+ */
+"CLUSTER_UNAVAILABLE" | 
 /**  No channel has that name. */
 "CHANNEL_NOT_FOUND" | 
 /**  The request needs a channel the session has not joined. */
@@ -457,6 +462,11 @@ export type ErrorCode_Serialize =
 "SERVER_FULL" | 
 /**  The server is shutting down; reconnect after the given delay. */
 "SERVER_DRAINING" | 
+/**
+ *  This node cannot reach the cluster's shared state (Redis) for a request that needs
+ *  it; retry shortly.
+ */
+"CLUSTER_UNAVAILABLE" | 
 /**  No channel has that name. */
 "CHANNEL_NOT_FOUND" | 
 /**  The request needs a channel the session has not joined. */

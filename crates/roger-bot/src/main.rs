@@ -1,6 +1,7 @@
 //! `roger-bot`: a headless Roger client for people, tests and benchmarks.
 //!
 //! ```text
+//! (`--server` may be repeated: the nodes of a cluster, tried in turn.)
 //! roger-bot --server URL --token TOKEN [--json] talk --channel C --wav IN.wav [--repeat N]
 //! roger-bot --server URL --token TOKEN [--json] talk --channel C --input DEVICE --seconds S
 //! roger-bot --server URL --token TOKEN [--json] listen --channel C [--out OUT.wav]
@@ -44,8 +45,10 @@ use std::time::Duration;
 #[command(name = "roger-bot", version, about = "Headless Roger client")]
 struct Cli {
     /// Server signaling URL, e.g. ws://127.0.0.1:7070/ws (every command but `devices`).
-    #[arg(long, env = "ROGER_SERVER")]
-    server: Option<String>,
+    /// Repeat it (or separate with commas) for the nodes of a cluster: the first is
+    /// tried first, the others when it cannot be reached.
+    #[arg(long, env = "ROGER_SERVER", value_delimiter = ',')]
+    server: Vec<String>,
     /// Access token (`roger-server token ...`); `load` takes a file of them instead.
     #[arg(long, env = "ROGER_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -308,13 +311,14 @@ async fn run(cli: Cli, out: Output) -> Result<(), ErrorBody> {
     if let Command::Devices = cli.command {
         return devices(&out);
     }
-    let Some(server) = cli.server.as_deref() else {
+    let Some(server) = cli.server.first() else {
         return Err(ErrorBody::new(
             ErrorCode::SignalingUnreachable,
             "--server (or ROGER_SERVER) is required",
         ));
     };
     let mut config = ClientConfig::new(server, cli.token.as_deref().unwrap_or_default());
+    config.servers = cli.server[1..].to_vec();
     config.client_name = format!("roger-bot/{}", env!("CARGO_PKG_VERSION"));
     if !cli.media_bind.is_empty() {
         config.media_bind = Some(cli.media_bind.clone());

@@ -48,6 +48,9 @@ pub enum ErrorCode {
     ServerFull,
     /// The server is shutting down; reconnect after the given delay.
     ServerDraining,
+    /// This node cannot reach the cluster's shared state (Redis) for a request that needs
+    /// it; retry shortly.
+    ClusterUnavailable,
 
     // --- channels ---
     /// No channel has that name.
@@ -134,6 +137,7 @@ impl ErrorCode {
         ErrorCode::SessionReplaced,
         ErrorCode::ServerFull,
         ErrorCode::ServerDraining,
+        ErrorCode::ClusterUnavailable,
         ErrorCode::ChannelNotFound,
         ErrorCode::NotInChannel,
         ErrorCode::FloorNotHeld,
@@ -169,6 +173,7 @@ impl ErrorCode {
             ErrorCode::SessionReplaced => "SESSION_REPLACED",
             ErrorCode::ServerFull => "SERVER_FULL",
             ErrorCode::ServerDraining => "SERVER_DRAINING",
+            ErrorCode::ClusterUnavailable => "CLUSTER_UNAVAILABLE",
             ErrorCode::ChannelNotFound => "CHANNEL_NOT_FOUND",
             ErrorCode::NotInChannel => "NOT_IN_CHANNEL",
             ErrorCode::FloorNotHeld => "FLOOR_NOT_HELD",
@@ -207,6 +212,7 @@ impl ErrorCode {
             ErrorCode::SessionReplaced => "You signed in somewhere else, so this window left.",
             ErrorCode::ServerFull => "The server is full. Try again in a moment.",
             ErrorCode::ServerDraining => "The server is restarting. Reconnecting shortly.",
+            ErrorCode::ClusterUnavailable => "The server is having trouble. Try again shortly.",
             ErrorCode::ChannelNotFound => "That channel does not exist.",
             ErrorCode::NotInChannel => "Join the channel first.",
             ErrorCode::FloorNotHeld => "You are not holding the floor.",
@@ -234,9 +240,10 @@ impl ErrorCode {
             ErrorCode::TokenExpired | ErrorCode::TokenInvalid => ErrorAction::SignIn,
             ErrorCode::UnsupportedProtocolVersion => ErrorAction::Update,
             ErrorCode::MediaDeviceError => ErrorAction::PickDevice,
-            ErrorCode::RateLimited | ErrorCode::ServerFull | ErrorCode::ServerDraining => {
-                ErrorAction::RetryLater
-            }
+            ErrorCode::RateLimited
+            | ErrorCode::ServerFull
+            | ErrorCode::ServerDraining
+            | ErrorCode::ClusterUnavailable => ErrorAction::RetryLater,
             ErrorCode::ChannelNotAllowed
             | ErrorCode::ChannelNotFound
             | ErrorCode::NotInChannel

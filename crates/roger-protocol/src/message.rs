@@ -227,6 +227,10 @@ pub struct Welcome {
     pub max_talk_ms: u64,
     /// Channels the token allows (and the server has).
     pub channels: Vec<ChannelInfo>,
+    /// In a cluster: the public URLs of the live nodes (this one first), where the
+    /// session can be resumed if this node is lost. Empty for a single server.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 /// Contents of `resumed`.
@@ -248,6 +252,9 @@ pub struct Resumed {
     /// Channels whose floor this session still holds (kept through the floor grace).
     #[serde(default)]
     pub floors_held: Vec<ChannelId>,
+    /// In a cluster: the live nodes' public URLs, as in `welcome`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<String>,
 }
 
 /// Something the server tells a client without being asked. `"event"` names the variant.
@@ -293,6 +300,9 @@ pub enum Notification {
     ServerDraining {
         /// Suggested delay before reconnecting.
         reconnect_after_ms: u64,
+        /// In a cluster: other live nodes to resume on at once (public URLs).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        nodes: Vec<String>,
     },
     /// An error that belongs to no request (for example a frame that was not JSON).
     Error(ErrorBody),
@@ -575,6 +585,7 @@ mod tests {
                     id: "general".into(),
                     description: String::new(),
                 }],
+                nodes: vec!["ws://198.18.0.1:9000/ws".into()],
             }),
             Response::Resumed(Resumed {
                 session_id: "s".into(),
@@ -584,6 +595,7 @@ mod tests {
                 channels: vec![state.clone()],
                 transports: vec![Direction::Send],
                 floors_held: vec!["general".into()],
+                nodes: vec![],
             }),
             Response::Joined { channel: state },
             Response::Left {
@@ -659,6 +671,11 @@ mod tests {
             },
             Notification::ServerDraining {
                 reconnect_after_ms: 100,
+                nodes: vec![],
+            },
+            Notification::ServerDraining {
+                reconnect_after_ms: 0,
+                nodes: vec!["ws://198.18.0.2:9000/ws".into()],
             },
             Notification::Error(ErrorBody::new(ErrorCode::MalformedMessage, "x")),
         ];

@@ -39,8 +39,38 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Channel history: what is kept of each transmission, and for how long.
     pub history: HistoryConfig,
+    /// Cluster mode (several nodes sharing state in Redis). Off when `redis` is empty.
+    pub cluster: ClusterConfig,
     /// Channels. Defaults to `general` and `echo`.
     pub channels: Vec<ChannelConfig>,
+}
+
+/// Cluster mode: this node's identity and how it reaches Redis and the other nodes.
+/// See `docs/cluster.md`. Every node needs the same JWT secret and channels.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://HOST:PORT[/DB]` (or `rediss://`). Empty: a single server, all in memory.
+    pub redis: String,
+    /// This node's id, unique in the cluster (default: the listen address).
+    pub node_id: String,
+    /// The URL clients use to reach this node, `ws(s)://HOST:PORT/ws` (default: built
+    /// from the listen address).
+    pub public_url: String,
+    /// UDP address for node-to-node media (default: the listen IP, any free port).
+    /// Other nodes must reach it.
+    pub relay_bind: String,
+    /// Shared secret that authenticates node-to-node media. When empty,
+    /// `ROGER_CLUSTER_SECRET`, else one derived from the JWT secret (which every node
+    /// shares anyway).
+    pub secret: String,
+}
+
+impl ClusterConfig {
+    /// Whether cluster mode is on.
+    pub fn enabled(&self) -> bool {
+        !self.redis.is_empty()
+    }
 }
 
 /// Channel history (a privacy setting: recorded speech stays on the server, in the data
@@ -285,6 +315,7 @@ impl Default for Config {
             turn: TurnConfig::default(),
             tls: TlsConfig::default(),
             history: HistoryConfig::default(),
+            cluster: ClusterConfig::default(),
             channels: vec![
                 ChannelConfig::new("general", "Everyone"),
                 ChannelConfig::new("echo", "Radio check: the echo bot plays you back"),
@@ -423,6 +454,27 @@ impl Config {
         }
         if !self.media.port_range.is_empty() {
             crate::media::PortRange::parse(&self.media.port_range).map_err(ConfigError::Invalid)?;
+        }
+        if self.cluster.enabled() {
+            let c = &self.cluster;
+            if !(c.redis.starts_with("redis://") || c.redis.starts_with("rediss://")) {
+                return Err(ConfigError::Invalid(
+                    "cluster.redis must be a redis:// or rediss:// URL".into(),
+                ));
+            }
+            if !(c.public_url.is_empty()
+                || c.public_url.starts_with("ws://")
+                || c.public_url.starts_with("wss://"))
+            {
+                return Err(ConfigError::Invalid(
+                    "cluster.public_url must be a ws:// or wss:// URL".into(),
+                ));
+            }
+            if !c.relay_bind.is_empty() && c.relay_bind.parse::<SocketAddr>().is_err() {
+                return Err(ConfigError::Invalid(
+                    "cluster.relay_bind must be IP:PORT".into(),
+                ));
+            }
         }
         let a = &self.admission;
         if a.header_timeout_ms == 0 || a.hello_timeout_ms == 0 {

@@ -74,6 +74,17 @@ impl Floor {
         }
     }
 
+    /// Makes `session` the holder until `expires_at` whatever the floor was: a holder
+    /// taken over from another node of the cluster, with the deadline it had there.
+    pub fn restore(&mut self, session: &SessionId, member: &Member, expires_at: Instant) {
+        self.holder = Some(Holder {
+            session: session.clone(),
+            member: member.clone(),
+            expires_at,
+            lost_at: None,
+        });
+    }
+
     /// The current holder.
     pub fn holder(&self) -> Option<&Holder> {
         self.holder.as_ref()

@@ -24,6 +24,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod floor;
 pub mod history;
@@ -60,6 +61,16 @@ struct AppState {
     metrics: Option<PrometheusHandle>,
     /// When set, `/metrics` wants `Authorization: Bearer <this>`.
     metrics_token: Option<Arc<str>>,
+}
+
+/// `GET /healthz`: `ok`, or `degraded` with the reason while this cluster node cannot
+/// reach Redis (it still serves its own sessions, so a load balancer should keep it).
+async fn healthz(State(state): State<AppState>) -> String {
+    if state.hub.cluster_degraded() {
+        "degraded: redis unreachable\n".to_owned()
+    } else {
+        "ok\n".to_owned()
+    }
 }
 
 /// Installs the Prometheus recorder (once per process) and returns its handle.
@@ -102,7 +113,7 @@ pub async fn serve(
     let mut app = Router::new()
         .route("/ws", get(ws_upgrade))
         .route("/history/{file}", get(history_ogg))
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route("/healthz", get(healthz));
     if config.metrics.listen.is_none() {
         app = app.route("/metrics", get(metrics_text));
     }

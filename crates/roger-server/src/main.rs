@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! roger-server [--listen ADDR:PORT] [--config FILE] [--data-dir DIR]
+//!              [--cluster redis://HOST:PORT --node-id ID --public-url ws(s)://HOST:PORT/ws
+//!               [--relay-bind IP:PORT]]
 //! roger-server [--config FILE] [--data-dir DIR] token --user U --channels C1,C2 --ttl 1h
 //!              [--count N]
 //! roger-server [--data-dir DIR] revoke --user U
@@ -32,6 +34,19 @@ struct Cli {
     /// UDP media bind address (repeatable; overrides the config file's media.bind).
     #[arg(long = "media-bind")]
     media_bind: Vec<String>,
+    /// Cluster mode: the Redis every node shares (overrides `[cluster] redis`).
+    #[arg(long, value_name = "redis://HOST:PORT")]
+    cluster: Option<String>,
+    /// Cluster mode: this node's unique id (default: the listen address).
+    #[arg(long)]
+    node_id: Option<String>,
+    /// Cluster mode: the URL clients reach this node at (default: from --listen).
+    #[arg(long, value_name = "ws(s)://HOST:PORT/ws")]
+    public_url: Option<String>,
+    /// Cluster mode: UDP address for media from other nodes (default: listen IP, any
+    /// port).
+    #[arg(long, value_name = "IP:PORT")]
+    relay_bind: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -79,6 +94,19 @@ fn main() -> anyhow::Result<()> {
     if !cli.media_bind.is_empty() {
         config.media.bind = cli.media_bind.clone();
     }
+    if let Some(r) = &cli.cluster {
+        config.cluster.redis = r.clone();
+    }
+    if let Some(n) = &cli.node_id {
+        config.cluster.node_id = n.clone();
+    }
+    if let Some(u) = &cli.public_url {
+        config.cluster.public_url = u.clone();
+    }
+    if let Some(b) = &cli.relay_bind {
+        config.cluster.relay_bind = b.clone();
+    }
+    config.validate()?;
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let revoked_path = data_dir.join(roger_server::revoke::FILE);
     if let Some(Command::Revoke { user }) = &cli.command {
@@ -195,8 +223,20 @@ fn main() -> anyhow::Result<()> {
             Box::new(store),
             config.retentions(),
         ));
+        let cluster_settings = config
+            .cluster
+            .enabled()
+            .then(|| cluster_settings(&config, addr, scheme, &secret));
         let hub = Hub::with_history(config, auth, history.clone());
         hub.set_revocations(revoked);
+        let _cluster = match cluster_settings {
+            Some(s) => {
+                let s = s?;
+                tracing::info!(node = %s.node_id, url = %s.public_url, "cluster mode");
+                Some(roger_server::cluster::Cluster::start(s, &hub).await?)
+            }
+            None => None,
+        };
         let watched = hub.clone();
         tokio::spawn(roger_server::revoke::watch(
             revoked_path,
@@ -213,10 +253,59 @@ fn main() -> anyhow::Result<()> {
         }
         roger_server::serve(listener, tls, hub, metrics, shutdown_signal()).await?;
         let _ = stop_tx.send(true);
+        if let Some(c) = &_cluster {
+            // What the drain queued for Redis (leaving the registry) is done before exit.
+            c.flush(std::time::Duration::from_secs(2)).await;
+        }
         // The drain ended every floor: what was being said is stored before exit.
         history.stop();
         tracing::info!("roger-server stopped");
         Ok(())
+    })
+}
+
+/// This node's cluster settings, with defaults from the listen address.
+fn cluster_settings(
+    config: &Config,
+    addr: SocketAddr,
+    scheme: &str,
+    jwt_secret: &[u8],
+) -> anyhow::Result<roger_server::cluster::Settings> {
+    let c = &config.cluster;
+    let relay_bind = if c.relay_bind.is_empty() {
+        SocketAddr::new(addr.ip(), 0)
+    } else {
+        c.relay_bind.parse().context("cluster relay_bind")?
+    };
+    // The relay secret: configured, else from the environment, else derived from the
+    // JWT secret, which every node shares anyway (a token must be valid on any node).
+    let secret = if !c.secret.is_empty() {
+        c.secret.as_bytes().to_vec()
+    } else if let Ok(s) = std::env::var("ROGER_CLUSTER_SECRET") {
+        s.into_bytes()
+    } else {
+        use hmac::Mac;
+        let mut m =
+            hmac::Hmac::<sha2::Sha256>::new_from_slice(jwt_secret).expect("HMAC takes any key");
+        m.update(b"roger cluster relay v1");
+        m.finalize().into_bytes().to_vec()
+    };
+    Ok(roger_server::cluster::Settings {
+        redis: c.redis.clone(),
+        node_id: if c.node_id.is_empty() {
+            addr.to_string()
+        } else {
+            c.node_id.clone()
+        },
+        public_url: if c.public_url.is_empty() {
+            format!("{scheme}://{addr}/ws")
+        } else {
+            c.public_url.clone()
+        },
+        relay_bind,
+        secret,
+        session_grace: config.session_grace(),
+        floor_grace: std::time::Duration::from_millis(config.floor.grace_ms),
     })
 }
 

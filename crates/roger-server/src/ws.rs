@@ -383,15 +383,17 @@ pub async fn handle_text(
             if delay > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
             }
-            match hub.floor_request(sid, &channel) {
+            match hub.floor_request(sid, &channel).await {
                 Ok(r) => reply(ServerMessage::ok(id, r)),
                 Err(e) => refuse(Some(id), e),
             }
         }
-        (Request::FloorRelease { channel }, Some(sid)) => match hub.floor_release(sid, &channel) {
-            Ok(()) => reply(ServerMessage::ok(id, Response::FloorReleased { channel })),
-            Err(e) => refuse(Some(id), e),
-        },
+        (Request::FloorRelease { channel }, Some(sid)) => {
+            match hub.floor_release(sid, &channel).await {
+                Ok(()) => reply(ServerMessage::ok(id, Response::FloorReleased { channel })),
+                Err(e) => refuse(Some(id), e),
+            }
+        }
         (
             Request::TransportOffer {
                 direction,

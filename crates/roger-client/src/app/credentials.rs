@@ -17,7 +17,11 @@ pub const SERVICE: &str = "roger";
 
 /// `wss://host:port` of a server address, or `None` for an address that does not parse.
 pub fn origin(server_url: &str) -> Option<String> {
-    let url = url::Url::parse(server_url.trim()).ok()?;
+    // The first address of a cluster's list names the service.
+    let first = super::settings::server_list(server_url)
+        .into_iter()
+        .next()?;
+    let url = url::Url::parse(&first).ok()?;
     let origin = url.origin();
     origin.is_tuple().then(|| origin.ascii_serialization())
 }

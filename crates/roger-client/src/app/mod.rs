@@ -422,10 +422,12 @@ impl App {
     fn start_session(&self) {
         let settings = self.settings();
         self.ensure_speaker(&settings);
+        let mut servers = settings::server_list(&settings.server_url).into_iter();
         let mut config = ClientConfig::new(
-            settings.server_url.clone(),
+            servers.next().unwrap_or_default(),
             self.token().unwrap_or_default(),
         );
+        config.servers = servers.collect();
         config.client_name = format!("roger-desktop/{}", env!("CARGO_PKG_VERSION"));
         let (manager, events) =
             ConnectionManager::start(config, Box::new(SpeakerSink(self.inner.speaker.clone())));

@@ -66,6 +66,16 @@ impl Default for Settings {
     }
 }
 
+/// The addresses in the server setting: one, or several nodes of a cluster separated by
+/// commas or spaces (the first is tried first; the others when it cannot be reached).
+pub fn server_list(setting: &str) -> Vec<String> {
+    setting
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 impl Settings {
     /// The file in `dir`.
     pub fn path(dir: &Path) -> PathBuf {
@@ -127,9 +137,9 @@ impl Settings {
 
     /// Checks what a user typed; the message says what is wrong.
     pub fn validate(&self) -> Result<(), ErrorBody> {
-        if !self.server_url.is_empty() {
-            let url = url::Url::parse(&self.server_url)
-                .map_err(|e| invalid(format!("the server address {:?}: {e}", self.server_url)))?;
+        for address in server_list(&self.server_url) {
+            let url = url::Url::parse(&address)
+                .map_err(|e| invalid(format!("the server address {address:?}: {e}")))?;
             if !matches!(url.scheme(), "ws" | "wss") {
                 return Err(invalid(format!(
                     "the server address must start with ws:// or wss://, not {}://",
@@ -326,6 +336,11 @@ mod tests {
         // The user's input, not a fault in Roger: the form shows it, no Rejoin offered.
         assert_eq!(err.code, ErrorCode::InvalidSettings);
         assert_eq!(err.code.action(), roger_protocol::ErrorAction::None);
+        s.server_url = "wss://a.example/ws, wss://b.example/ws".into();
+        assert!(s.validate().is_ok(), "several nodes of a cluster");
+        assert_eq!(server_list(&s.server_url).len(), 2);
+        s.server_url = "wss://a.example/ws, nope".into();
+        assert!(s.validate().is_err(), "every address is checked");
         s.server_url = "not a url".into();
         assert_eq!(s.validate().unwrap_err().code, ErrorCode::InvalidSettings);
         s.server_url = "wss://roger.example/ws".into();

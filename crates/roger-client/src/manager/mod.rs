@@ -59,6 +59,9 @@ pub(crate) use state::{lock, unix_ms};
 pub struct ClientConfig {
     /// `ws://host:port/ws` or `wss://...`.
     pub server_url: String,
+    /// More addresses of the same service (a cluster's nodes), tried in turn when the
+    /// one in use cannot be reached. A cluster also tells the client its live nodes.
+    pub servers: Vec<String>,
     /// A JWT from the server operator (`roger-server token ...`).
     pub token: String,
     /// Shown in server logs.
@@ -89,6 +92,7 @@ impl ClientConfig {
     pub fn new(server_url: impl Into<String>, token: impl Into<String>) -> Self {
         ClientConfig {
             server_url: server_url.into(),
+            servers: Vec::new(),
             token: token.into(),
             client_name: format!("roger-client/{}", env!("CARGO_PKG_VERSION")),
             media_bind: None,

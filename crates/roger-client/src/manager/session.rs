@@ -23,12 +23,13 @@ pub(super) async fn connect_signaling(shared: Arc<Shared>, gen: u64, resume: boo
     }
     let result = async {
         let tls = crate::signaling::tls_config(shared.config.extra_ca_pem.as_deref())?;
-        let (sig, events) = Signaling::connect_with(
-            &shared.config.server_url,
-            shared.config.request_timeout,
-            Some(tls),
-        )
-        .await?;
+        let url = lock(&shared.servers).current();
+        let (sig, events) = Signaling::connect_with(&url, shared.config.request_timeout, Some(tls))
+            .await
+            .inspect_err(|_| {
+                // Unreachable: the next attempt tries the next known node.
+                lock(&shared.servers).advance();
+            })?;
         lock(&shared.session).local_addr = sig.local_addr();
         tokio::spawn(pump_signaling(Arc::downgrade(&shared), gen, events).in_current_span());
         let token = lock(&shared.session).resume_token.clone();
@@ -72,6 +73,7 @@ async fn resume_session(
         }
     };
     lock(&shared.session).resume_token = Some(r.resume_token.clone());
+    lock(&shared.servers).learn(r.nodes.iter().cloned());
     for ch in &r.channels {
         shared.record_channel(ch);
     }
@@ -138,6 +140,7 @@ async fn start_session(
             return Err(e);
         }
     };
+    lock(&shared.servers).learn(welcome.nodes.iter().cloned());
     shared.emit(ClientEvent::Welcome {
         user: welcome.user.clone(),
         channels: welcome.channels.clone(),
@@ -316,11 +319,19 @@ pub(super) fn handle_notification(shared: &Arc<Shared>, n: Notification) {
             }
             shared.floor(&channel, FloorEvent::Revoked { reason });
         }
-        Notification::ServerDraining { reconnect_after_ms } => {
-            tracing::info!(reconnect_after_ms, "server is draining");
-            shared.input(Event::ServerDraining {
-                reconnect_after: server_values::reconnect_after(reconnect_after_ms),
-            });
+        Notification::ServerDraining {
+            reconnect_after_ms,
+            nodes,
+        } => {
+            // A cluster node naming others: resume on one of them at once.
+            let moved = !nodes.is_empty() && lock(&shared.servers).move_off(&nodes);
+            let reconnect_after = if moved {
+                std::time::Duration::ZERO
+            } else {
+                server_values::reconnect_after(reconnect_after_ms)
+            };
+            tracing::info!(reconnect_after_ms, moved, "server is draining");
+            shared.input(Event::ServerDraining { reconnect_after });
         }
         Notification::Error(error) => {
             if error.code.is_terminal() {

@@ -117,6 +117,76 @@ pub(super) struct Shared {
     pub(super) closing: AtomicBool,
     /// Outages, the server's clock, and what has been replayed.
     pub(super) replay: Mutex<super::replay::ReplayState>,
+    /// The server addresses known (given, and learned from a cluster), and the one in use.
+    pub(super) servers: Mutex<Servers>,
+}
+
+/// The addresses of a server or of a cluster's nodes: the one in use, and where to go
+/// when it cannot be reached. Any node resumes any session, so a failed attempt moves on
+/// to the next address (on the usual backoff) and a draining node's list is used at once.
+#[derive(Debug, Default)]
+pub(crate) struct Servers {
+    urls: Vec<String>,
+    current: usize,
+}
+
+impl Servers {
+    /// `urls` in order of preference (duplicates dropped).
+    pub(crate) fn new(urls: impl IntoIterator<Item = String>) -> Servers {
+        let mut s = Servers::default();
+        s.learn(urls);
+        s
+    }
+
+    /// The address to connect to.
+    pub(crate) fn current(&self) -> String {
+        self.urls.get(self.current).cloned().unwrap_or_default()
+    }
+
+    /// Every known address.
+    #[cfg(test)]
+    pub(crate) fn all(&self) -> &[String] {
+        &self.urls
+    }
+
+    /// Moves to the next address (the same one when there is only one).
+    pub(crate) fn advance(&mut self) {
+        if !self.urls.is_empty() {
+            self.current = (self.current + 1) % self.urls.len();
+        }
+    }
+
+    /// Adds addresses not known yet (a cluster's live nodes), keeping the one in use.
+    pub(crate) fn learn(&mut self, urls: impl IntoIterator<Item = String>) {
+        for u in urls {
+            let u = u.trim().to_owned();
+            if !u.is_empty() && !self.urls.contains(&u) {
+                self.urls.push(u);
+            }
+        }
+    }
+
+    /// Moves to an address other than the one in use, preferring those in `to` (a
+    /// draining node's suggestions). False if there is no other.
+    pub(crate) fn move_off(&mut self, to: &[String]) -> bool {
+        self.learn(to.iter().cloned());
+        let here = self.current();
+        let pick = to
+            .iter()
+            .find(|u| **u != here)
+            .and_then(|u| self.urls.iter().position(|x| x == u.trim()));
+        match pick {
+            Some(i) => {
+                self.current = i;
+                true
+            }
+            None if self.urls.len() > 1 => {
+                self.advance();
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -150,6 +220,7 @@ impl Shared {
         sink: Box<dyn AudioSink>,
     ) -> Shared {
         let (status, _) = watch::channel(Status::Offline);
+        let config_urls = (config.server_url.clone(), config.servers.clone());
         Shared {
             outbox: Mutex::new(Outbox::new(
                 config.recovery.outbox_capacity,
@@ -174,6 +245,9 @@ impl Shared {
             }),
             closing: AtomicBool::new(false),
             replay: Mutex::default(),
+            servers: Mutex::new(Servers::new(
+                std::iter::once(config_urls.0).chain(config_urls.1),
+            )),
         }
     }
 
@@ -367,5 +441,37 @@ impl Shared {
             ice_keepalive: recovery.ice_keepalive_interval,
             relay_only,
         }
+    }
+}
+
+#[cfg(test)]
+mod servers_tests {
+    use super::Servers;
+
+    fn urls(n: &[&str]) -> Vec<String> {
+        n.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn a_failed_node_moves_to_the_next_and_round_again() {
+        let mut s = Servers::new(urls(&["ws://a/ws", "ws://b/ws", "ws://a/ws"]));
+        assert_eq!(s.all().len(), 2);
+        assert_eq!(s.current(), "ws://a/ws");
+        s.advance();
+        assert_eq!(s.current(), "ws://b/ws");
+        s.advance();
+        assert_eq!(s.current(), "ws://a/ws");
+    }
+
+    #[test]
+    fn learned_nodes_are_added_and_a_drain_moves_to_one_of_its_suggestions() {
+        let mut s = Servers::new(urls(&["ws://a/ws"]));
+        assert!(!s.move_off(&[]), "nowhere else to go");
+        s.learn(urls(&["ws://a/ws", "ws://b/ws", "ws://c/ws"]));
+        assert_eq!(s.current(), "ws://a/ws");
+        assert!(s.move_off(&urls(&["ws://c/ws"])));
+        assert_eq!(s.current(), "ws://c/ws");
+        assert!(s.move_off(&urls(&["ws://c/ws"])), "not the node we are on");
+        assert_ne!(s.current(), "ws://c/ws");
     }
 }

@@ -13,15 +13,24 @@ impl Hub {
         let c = st.channels.get(ch)?;
         let s = st.sessions.get(session)?;
         let now = Instant::now();
+        let remote_floor = c.remote_floor.as_ref().map(|f| FloorState::Taken {
+            holder: f.member.clone(),
+            expires_in_ms: f.deadline_ms.saturating_sub(unix_ms()),
+        });
         Some(ChannelState {
             id: ch.clone(),
-            members: c.members.iter().map(|(_, m)| m.clone()).collect(),
+            members: c
+                .members
+                .iter()
+                .map(|(_, m)| m.clone())
+                .chain(c.remote.values().map(|r| r.member.clone()))
+                .collect(),
             floor: match c.floor.holder() {
                 Some(h) => FloorState::Taken {
                     holder: h.member.clone(),
                     expires_in_ms: h.expires_at.saturating_duration_since(now).as_millis() as u64,
                 },
-                None => FloorState::Idle,
+                None => remote_floor.unwrap_or(FloorState::Idle),
             },
             downlink_ssrc: s.downlinks.get(ch).copied().unwrap_or(0),
             recv_slots: s.media.slot_count(),
@@ -65,9 +74,16 @@ impl Hub {
                 Some(session),
                 Notification::MemberJoined {
                     channel: channel.clone(),
-                    member,
+                    member: member.clone(),
                 },
             );
+            if let Some(c) = &st.cluster {
+                c.send(crate::cluster::Op::Joined(
+                    channel.clone(),
+                    session.clone(),
+                    member,
+                ));
+            }
             tracing::info!(session = %session, channel = %channel, "joined");
         }
         publish_gauges(&st);
@@ -85,8 +101,21 @@ impl Hub {
         Ok(())
     }
 
-    /// `floor_request`.
-    pub fn floor_request(
+    /// `floor_request`. In a cluster the lease in Redis decides first.
+    pub async fn floor_request(
+        &self,
+        session: &SessionId,
+        channel: &ChannelId,
+    ) -> Result<Response, ErrorBody> {
+        if let Some(c) = self.cluster() {
+            if let Some(answer) = self.floor_request_cluster(c, session, channel).await? {
+                return Ok(answer);
+            }
+        }
+        self.floor_request_here(session, channel)
+    }
+
+    fn floor_request_here(
         &self,
         session: &SessionId,
         channel: &ChannelId,
@@ -94,6 +123,18 @@ impl Hub {
         let now = Instant::now();
         let mut st = self.lock();
         let s = member_of(&st, session, channel)?;
+        if let Some(f) = st.channels[channel]
+            .remote_floor
+            .as_ref()
+            .filter(|f| &f.session != session)
+        {
+            // Redis away and the mirror says someone on another node talks.
+            metrics::counter!("roger_floor_denials_total").increment(1);
+            return Ok(Response::FloorDenied {
+                channel: channel.clone(),
+                holder: f.member.clone(),
+            });
+        }
         let member = s.member.clone();
         let media = s.media.clone();
         // One microphone, one channel: holding the floor elsewhere ends there first.
@@ -118,6 +159,17 @@ impl Hub {
                 }
                 if newly_taken {
                     router.set_speaker(Some((session.clone(), &member)));
+                    if let Some(c) = &st.cluster {
+                        c.send(crate::cluster::Op::FloorTaken(
+                            channel.clone(),
+                            super::cluster::floor_record(
+                                session,
+                                &member,
+                                c.node_id(),
+                                now + expires_in,
+                            ),
+                        ));
+                    }
                     broadcast(
                         &st,
                         channel,
@@ -139,6 +191,13 @@ impl Hub {
             }
             RequestOutcome::Denied { holder } => {
                 metrics::counter!("roger_floor_denials_total").increment(1);
+                if let Some(c) = &st.cluster {
+                    // Redis granted what a local holder has: give the lease back.
+                    c.send(crate::cluster::Op::Release(
+                        channel.clone(),
+                        session.clone(),
+                    ));
+                }
                 Ok(Response::FloorDenied {
                     channel: channel.clone(),
                     holder,
@@ -147,11 +206,22 @@ impl Hub {
         }
     }
 
-    /// `floor_release`.
-    pub fn floor_release(&self, session: &SessionId, channel: &ChannelId) -> Result<(), ErrorBody> {
-        let mut st = self.lock();
-        member_of(&st, session, channel)?;
-        if release_floor(&mut st, session, channel) {
+    /// `floor_release`. In a cluster it answers once the lease is gone from Redis, so
+    /// nobody who asks after this answer is told the floor is still taken.
+    pub async fn floor_release(
+        &self,
+        session: &SessionId,
+        channel: &ChannelId,
+    ) -> Result<(), ErrorBody> {
+        let released = {
+            let mut st = self.lock();
+            member_of(&st, session, channel)?;
+            release_floor(&mut st, session, channel)
+        };
+        if released {
+            if let Some(c) = self.cluster() {
+                c.flush(Duration::from_secs(1)).await;
+            }
             Ok(())
         } else {
             Err(ErrorBody::new(
@@ -211,6 +281,12 @@ pub(super) fn release_floor(st: &mut HubState, session: &SessionId, channel: &Ch
     if let Some(s) = st.sessions.get(session) {
         s.media.set_route(None);
     }
+    if let Some(cl) = &st.cluster {
+        cl.send(crate::cluster::Op::Release(
+            channel.clone(),
+            session.clone(),
+        ));
+    }
     broadcast(
         st,
         channel,
@@ -226,6 +302,12 @@ pub(super) fn release_floor(st: &mut HubState, session: &SessionId, channel: &Ch
 pub(super) fn apply_revoked(st: &mut HubState, channel: &ChannelId, r: Revoked) {
     if let Some(c) = st.channels.get(channel) {
         c.router.set_speaker(None);
+    }
+    if let Some(cl) = &st.cluster {
+        cl.send(crate::cluster::Op::Release(
+            channel.clone(),
+            r.session.clone(),
+        ));
     }
     if let Some(s) = st.sessions.get(&r.session) {
         s.media.set_route(None);
@@ -271,6 +353,13 @@ pub(super) fn leave_channel(st: &mut HubState, session: &SessionId, channel: &Ch
     };
     let (_, member) = c.members.remove(pos);
     st.members -= 1;
+    if let Some(cl) = &st.cluster {
+        cl.send(crate::cluster::Op::Left(
+            channel.clone(),
+            session.clone(),
+            member.clone(),
+        ));
+    }
     broadcast(
         st,
         channel,

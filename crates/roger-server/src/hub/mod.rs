@@ -23,11 +23,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, Notify};
 
 mod channels;
+mod cluster;
 mod history;
 mod tokens;
 use channels::{apply_revoked, leave_channel, publish_gauges};
 
 /// What a socket's writer task sends.
+// Messages are queued by value: boxing each (for the rare small close) would cost an
+// allocation per notification on the hot path.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Outbound {
     /// A message.
@@ -97,6 +101,10 @@ struct Channel {
     members: Vec<(SessionId, Member)>,
     floor: Floor,
     router: Arc<ChannelRouter>,
+    /// Cluster: members on other nodes.
+    remote: HashMap<SessionId, crate::cluster::wire::MemberRecord>,
+    /// Cluster: the floor's holder when it talks through another node.
+    remote_floor: Option<crate::cluster::wire::FloorRecord>,
 }
 
 struct HubState {
@@ -113,6 +121,10 @@ struct HubState {
     members: usize,
     /// Resume tokens of sessions ended for their token: the error to answer, until when.
     tombstones: HashMap<String, (ErrorBody, Instant)>,
+    /// Cluster mode: Redis and the relay (None for a single server).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Cluster: live nodes' relay addresses.
+    live: HashMap<String, std::net::SocketAddr>,
 }
 
 /// Sessions, channels and floors.
@@ -168,6 +180,8 @@ impl Hub {
                         members: Vec::new(),
                         floor: Floor::new(floor_max, floor_grace),
                         router,
+                        remote: HashMap::new(),
+                        remote_floor: None,
                     },
                 )
             })
@@ -201,6 +215,8 @@ impl Hub {
                 connected: 0,
                 members: 0,
                 tombstones: HashMap::new(),
+                cluster: None,
+                live: HashMap::new(),
             }),
             timers: Notify::new(),
             history,
@@ -333,6 +349,17 @@ impl Hub {
         tracing::info!(session = %id, user = %member.user, client, "session created");
         metrics::counter!("roger_sessions_created_total").increment(1);
         publish_gauges(&st);
+        let nodes = match &st.cluster {
+            Some(c) => {
+                let s = &st.sessions[&id];
+                c.send(crate::cluster::Op::PutSession(
+                    resume_token.clone(),
+                    cluster::record(&id, s, c.node_id()),
+                ));
+                c.live_urls()
+            }
+            None => vec![],
+        };
         drop(st);
         // The timers learn the new token expiry.
         self.timers.notify_one();
@@ -351,6 +378,7 @@ impl Hub {
                 floor_grace_ms: self.config.floor.grace_ms,
                 max_talk_ms: self.config.floor.max_talk_ms,
                 channels,
+                nodes,
             },
         ))
     }
@@ -363,6 +391,35 @@ impl Hub {
         resume_token: &str,
     ) -> Result<(SessionId, Resumed), ErrorBody> {
         Self::check_version(protocol_version)?;
+        // In a cluster the token is taken in Redis first: exactly one node gets it, and a
+        // session held elsewhere is taken over. With Redis away, only local sessions
+        // resume.
+        if let Some(c) = self.cluster() {
+            if !self.lock().draining {
+                match c.claim(resume_token).await {
+                    Ok(Some((rec, floors))) => {
+                        let here = self.lock().sessions.contains_key(&rec.session);
+                        if !here {
+                            return self.adopt(conn, rec, floors, c).await;
+                        }
+                    }
+                    Ok(None) => {
+                        let st = self.lock();
+                        if let Some((e, _)) = st.tombstones.get(resume_token) {
+                            return Err(e.clone());
+                        }
+                        metrics::counter!("reconnect_attempts_total").increment(1);
+                        return Err(ErrorBody::new(
+                            ErrorCode::SessionExpired,
+                            "no session for this resume token; join again",
+                        ));
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "redis away: resuming locally only");
+                    }
+                }
+            }
+        }
         let (id, media, mut resumed) = {
             let mut st = self.lock();
             if st.draining {
@@ -408,6 +465,15 @@ impl Hub {
                     .record(at.elapsed().as_secs_f64() * 1000.0);
             }
             session.resume_token = new_token.clone();
+            if let Some(c) = &st.cluster {
+                let s = &st.sessions[&id];
+                c.send(crate::cluster::Op::DelSession(resume_token.to_owned()));
+                c.send(crate::cluster::Op::PutSession(
+                    new_token.clone(),
+                    cluster::record(&id, s, c.node_id()),
+                ));
+            }
+            let session = st.sessions.get_mut(&id).ok_or_else(expired)?;
             let user = session.member.user.clone();
             let token_exp = session.claims.exp;
             let joined: Vec<ChannelId> = session.channels.iter().cloned().collect();
@@ -441,6 +507,11 @@ impl Hub {
                     channels,
                     transports: vec![],
                     floors_held,
+                    nodes: st
+                        .cluster
+                        .as_ref()
+                        .map(|c| c.live_urls())
+                        .unwrap_or_default(),
                 },
             )
         };
@@ -510,6 +581,9 @@ impl Hub {
         if st.by_user.get(&s.member.user) == Some(session) {
             st.by_user.remove(&s.member.user);
         }
+        if let Some(c) = &st.cluster {
+            c.send(crate::cluster::Op::DelSession(s.resume_token.clone()));
+        }
         tracing::info!(session = %session, user = %s.member.user, why, "session ended");
         metrics::counter!("roger_sessions_ended_total", "why" => why.to_owned()).increment(1);
         let media = s.media.clone();
@@ -578,6 +652,33 @@ impl Hub {
     pub fn drain(&self, reconnect_after: Duration) {
         let mut st = self.lock();
         st.draining = true;
+        // In a cluster the sessions go on elsewhere: straight away, with their floors
+        // (the leases outlive this node by the floor grace; the new node takes them).
+        let elsewhere: Vec<String> = st
+            .cluster
+            .as_ref()
+            .map(|c| c.live_urls().into_iter().skip(1).collect())
+            .unwrap_or_default();
+        if !elsewhere.is_empty() {
+            if let Some(c) = &st.cluster {
+                c.leave();
+            }
+            for s in st.sessions.values() {
+                if let Some(c) = &s.conn {
+                    c.send(ServerMessage::Notification(Notification::ServerDraining {
+                        reconnect_after_ms: 0,
+                        nodes: elsewhere.clone(),
+                    }));
+                    c.close(CLOSE_GOING_AWAY, "node draining: resume on another node");
+                }
+            }
+            tracing::info!(
+                sessions = st.sessions.len(),
+                nodes = ?elsewhere,
+                "draining: clients sent to the other nodes"
+            );
+            return;
+        }
         let channels: Vec<ChannelId> = st.channels.keys().cloned().collect();
         for ch in channels {
             let revoked = st
@@ -592,6 +693,7 @@ impl Hub {
             if let Some(c) = &s.conn {
                 c.send(ServerMessage::Notification(Notification::ServerDraining {
                     reconnect_after_ms: reconnect_after.as_millis() as u64,
+                    nodes: vec![],
                 }));
                 c.close(CLOSE_GOING_AWAY, "server shutting down");
             }

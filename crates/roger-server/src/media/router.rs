@@ -168,13 +168,20 @@ pub struct ChannelRouter {
     inner: Mutex<RouterState>,
     /// The channel's history recorder, when it records.
     tap: Option<Tap>,
+    /// In a cluster: the relay that carries a local speaker to the other nodes.
+    relay: std::sync::OnceLock<(Arc<crate::cluster::relay::Relay>, ChannelId)>,
 }
 
 #[derive(Default)]
 struct RouterState {
     speaker: Option<SessionId>,
+    /// Whether the speaker is connected here (else its packets come from another node,
+    /// which records and relays them).
+    speaker_local: bool,
     spurt: u64,
     listeners: HashMap<SessionId, Arc<Downlink>>,
+    /// Relay addresses of the other nodes with members in this channel.
+    targets: Vec<std::net::SocketAddr>,
 }
 
 impl ChannelRouter {
@@ -183,16 +190,63 @@ impl ChannelRouter {
         ChannelRouter {
             inner: Mutex::default(),
             tap,
+            relay: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Relays a local speaker of `channel` through `relay` (cluster mode).
+    pub fn set_relay(&self, relay: Arc<crate::cluster::relay::Relay>, channel: ChannelId) {
+        let _ = self.relay.set((relay, channel));
+    }
+
+    /// Where a local speaker's packets are relayed: one copy per node.
+    pub fn set_relay_targets(&self, targets: Vec<std::net::SocketAddr>) {
+        lock_std(&self.inner).targets = targets;
+    }
+
+    /// How many nodes a local speaker is relayed to now (for the gauge).
+    pub fn relayed_streams(&self) -> usize {
+        let s = lock_std(&self.inner);
+        if s.speaker.is_some() && s.speaker_local {
+            s.targets.len()
+        } else {
+            0
+        }
+    }
+
+    /// Sets the speaker to a session on another node, whose packets arrive through the
+    /// relay: a new spurt for the listeners here, not recorded here (its node records).
+    /// The same session again (a relay that moved nodes) keeps its spurt.
+    pub fn set_remote_speaker(&self, session: Option<SessionId>) {
+        let mut s = lock_std(&self.inner);
+        if s.speaker_local {
+            if let (Some(tap), Some(_)) = (&self.tap, &s.speaker) {
+                tap.end(s.spurt);
+            }
+        } else if s.speaker.is_some() && s.speaker == session {
+            return;
+        }
+        if session.is_some() {
+            s.spurt += 1;
+        }
+        s.speaker = session;
+        s.speaker_local = false;
+    }
+
+    /// The current speaker, and whether it is connected here.
+    pub fn speaker(&self) -> Option<(SessionId, bool)> {
+        let s = lock_std(&self.inner);
+        s.speaker.clone().map(|sp| (sp, s.speaker_local))
     }
 
     /// Sets (or clears) who may send. Each new grant starts a new talk spurt (and a new
     /// transmission in the channel's history).
     pub fn set_speaker(&self, speaker: Option<(SessionId, &Member)>) {
         let mut s = lock_std(&self.inner);
-        if let (Some(tap), Some(_)) = (&self.tap, &s.speaker) {
+        if let (Some(tap), Some(_), true) = (&self.tap, &s.speaker, s.speaker_local) {
             tap.end(s.spurt);
         }
+        s.speaker_local = true;
         match speaker {
             Some((session, member)) => {
                 s.spurt += 1;
@@ -224,8 +278,13 @@ impl ChannelRouter {
         if s.speaker.as_ref() != Some(from) {
             return false;
         }
-        if let Some(tap) = &self.tap {
-            tap.frame(s.spurt, packet.header.timestamp, &packet.payload);
+        if s.speaker_local {
+            if let Some(tap) = &self.tap {
+                tap.frame(s.spurt, packet.header.timestamp, &packet.payload);
+            }
+            if let (Some((relay, channel)), false) = (self.relay.get(), s.targets.is_empty()) {
+                relay.send(channel, from, packet, &s.targets);
+            }
         }
         for (listener, downlink) in &s.listeners {
             if listener != from {

@@ -1,0 +1,793 @@
+//! Cluster mode: several nodes sharing their state in Redis (the only shared state; no
+//! consensus, gossip or election of our own). See `docs/cluster.md`.
+//!
+//! Each node keeps serving from its own hub; this module keeps Redis in step with it and
+//! brings the other nodes' changes in:
+//! - one worker task runs every Redis command in order (a release is in Redis before the
+//!   next grant on the same node is asked for), so nothing else talks to Redis;
+//! - every [`HEARTBEAT`] the worker registers the node, learns which nodes are alive,
+//!   extends this node's session records and floor leases, and reads the members and
+//!   floors of every channel for the hub to reconcile with;
+//! - a subscriber applies other nodes' bus messages as they come (the fast path);
+//! - the relay socket carries media between nodes ([`relay`]).
+//!
+//! When Redis is unreachable the worker says so once, `/healthz` reports degraded, and
+//! commands fail fast; when it answers again the node writes back everything it holds
+//! (Redis may have restarted empty).
+
+pub mod relay;
+pub mod wire;
+
+use crate::hub::Hub;
+use futures_util::StreamExt;
+use redis::aio::ConnectionManager;
+use roger_protocol::{ChannelId, SessionId};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+use wire::*;
+
+/// How often a node beats: registers itself, extends its leases and reconciles.
+pub const HEARTBEAT: Duration = Duration::from_millis(500);
+/// A node whose heartbeat is older than this is dead.
+pub const NODE_TTL: Duration = Duration::from_millis(2_000);
+/// How long a Redis command may take before Redis counts as unreachable.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Redis is unreachable (logged once by the worker).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("redis: {0}")]
+pub struct Unavailable(pub String);
+
+/// A claimed session: its record, and the floors (by channel) whose lease it holds.
+pub type Claimed = Option<(SessionRecord, Vec<(ChannelId, FloorRecord)>)>;
+
+/// What the hub asks of Redis, in order.
+pub enum Op {
+    /// A session's resume token now names this record.
+    PutSession(String, SessionRecord),
+    /// A resume token is spent or its session ended.
+    DelSession(String),
+    /// Takes a resume token (`GETDEL`): the record, and the floors its session holds.
+    Claim(String, oneshot::Sender<Result<Claimed, Unavailable>>),
+    /// A local member joined (`HSET` + bus).
+    Joined(ChannelId, SessionId, roger_protocol::Member),
+    /// A local member left (`HDEL` + bus).
+    Left(ChannelId, SessionId, roger_protocol::Member),
+    /// Asks for the floor lease; `Ok(Err(holder))` when someone else has it.
+    Acquire(
+        ChannelId,
+        FloorRecord,
+        oneshot::Sender<Result<Result<(), FloorRecord>, Unavailable>>,
+    ),
+    /// A local holder's floor ended: the lease goes and the others hear of it.
+    Release(ChannelId, SessionId),
+    /// A session was taken over here.
+    Moved(SessionId),
+    /// A floor grant to announce.
+    FloorTaken(ChannelId, FloorRecord),
+    /// The node is draining: off the registry now, no more heartbeats.
+    Deregister,
+    /// Answers once everything queued before it is done.
+    Flush(oneshot::Sender<()>),
+}
+
+/// What the hub holds, for heartbeats and for writing back after a Redis outage.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Resume tokens and their sessions.
+    pub sessions: Vec<(String, SessionRecord)>,
+    /// Local channel members.
+    pub members: Vec<(ChannelId, SessionId, roger_protocol::Member)>,
+    /// Floors held by local sessions.
+    pub floors: Vec<(ChannelId, FloorRecord)>,
+}
+
+/// What the cluster looks like from Redis, for the hub to reconcile with.
+#[derive(Debug, Default)]
+pub struct View {
+    /// Live nodes (this one included) and their relay addresses.
+    pub live: HashMap<String, SocketAddr>,
+    /// Members on other nodes, per channel (members of a dead node are kept for one
+    /// session grace: they may resume elsewhere).
+    pub members: HashMap<ChannelId, HashMap<SessionId, MemberRecord>>,
+    /// Floor leases held through other nodes.
+    pub floors: HashMap<ChannelId, FloorRecord>,
+}
+
+/// Settings of one node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `redis://...`.
+    pub redis: String,
+    /// This node's id.
+    pub node_id: String,
+    /// Where clients reach it.
+    pub public_url: String,
+    /// Relay socket address.
+    pub relay_bind: SocketAddr,
+    /// Relay secret.
+    pub secret: Vec<u8>,
+    /// Session grace (session records expire this long after their node's last beat).
+    pub session_grace: Duration,
+    /// Floor grace (leases expire this long after their node's last beat).
+    pub floor_grace: Duration,
+}
+
+/// This node's membership of the cluster.
+pub struct Cluster {
+    settings: Settings,
+    relay: Arc<relay::Relay>,
+    relay_addr: SocketAddr,
+    ops: mpsc::UnboundedSender<Op>,
+    up: AtomicBool,
+    leaving: AtomicBool,
+    live: Mutex<Vec<NodeInfo>>,
+    hub: OnceLock<Weak<Hub>>,
+}
+
+impl Cluster {
+    /// Binds the relay socket and starts the worker, heartbeat and bus tasks for `hub`.
+    /// Redis need not be up: the node serves, degraded, until it is.
+    pub async fn start(settings: Settings, hub: &Arc<Hub>) -> anyhow::Result<Arc<Cluster>> {
+        let client = redis::Client::open(settings.redis.as_str())?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(REDIS_TIMEOUT))
+            .set_response_timeout(Some(REDIS_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let relay = Arc::new(
+            relay::Relay::bind(
+                settings.relay_bind,
+                &settings.node_id,
+                settings.secret.clone(),
+            )
+            .await?,
+        );
+        let relay_addr = relay.local_addr()?;
+        let (ops, rx) = mpsc::unbounded_channel();
+        let cluster = Arc::new(Cluster {
+            settings,
+            relay: relay.clone(),
+            relay_addr,
+            ops,
+            up: AtomicBool::new(false),
+            leaving: AtomicBool::new(false),
+            live: Mutex::new(Vec::new()),
+            hub: OnceLock::new(),
+        });
+        let _ = cluster.hub.set(Arc::downgrade(hub));
+        hub.set_cluster(cluster.clone());
+        tracing::info!(node = %cluster.settings.node_id, relay = %relay_addr, "cluster node starting");
+        let weak = Arc::downgrade(&cluster);
+        tokio::spawn(Worker::new(weak.clone(), conn).run(rx));
+        tokio::spawn(run_bus(weak.clone(), client));
+        let w = Arc::downgrade(hub);
+        tokio::spawn(relay.run(move |p| {
+            if let Some(h) = w.upgrade() {
+                h.relay_in(p);
+            }
+        }));
+        Ok(cluster)
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.settings.node_id
+    }
+
+    /// The relay socket.
+    pub fn relay(&self) -> &Arc<relay::Relay> {
+        &self.relay
+    }
+
+    /// Whether Redis answered the last heartbeat.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Queues an operation (never waits).
+    pub fn send(&self, op: Op) {
+        let _ = self.ops.send(op);
+    }
+
+    /// Leaves the registry (a drain): clients are sent to the other nodes, which stop
+    /// listing this one at once.
+    pub fn leave(&self) {
+        self.leaving.store(true, Ordering::Relaxed);
+        self.send(Op::Deregister);
+    }
+
+    /// Waits (at most `within`) until every queued operation is done.
+    pub async fn flush(&self, within: Duration) {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Flush(tx));
+        let _ = tokio::time::timeout(within, rx).await;
+    }
+
+    /// Public URLs of the live nodes, this one first.
+    pub fn live_urls(&self) -> Vec<String> {
+        let mut out = vec![self.settings.public_url.clone()];
+        for n in crate::sync::lock(&self.live).iter() {
+            if n.id != self.settings.node_id && !out.contains(&n.public_url) {
+                out.push(n.public_url.clone());
+            }
+        }
+        out
+    }
+
+    /// Takes a resume token cluster-wide (exactly one node gets its record).
+    pub async fn claim(&self, token: &str) -> Result<Claimed, Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Claim(token.to_owned(), tx));
+        rx.await
+            .unwrap_or_else(|_| Err(Unavailable("worker stopped".into())))
+    }
+
+    /// Asks for the floor lease of `channel`.
+    pub async fn acquire(
+        &self,
+        channel: &ChannelId,
+        floor: FloorRecord,
+    ) -> Result<Result<(), FloorRecord>, Unavailable> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Op::Acquire(channel.clone(), floor, tx));
+        rx.await
+            .unwrap_or_else(|_| Err(Unavailable("worker stopped".into())))
+    }
+
+    fn hub(&self) -> Option<Arc<Hub>> {
+        self.hub.get().and_then(Weak::upgrade)
+    }
+
+    fn node_info(&self, sessions: usize) -> NodeInfo {
+        NodeInfo {
+            id: self.settings.node_id.clone(),
+            public_url: self.settings.public_url.clone(),
+            relay: self.relay_addr,
+            sessions,
+        }
+    }
+
+    fn ms(d: Duration) -> u64 {
+        d.as_millis() as u64
+    }
+}
+
+/// Runs Redis commands in order; beats.
+struct Worker {
+    cluster: Weak<Cluster>,
+    conn: ConnectionManager,
+    acquire: redis::Script,
+    release: redis::Script,
+    refresh: redis::Script,
+    /// When each node was first seen missing (for the members it leaves behind).
+    missing_since: HashMap<String, Instant>,
+    last_error: Option<String>,
+}
+
+impl Worker {
+    fn new(cluster: Weak<Cluster>, conn: ConnectionManager) -> Worker {
+        Worker {
+            cluster,
+            conn,
+            acquire: redis::Script::new(ACQUIRE),
+            release: redis::Script::new(RELEASE),
+            refresh: redis::Script::new(REFRESH),
+            missing_since: HashMap::new(),
+            last_error: None,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Op>) {
+        let mut beat = tokio::time::interval(HEARTBEAT);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                op = rx.recv() => match op {
+                    Some(op) => self.op(op).await,
+                    None => return,
+                },
+                _ = beat.tick() => {
+                    if self.cluster.upgrade().is_none() {
+                        return;
+                    }
+                    self.beat().await;
+                }
+            }
+        }
+    }
+
+    fn up(&self) -> bool {
+        self.cluster.upgrade().is_some_and(|c| c.is_up())
+    }
+
+    /// Notes a failed command: the first failure of an outage is logged with its reason.
+    fn failed(&mut self, what: &str, e: &redis::RedisError) -> Unavailable {
+        let reason = e.to_string();
+        if let Some(c) = self.cluster.upgrade() {
+            if c.up.swap(false, Ordering::Relaxed) || self.last_error.is_none() {
+                tracing::error!(what, error = %reason, "redis unreachable: the cluster is degraded (local sessions go on)");
+                metrics::gauge!("roger_redis_up").set(0.0);
+            }
+        }
+        metrics::counter!("roger_redis_errors_total").increment(1);
+        self.last_error = Some(reason.clone());
+        Unavailable(reason)
+    }
+
+    async fn publish(&mut self, event: BusEvent) -> redis::RedisResult<()> {
+        let Some(c) = self.cluster.upgrade() else {
+            return Ok(());
+        };
+        let msg = BusMessage {
+            from: c.settings.node_id.clone(),
+            event,
+        };
+        let text = serde_json::to_string(&msg).expect("bus messages serialize");
+        redis::cmd("PUBLISH")
+            .arg(BUS)
+            .arg(text)
+            .query_async::<()>(&mut self.conn)
+            .await
+    }
+
+    async fn op(&mut self, op: Op) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let down = Unavailable("redis is unreachable".into());
+        // While Redis is down, writes are skipped: the first good heartbeat writes back
+        // everything the hub holds. Requests that need an answer fail at once.
+        let result = match op {
+            Op::Flush(reply) => {
+                let _ = reply.send(());
+                Ok(())
+            }
+            Op::Claim(_, reply) if !self.up() => {
+                let _ = reply.send(Err(down));
+                Ok(())
+            }
+            Op::Acquire(_, _, reply) if !self.up() => {
+                let _ = reply.send(Err(down));
+                Ok(())
+            }
+            _ if !self.up() => Ok(()),
+            Op::PutSession(token, record) => {
+                let text = serde_json::to_string(&record).expect("records serialize");
+                redis::cmd("SET")
+                    .arg(resume_key(&token))
+                    .arg(text)
+                    .arg("PX")
+                    .arg(Cluster::ms(c.settings.session_grace))
+                    .query_async::<()>(&mut self.conn)
+                    .await
+            }
+            Op::DelSession(token) => {
+                redis::cmd("DEL")
+                    .arg(resume_key(&token))
+                    .query_async::<()>(&mut self.conn)
+                    .await
+            }
+            Op::Claim(token, reply) => {
+                let r = self.claim(&token).await;
+                let r2 = r.as_ref().map(|_| ()).map_err(Clone::clone);
+                let _ = reply.send(r.map_err(|e| Unavailable(e.to_string())));
+                r2
+            }
+            Op::Joined(channel, session, member) => {
+                let rec = MemberRecord {
+                    member: member.clone(),
+                    node: c.settings.node_id.clone(),
+                };
+                let set = redis::cmd("HSET")
+                    .arg(members_key(&channel))
+                    .arg(session.as_str())
+                    .arg(serde_json::to_string(&rec).expect("records serialize"))
+                    .query_async::<()>(&mut self.conn)
+                    .await;
+                match set {
+                    Ok(()) => {
+                        self.publish(BusEvent::Joined {
+                            channel,
+                            session,
+                            member,
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Left(channel, session, member) => {
+                let del = redis::cmd("HDEL")
+                    .arg(members_key(&channel))
+                    .arg(session.as_str())
+                    .query_async::<()>(&mut self.conn)
+                    .await;
+                match del {
+                    Ok(()) => {
+                        self.publish(BusEvent::Left {
+                            channel,
+                            session,
+                            member,
+                        })
+                        .await
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Acquire(channel, floor, reply) => {
+                let started = Instant::now();
+                let r = self.acquire_lease(&channel, &floor).await;
+                metrics::histogram!("roger_redis_floor_seconds")
+                    .record(started.elapsed().as_secs_f64());
+                let r2 = r.as_ref().map(|_| ()).map_err(Clone::clone);
+                let _ = reply.send(r.map_err(|e| Unavailable(e.to_string())));
+                r2
+            }
+            Op::Release(channel, session) => {
+                let del = self
+                    .release
+                    .key(floor_key(&channel))
+                    .arg(session.as_str())
+                    .invoke_async::<i64>(&mut self.conn)
+                    .await;
+                match del {
+                    Ok(_) => self.publish(BusEvent::FloorIdle { channel, session }).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Op::Moved(session) => self.publish(BusEvent::Moved { session }).await,
+            Op::Deregister => {
+                redis::pipe()
+                    .cmd("DEL")
+                    .arg(node_key(&c.settings.node_id))
+                    .ignore()
+                    .cmd("SREM")
+                    .arg(NODES)
+                    .arg(&c.settings.node_id)
+                    .ignore()
+                    .query_async::<()>(&mut self.conn)
+                    .await
+            }
+            Op::FloorTaken(channel, floor) => {
+                self.publish(BusEvent::FloorTaken { channel, floor }).await
+            }
+        };
+        if let Err(e) = result {
+            self.failed("command", &e);
+        }
+    }
+
+    async fn acquire_lease(
+        &mut self,
+        channel: &ChannelId,
+        floor: &FloorRecord,
+    ) -> redis::RedisResult<Result<(), FloorRecord>> {
+        let Some(c) = self.cluster.upgrade() else {
+            return Ok(Ok(()));
+        };
+        let text = serde_json::to_string(floor).expect("records serialize");
+        let (granted, current): (i64, String) = self
+            .acquire
+            .key(floor_key(channel))
+            .arg(&text)
+            .arg(Cluster::ms(c.settings.floor_grace))
+            .arg(floor.session.as_str())
+            .invoke_async(&mut self.conn)
+            .await?;
+        if granted == 1 {
+            return Ok(Ok(()));
+        }
+        match serde_json::from_str::<FloorRecord>(&current) {
+            Ok(holder) => Ok(Err(holder)),
+            Err(e) => {
+                // Not ours to fix by guessing: deny, and say what is in the way.
+                tracing::error!(channel = %channel, error = %e, "unreadable floor lease in redis");
+                Ok(Err(FloorRecord {
+                    session: SessionId(String::new()),
+                    member: roger_protocol::Member {
+                        user: "unknown".into(),
+                        name: "unknown".into(),
+                    },
+                    node: String::new(),
+                    deadline_ms: 0,
+                }))
+            }
+        }
+    }
+
+    async fn claim(&mut self, token: &str) -> redis::RedisResult<Claimed> {
+        let text: Option<String> = redis::cmd("GETDEL")
+            .arg(resume_key(token))
+            .query_async(&mut self.conn)
+            .await?;
+        let Some(record) = text.and_then(|t| serde_json::from_str::<SessionRecord>(&t).ok()) else {
+            return Ok(None);
+        };
+        let mut floors = Vec::new();
+        for ch in &record.channels {
+            let f: Option<String> = redis::cmd("GET")
+                .arg(floor_key(ch))
+                .query_async(&mut self.conn)
+                .await?;
+            if let Some(f) = f.and_then(|t| serde_json::from_str::<FloorRecord>(&t).ok()) {
+                if f.session == record.session {
+                    floors.push((ch.clone(), f));
+                }
+            }
+        }
+        Ok(Some((record, floors)))
+    }
+
+    async fn beat(&mut self) {
+        let Some(c) = self.cluster.upgrade() else {
+            return;
+        };
+        let Some(hub) = c.hub() else {
+            return;
+        };
+        if c.leaving.load(Ordering::Relaxed) {
+            return;
+        }
+        let was_up = c.is_up();
+        let snapshot = hub.cluster_snapshot();
+        let started = Instant::now();
+        let me = c.node_info(snapshot.sessions.len());
+        let reg = redis::pipe()
+            .cmd("SET")
+            .arg(node_key(&me.id))
+            .arg(serde_json::to_string(&me).expect("records serialize"))
+            .arg("PX")
+            .arg(Cluster::ms(NODE_TTL))
+            .ignore()
+            .cmd("SADD")
+            .arg(NODES)
+            .arg(&me.id)
+            .ignore()
+            .query_async::<()>(&mut self.conn)
+            .await;
+        if let Err(e) = reg {
+            self.failed("heartbeat", &e);
+            return;
+        }
+        metrics::histogram!("roger_redis_rtt_seconds").record(started.elapsed().as_secs_f64());
+        if !was_up {
+            c.up.store(true, Ordering::Relaxed);
+            metrics::gauge!("roger_redis_up").set(1.0);
+            if self.last_error.take().is_some() {
+                tracing::info!("redis reachable again: writing back this node's state");
+            }
+        }
+        if let Err(e) = self.beat_inner(&c, &hub, snapshot, !was_up).await {
+            self.failed("heartbeat", &e);
+        }
+    }
+
+    async fn beat_inner(
+        &mut self,
+        c: &Arc<Cluster>,
+        hub: &Arc<Hub>,
+        snapshot: Snapshot,
+        write_back: bool,
+    ) -> redis::RedisResult<()> {
+        let me = c.settings.node_id.clone();
+        // Who is alive.
+        let ids: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(NODES)
+            .query_async(&mut self.conn)
+            .await?;
+        let keys: Vec<String> = ids.iter().map(|i| node_key(i)).collect();
+        let infos: Vec<Option<String>> = if keys.is_empty() {
+            vec![]
+        } else {
+            redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut self.conn)
+                .await?
+        };
+        let mut live = Vec::new();
+        let now = Instant::now();
+        for (id, info) in ids.iter().zip(infos) {
+            match info.and_then(|t| serde_json::from_str::<NodeInfo>(&t).ok()) {
+                Some(n) => {
+                    self.missing_since.remove(id);
+                    live.push(n);
+                }
+                None => {
+                    self.missing_since.entry(id.clone()).or_insert(now);
+                }
+            }
+        }
+        // Forgotten once nothing of theirs can be left.
+        let forget: Vec<String> = self
+            .missing_since
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > c.settings.session_grace * 2)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &forget {
+            self.missing_since.remove(id);
+            redis::cmd("SREM")
+                .arg(NODES)
+                .arg(id)
+                .query_async::<()>(&mut self.conn)
+                .await?;
+        }
+        metrics::gauge!("roger_cluster_nodes").set(live.len() as f64);
+        *crate::sync::lock(&c.live) = live.clone();
+
+        // This node's records: extended (or written back after an outage).
+        let mut p = redis::pipe();
+        let ttl = Cluster::ms(c.settings.session_grace);
+        for (token, rec) in &snapshot.sessions {
+            if write_back {
+                p.cmd("SET")
+                    .arg(resume_key(token))
+                    .arg(serde_json::to_string(rec).expect("records serialize"))
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore();
+            } else {
+                p.cmd("PEXPIRE").arg(resume_key(token)).arg(ttl).ignore();
+            }
+        }
+        if write_back {
+            for (ch, session, member) in &snapshot.members {
+                let rec = MemberRecord {
+                    member: member.clone(),
+                    node: me.clone(),
+                };
+                p.cmd("HSET")
+                    .arg(members_key(ch))
+                    .arg(session.as_str())
+                    .arg(serde_json::to_string(&rec).expect("records serialize"))
+                    .ignore();
+            }
+        }
+        if !snapshot.sessions.is_empty() || (write_back && !snapshot.members.is_empty()) {
+            p.query_async::<()>(&mut self.conn).await?;
+        }
+        for (ch, floor) in &snapshot.floors {
+            let kept: i64 = self
+                .refresh
+                .key(floor_key(ch))
+                .arg(serde_json::to_string(floor).expect("records serialize"))
+                .arg(Cluster::ms(c.settings.floor_grace))
+                .arg(floor.session.as_str())
+                .invoke_async(&mut self.conn)
+                .await?;
+            if kept == 0 {
+                tracing::warn!(channel = %ch, "another node holds this floor's lease: revoking ours");
+                hub.lost_lease(ch, &floor.session);
+            }
+        }
+
+        // What the others hold.
+        let channels = hub.channel_ids();
+        let mut p = redis::pipe();
+        for ch in &channels {
+            p.cmd("HGETALL").arg(members_key(ch));
+            p.cmd("GET").arg(floor_key(ch));
+        }
+        let raw: Vec<redis::Value> = if channels.is_empty() {
+            vec![]
+        } else {
+            p.query_async(&mut self.conn).await?
+        };
+        let live_ids: HashSet<&str> = live.iter().map(|n| n.id.as_str()).collect();
+        let mut view = View {
+            live: live.iter().map(|n| (n.id.clone(), n.relay)).collect(),
+            ..View::default()
+        };
+        let mine: HashSet<(ChannelId, SessionId)> = snapshot
+            .members
+            .iter()
+            .map(|(ch, s, _)| (ch.clone(), s.clone()))
+            .collect();
+        let mut stale = redis::pipe();
+        let mut any_stale = false;
+        for (i, ch) in channels.iter().enumerate() {
+            let members: HashMap<String, String> =
+                redis::from_redis_value_ref(&raw[2 * i]).unwrap_or_default();
+            let floor: Option<String> =
+                redis::from_redis_value_ref(&raw[2 * i + 1]).unwrap_or(None);
+            let mut remote = HashMap::new();
+            for (sid, text) in members {
+                let Ok(rec) = serde_json::from_str::<MemberRecord>(&text) else {
+                    continue;
+                };
+                let sid = SessionId(sid);
+                let gone = if rec.node == me {
+                    // Ours but no longer here (left while Redis was away).
+                    !mine.contains(&(ch.clone(), sid.clone()))
+                } else {
+                    !live_ids.contains(rec.node.as_str())
+                        && self
+                            .missing_since
+                            .get(&rec.node)
+                            .is_none_or(|t| now.duration_since(*t) > c.settings.session_grace)
+                };
+                if gone {
+                    stale
+                        .cmd("HDEL")
+                        .arg(members_key(ch))
+                        .arg(sid.as_str())
+                        .ignore();
+                    any_stale = true;
+                } else if rec.node != me {
+                    remote.insert(sid, rec);
+                }
+            }
+            view.members.insert(ch.clone(), remote);
+            if let Some(f) = floor.and_then(|t| serde_json::from_str::<FloorRecord>(&t).ok()) {
+                if f.node != me {
+                    view.floors.insert(ch.clone(), f);
+                } else if !snapshot
+                    .floors
+                    .iter()
+                    .any(|(c2, f2)| c2 == ch && f2.session == f.session)
+                {
+                    // A lease of ours the hub no longer has (its release was lost):
+                    // ended now rather than when it expires.
+                    self.release
+                        .key(floor_key(ch))
+                        .arg(f.session.as_str())
+                        .invoke_async::<i64>(&mut self.conn)
+                        .await?;
+                }
+            }
+        }
+        if any_stale {
+            stale.query_async::<()>(&mut self.conn).await?;
+        }
+        hub.reconcile(view);
+        Ok(())
+    }
+}
+
+/// Applies other nodes' bus messages until the cluster is dropped, resubscribing after
+/// a Redis outage.
+async fn run_bus(cluster: Weak<Cluster>, client: redis::Client) {
+    loop {
+        let Some(me) = cluster.upgrade().map(|c| c.settings.node_id.clone()) else {
+            return;
+        };
+        let subscribed = async {
+            let mut ps = client.get_async_pubsub().await?;
+            ps.subscribe(BUS).await?;
+            Ok::<_, redis::RedisError>(ps)
+        };
+        let ps = match tokio::time::timeout(REDIS_TIMEOUT * 2, subscribed).await {
+            Ok(Ok(ps)) => ps,
+            _ => {
+                tokio::time::sleep(HEARTBEAT).await;
+                continue;
+            }
+        };
+        tracing::debug!("subscribed to the cluster bus");
+        let mut messages = ps.into_on_message();
+        while let Some(msg) = messages.next().await {
+            let Ok(text) = msg.get_payload::<String>() else {
+                continue;
+            };
+            let Ok(m) = serde_json::from_str::<BusMessage>(&text) else {
+                metrics::counter!("roger_bus_malformed_total").increment(1);
+                continue;
+            };
+            if m.from == me {
+                continue;
+            }
+            let Some(hub) = cluster.upgrade().and_then(|c| c.hub()) else {
+                return;
+            };
+            hub.apply_bus(&m.from, m.event);
+        }
+        tracing::debug!("cluster bus subscription ended; resubscribing");
+        tokio::time::sleep(HEARTBEAT).await;
+    }
+}

@@ -1,0 +1,189 @@
+//! What nodes keep in Redis and tell each other on the bus, and the Lua scripts that make
+//! the floor lease atomic.
+//!
+//! Keys (all under `roger:`):
+//! - `node:{id}`: a [`NodeInfo`], expiring 2 s after the node's last heartbeat; the
+//!   set `nodes` lists the ids ever seen (pruned of expired ones).
+//! - `resume:{token}`: a [`SessionRecord`]; `GETDEL` by whichever node a client resumes
+//!   on, so a token is spent exactly once cluster-wide. Expires one session grace after
+//!   its node last refreshed it (a dead node's sessions end like a lost socket's).
+//! - `members:{channel}`: hash session id -> [`MemberRecord`].
+//! - `floor:{channel}`: a [`FloorRecord`], the lease. Set only by the scripts below;
+//!   expires one floor grace after the holder's node last refreshed it.
+//!
+//! The bus is the pub/sub channel `roger:bus` carrying [`BusMessage`]s. It is a fast path
+//! only: every node also reconciles from the keys above every second, so a message lost
+//! (Redis restarting, a node subscribing late) costs at most that long.
+
+use crate::auth::Claims;
+use roger_protocol::{ChannelId, Member, SessionId};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// The pub/sub channel.
+pub const BUS: &str = "roger:bus";
+/// The set of node ids.
+pub const NODES: &str = "roger:nodes";
+
+/// `roger:node:{id}`.
+pub fn node_key(id: &str) -> String {
+    format!("roger:node:{id}")
+}
+/// `roger:resume:{token}`.
+pub fn resume_key(token: &str) -> String {
+    format!("roger:resume:{token}")
+}
+/// `roger:members:{channel}`.
+pub fn members_key(channel: &ChannelId) -> String {
+    format!("roger:members:{channel}")
+}
+/// `roger:floor:{channel}`.
+pub fn floor_key(channel: &ChannelId) -> String {
+    format!("roger:floor:{channel}")
+}
+
+/// A live node, as its heartbeat says.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Unique id.
+    pub id: String,
+    /// Where clients reach it.
+    pub public_url: String,
+    /// Where other nodes send it media.
+    pub relay: SocketAddr,
+    /// Its sessions (load).
+    pub sessions: usize,
+}
+
+/// A session as the directory keeps it: enough for another node to take it over.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionRecord {
+    /// The session.
+    pub session: SessionId,
+    /// Who.
+    pub member: Member,
+    /// The token's claims (checked again on the node that takes it over).
+    pub claims: Claims,
+    /// Channels joined.
+    pub channels: Vec<ChannelId>,
+    /// The node that holds it.
+    pub node: String,
+}
+
+/// A channel member on some node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// Who.
+    pub member: Member,
+    /// Where their session is.
+    pub node: String,
+}
+
+/// The floor lease of a channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloorRecord {
+    /// The holder's session.
+    pub session: SessionId,
+    /// Who.
+    pub member: Member,
+    /// The node the holder talks through (where its media comes from).
+    pub node: String,
+    /// When the max talk time ends, Unix ms.
+    pub deadline_ms: u64,
+}
+
+/// One message on the bus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BusMessage {
+    /// The sending node (a node ignores its own messages).
+    pub from: String,
+    /// What happened.
+    pub event: BusEvent,
+}
+
+/// What a node tells the others.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BusEvent {
+    /// A session on the sender joined a channel.
+    Joined {
+        /// The channel.
+        channel: ChannelId,
+        /// The session.
+        session: SessionId,
+        /// Who.
+        member: Member,
+    },
+    /// A session on the sender left a channel (or ended).
+    Left {
+        /// The channel.
+        channel: ChannelId,
+        /// The session.
+        session: SessionId,
+        /// Who.
+        member: Member,
+    },
+    /// The floor was granted (or taken over by a node the holder moved to).
+    FloorTaken {
+        /// The channel.
+        channel: ChannelId,
+        /// The lease.
+        floor: FloorRecord,
+    },
+    /// The floor of `session` ended.
+    FloorIdle {
+        /// The channel.
+        channel: ChannelId,
+        /// The holder that ended.
+        session: SessionId,
+    },
+    /// A session was resumed on the sender: its old node drops its copy.
+    Moved {
+        /// The session.
+        session: SessionId,
+    },
+}
+
+/// Grants the lease if it is free or already this session's (a holder that moved to
+/// another node takes its lease along). Returns `{granted, current value}`.
+/// KEYS[1] floor key; ARGV[1] new value, ARGV[2] lease ms, ARGV[3] session id.
+pub const ACQUIRE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, d = pcall(cjson.decode, v)
+  if not (ok and d.session == ARGV[3]) then
+    return {0, v}
+  end
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return {1, ARGV[1]}
+"#;
+
+/// Ends the lease if it is this session's. KEYS[1] floor key; ARGV[1] session id.
+pub const RELEASE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, d = pcall(cjson.decode, v)
+  if ok and d.session == ARGV[1] then
+    redis.call('DEL', KEYS[1])
+    return 1
+  end
+end
+return 0
+"#;
+
+/// Extends this session's lease, or sets it again if it is gone (a Redis that restarted
+/// empty). Returns 0 when someone else holds it. KEYS[1] floor key; ARGV as [`ACQUIRE`].
+pub const REFRESH: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local ok, d = pcall(cjson.decode, v)
+  if ok and d.session == ARGV[3] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+    return 1
+  end
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"#;
