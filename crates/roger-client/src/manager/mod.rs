@@ -259,6 +259,8 @@ impl ConnectionManager {
             ));
         }
         tokio::spawn(quality::sample_quality(Arc::downgrade(&shared)));
+        // Several addresses given (a cluster's nodes): the machine knows from the start.
+        shared.learn_servers(&[]);
         shared.input(Event::Start);
         (ConnectionManager { shared }, events_rx)
     }

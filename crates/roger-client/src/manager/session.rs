@@ -73,7 +73,7 @@ async fn resume_session(
         }
     };
     lock(&shared.session).resume_token = Some(r.resume_token.clone());
-    lock(&shared.servers).learn(r.nodes.iter().cloned());
+    shared.learn_servers(&r.nodes);
     for ch in &r.channels {
         shared.record_channel(ch);
     }
@@ -140,7 +140,7 @@ async fn start_session(
             return Err(e);
         }
     };
-    lock(&shared.servers).learn(welcome.nodes.iter().cloned());
+    shared.learn_servers(&welcome.nodes);
     shared.emit(ClientEvent::Welcome {
         user: welcome.user.clone(),
         channels: welcome.channels.clone(),
@@ -325,6 +325,7 @@ pub(super) fn handle_notification(shared: &Arc<Shared>, n: Notification) {
         } => {
             // A cluster node naming others: resume on one of them at once.
             let moved = !nodes.is_empty() && lock(&shared.servers).move_off(&nodes);
+            shared.learn_servers(&[]);
             let reconnect_after = if moved {
                 std::time::Duration::ZERO
             } else {

@@ -143,6 +143,11 @@ impl Servers {
         self.urls.get(self.current).cloned().unwrap_or_default()
     }
 
+    /// How many addresses are known.
+    pub(crate) fn len(&self) -> usize {
+        self.urls.len()
+    }
+
     /// Every known address.
     #[cfg(test)]
     pub(crate) fn all(&self) -> &[String] {
@@ -249,6 +254,17 @@ impl Shared {
                 std::iter::once(config_urls.0).chain(config_urls.1),
             )),
         }
+    }
+
+    /// Adds a cluster's node addresses and tells the recovery machine whether it has
+    /// somewhere else to go.
+    pub(super) fn learn_servers(&self, urls: &[String]) {
+        let n = {
+            let mut s = lock(&self.servers);
+            s.learn(urls.iter().cloned());
+            s.len()
+        };
+        self.input(Event::Alternates(n > 1));
     }
 
     pub(super) fn emit(&self, ev: ClientEvent) {

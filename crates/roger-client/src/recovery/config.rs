@@ -27,6 +27,14 @@ pub struct RecoveryConfig {
     pub signaling_backoff: Vec<Duration>,
     /// Random extra delay, 0 to this, added to each signaling retry.
     pub signaling_jitter: Duration,
+    /// With other addresses of the service known (a cluster), this many signaling
+    /// attempts come at once (plus `failover_jitter`) before `signaling_backoff`
+    /// applies: the manager moves to the next address after each failed one, so a dead
+    /// node costs a refused connection, not a backoff.
+    pub failover_fast_attempts: u32,
+    /// Random extra delay, 0 to this, before each of those (spreads a dead node's
+    /// clients over the survivors).
+    pub failover_jitter: Duration,
     /// After a drain notice the server is restarting: reconnect attempts come this
     /// often (plus `signaling_jitter`) instead of backing off, so clients are back as
     /// soon as it listens again. A refused connection is cheap for both sides.
@@ -85,6 +93,8 @@ impl Default for RecoveryConfig {
             retry_jitter: 0.2,
             signaling_backoff: [1, 2, 4, 8, 16, 30].map(Duration::from_secs).to_vec(),
             signaling_jitter: Duration::from_millis(500),
+            failover_fast_attempts: 2,
+            failover_jitter: Duration::from_millis(200),
             drain_retry_interval: Duration::from_millis(250),
             drain_retry_window: Duration::from_secs(20),
             relay_after_ice_failures: 2,

@@ -144,6 +144,8 @@ pub struct Recovery {
     sig: Sig,
     sig_gen: u64,
     sig_attempt: u32,
+    /// Other addresses of the service are known (see `Event::Alternates`).
+    alternates: bool,
     has_session: bool,
     drain: Option<Drain>,
     tr: [Tr; 2],
@@ -184,6 +186,7 @@ impl Recovery {
             sig: Sig::Down,
             sig_gen: 0,
             sig_attempt: 0,
+            alternates: false,
             has_session: false,
             drain: None,
             tr: [Tr::new(), Tr::new()],
@@ -412,9 +415,21 @@ impl Recovery {
                 .take()
                 .unwrap_or(self.config.drain_retry_interval),
             None => {
+                let fast = if self.alternates {
+                    self.config.failover_fast_attempts
+                } else {
+                    0
+                };
                 let b = &self.config.signaling_backoff;
-                let i = (self.sig_attempt as usize).min(b.len().saturating_sub(1));
+                let n = self.sig_attempt;
                 self.sig_attempt += 1;
+                if n < fast {
+                    // Another node is known: try it at once.
+                    let jitter = self.config.failover_jitter.mul_f64(self.jitter.next_unit());
+                    self.set_timer(Timer::SignalingRetry, now + jitter, self.sig_gen);
+                    return;
+                }
+                let i = ((n - fast) as usize).min(b.len().saturating_sub(1));
                 b.get(i).copied().unwrap_or(Duration::from_secs(1))
             }
         };
@@ -535,6 +550,7 @@ impl Recovery {
                 tracing::info!(gen, "signaling stopped answering: dropping the socket");
                 self.actions.push_back(Action::DropSignaling { gen });
             }
+            Event::Alternates(known) => self.alternates = known,
             Event::ServerDraining { reconnect_after } => {
                 self.drain = Some(Drain {
                     first_delay: Some(reconnect_after),

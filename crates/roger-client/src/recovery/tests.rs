@@ -885,3 +885,27 @@ fn an_unresponsive_older_socket_is_closed_without_touching_the_current_one() {
     assert_eq!(h.m.status(), &Status::Connected);
     assert!(connects(&h.advance(secs(5))).is_empty());
 }
+
+#[test]
+fn with_other_nodes_known_a_lost_server_is_retried_at_once_then_backs_off() {
+    let mut h = H::connected();
+    h.ev(Event::Alternates(true));
+    h.sig_down(ErrorCode::SignalingClosed);
+    // The same node first (it may have been a blip), then the next one: both at once.
+    assert_eq!(connects(&h.advance(ms(0))), [true]);
+    h.sig_down(ErrorCode::SignalingUnreachable);
+    assert_eq!(connects(&h.advance(ms(0))), [true]);
+    // Nobody answers: the usual backoff from its start.
+    h.sig_down(ErrorCode::SignalingUnreachable);
+    assert!(connects(&h.advance(ms(999))).is_empty());
+    assert_eq!(connects(&h.advance(ms(1))), [true]);
+}
+
+#[test]
+fn a_single_server_keeps_the_usual_backoff() {
+    let mut h = H::connected();
+    h.ev(Event::Alternates(false));
+    h.sig_down(ErrorCode::SignalingClosed);
+    assert!(connects(&h.advance(ms(999))).is_empty());
+    assert_eq!(connects(&h.advance(ms(1))), [true]);
+}

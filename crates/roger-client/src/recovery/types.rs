@@ -53,6 +53,9 @@ pub enum Event {
         /// Generation of the socket.
         gen: u64,
     },
+    /// Whether the client knows another address of the service (a cluster's nodes):
+    /// then a lost server is first retried at once, on the next address.
+    Alternates(bool),
     /// The server is shutting down and suggests reconnecting after this long.
     ServerDraining {
         /// The suggested delay.

@@ -83,6 +83,7 @@ impl Hub {
                     session.clone(),
                     member,
                 ));
+                super::cluster::put_record(&st, c, session);
             }
             tracing::info!(session = %session, channel = %channel, "joined");
         }
@@ -359,6 +360,7 @@ pub(super) fn leave_channel(st: &mut HubState, session: &SessionId, channel: &Ch
             session.clone(),
             member.clone(),
         ));
+        super::cluster::put_record(st, cl, session);
     }
     broadcast(
         st,

@@ -460,6 +460,16 @@ impl Hub {
     }
 }
 
+/// Writes `session`'s directory record again (its channels changed), if it is here.
+pub(super) fn put_record(st: &HubState, cluster: &Cluster, session: &SessionId) {
+    if let Some(s) = st.sessions.get(session) {
+        cluster.send(Op::PutSession(
+            s.resume_token.clone(),
+            record(session, s, cluster.node_id()),
+        ));
+    }
+}
+
 /// A session's directory record.
 pub(super) fn record(id: &SessionId, s: &Session, node: &str) -> SessionRecord {
     SessionRecord {

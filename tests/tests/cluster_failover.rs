@@ -1,0 +1,201 @@
+//! A dead node is a fault the client heals: `kill -9` the node a talker is on and it
+//! moves to another by itself, keeps the floor and is heard again; a drained node's
+//! clients all move at once, none of them failing.
+
+use roger_client::Status;
+use roger_e2e::cluster::Cluster;
+use roger_e2e::{client_config, TestClient};
+use roger_protocol::ChannelId;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// When `c` heard audio again after the outage that began about `after`: the frame
+/// after the longest silence among those heard since, once a second of audio followed
+/// it (None until then).
+fn heard_again(c: &TestClient, after: Instant) -> Option<Instant> {
+    let heard = c.heard.lock().expect("heard");
+    let times: Vec<Instant> = heard
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= after)
+        .collect();
+    let mut best: Option<(Duration, usize)> = None;
+    let mut prev = after;
+    for (i, t) in times.iter().enumerate() {
+        let gap = *t - prev;
+        if best.is_none_or(|(g, _)| gap > g) {
+            best = Some((gap, i));
+        }
+        prev = *t;
+    }
+    let (_, i) = best?;
+    (times.len() - i >= 50).then(|| times[i])
+}
+
+fn never_failed(c: &TestClient) -> bool {
+    !c.statuses
+        .lock()
+        .expect("statuses")
+        .iter()
+        .any(|(_, s)| matches!(s, Status::Failed { .. }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_talker_whose_node_is_killed_moves_keeps_the_floor_and_is_heard_again() {
+    let Some(mut cl) = Cluster::start(2, "") else {
+        return;
+    };
+    let general = ChannelId::from("general");
+    let urls = cl.urls();
+    // Alice is given node a only: she learns b from `welcome`.
+    let alice = Arc::new(
+        TestClient::connect(client_config(
+            &urls[0],
+            &cl.nodes[0].token("alice", &["general"]),
+        ))
+        .await,
+    );
+    let bob = TestClient::connect(client_config(
+        &urls[1],
+        &cl.nodes[1].token("bob", &["general"]),
+    ))
+    .await;
+    alice.mgr.join(&general).await.expect("join");
+    bob.mgr.join(&general).await.expect("join");
+
+    let started = Instant::now();
+    let talker = alice.clone();
+    let talk = tokio::spawn(async move { talker.talk("general", 9.0).await });
+    // Bob hears her through the relay...
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bob.frames_since(started) < 50 {
+        assert!(
+            Instant::now() < deadline,
+            "bob never heard alice across nodes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ... until her node dies.
+    cl.nodes[0].kill9();
+    let killed = Instant::now();
+    let deadline = killed + Duration::from_secs(15);
+    let again = loop {
+        if let Some(t) = heard_again(&bob, killed) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "bob did not hear alice again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "node killed: bob heard alice again {:?} later",
+        again - killed
+    );
+    let outcome = talk.await.expect("talk task");
+    assert!(
+        matches!(outcome, roger_client::FloorOutcome::Granted { .. }),
+        "{outcome:?}"
+    );
+    // She kept the floor throughout: no revocation, and bob never saw it go idle.
+    let revoked = alice.events.lock().expect("events").iter().any(|(_, e)| {
+        matches!(
+            e,
+            roger_client::ClientEvent::Floor {
+                floor: roger_client::FloorEvent::Revoked { .. },
+                ..
+            }
+        )
+    });
+    assert!(!revoked, "alice's floor was revoked");
+    let idle_before_end = bob.events.lock().expect("events").iter().any(|(t, e)| {
+        *t > killed
+            && *t < again
+            && matches!(
+                e,
+                roger_client::ClientEvent::Floor {
+                    floor: roger_client::FloorEvent::Idle,
+                    ..
+                }
+            )
+    });
+    assert!(
+        !idle_before_end,
+        "bob saw the floor go idle while alice moved"
+    );
+    // Reconnecting, then Connected: no Rejoin, no failure.
+    assert!(
+        never_failed(&alice),
+        "{:#?}",
+        alice.statuses.lock().unwrap()
+    );
+    assert!(alice
+        .statuses
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(t, s)| *t > killed && matches!(s, Status::Reconnecting { .. })));
+    assert_eq!(cl.nodes[1].metric("roger_sessions"), 2.0);
+    alice.mgr.close().await;
+    bob.mgr.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drained_node_sends_every_client_to_another_and_none_fails() {
+    let Some(mut cl) = Cluster::start(2, "") else {
+        return;
+    };
+    let general = ChannelId::from("general");
+    let urls = cl.urls();
+    let mut on_a = Vec::new();
+    for user in ["alice", "carol", "erin"] {
+        let c = TestClient::connect(client_config(
+            &urls[0],
+            &cl.nodes[0].token(user, &["general"]),
+        ))
+        .await;
+        c.mgr.join(&general).await.expect("join");
+        on_a.push(c);
+    }
+    let bob = TestClient::connect(client_config(
+        &urls[1],
+        &cl.nodes[1].token("bob", &["general"]),
+    ))
+    .await;
+    bob.mgr.join(&general).await.expect("join");
+
+    let drained = Instant::now();
+    let status = cl.nodes[0].terminate(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "node a did not drain cleanly"
+    );
+    for c in &on_a {
+        c.wait_status(Duration::from_secs(10), "Connected again", |s| {
+            matches!(s, Status::Connected)
+        })
+        .await;
+    }
+    let moved = drained.elapsed();
+    println!("drain: all 3 clients back on node b within {moved:?}");
+    for c in &on_a {
+        assert!(never_failed(c), "{:#?}", c.statuses.lock().unwrap());
+    }
+    // Everyone is on b now, and still in the channel with two-way audio.
+    assert_eq!(cl.nodes[1].metric("roger_sessions"), 4.0);
+    let t = Instant::now();
+    on_a[0].talk("general", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let heard = bob.frames_since(t);
+    assert!(heard >= 45, "bob heard {heard} of 50 frames after the move");
+    let t = Instant::now();
+    bob.talk("general", 1.0).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let heard = on_a[1].frames_since(t);
+    assert!(
+        heard >= 45,
+        "carol heard {heard} of 50 frames after the move"
+    );
+    for c in on_a {
+        c.mgr.close().await;
+    }
+    bob.mgr.close().await;
+}
