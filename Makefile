@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 
 .PHONY: run test deps ui ui-test build lint unit e2e bench fixture fuzz fuzz-ci clean \
-	bindings package deb-debug icons
+	bindings package deb-debug icons cluster
 
 TAURI := ui/node_modules/.bin/tauri
 
@@ -73,6 +73,11 @@ build: ui
 lint: ui
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## A local cluster to try failover by hand: Redis and three nodes, and the echo bot.
+cluster: deps
+	$(CARGO) build --bins -p roger-server -p roger-bot
+	./scripts/cluster.sh
 
 ## Benchmarks: prints the figures recorded in BENCHMARKS.md.
 bench: deps ui

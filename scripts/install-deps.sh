@@ -23,6 +23,7 @@ PACKAGES=(
   gnome-keyring libsecret-tools  # a Secret Service (and secret-tool) for the token test
   sway grim          # a headless Wayland compositor and its screenshots (the Wayland test)
   opus-tools         # opusdec: a standard decoder plays the history's Ogg Opus downloads
+  redis-server       # the cluster tests and `make cluster`: a private Redis per test
 )
 
 missing=()

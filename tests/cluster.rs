@@ -150,3 +150,26 @@ impl Cluster {
             .expect("a relay address")
     }
 }
+
+/// When `c` heard audio again after the outage that began about `after`: the frame
+/// after the longest silence among those heard since, once a second of audio followed
+/// it (None until then).
+pub fn heard_again(c: &crate::TestClient, after: Instant) -> Option<Instant> {
+    let heard = c.heard.lock().expect("heard");
+    let times: Vec<Instant> = heard
+        .iter()
+        .map(|(t, _)| *t)
+        .filter(|t| *t >= after)
+        .collect();
+    let mut best: Option<(Duration, usize)> = None;
+    let mut prev = after;
+    for (i, t) in times.iter().enumerate() {
+        let gap = *t - prev;
+        if best.is_none_or(|(g, _)| gap > g) {
+            best = Some((gap, i));
+        }
+        prev = *t;
+    }
+    let (_, i) = best?;
+    (times.len() - i >= 50).then(|| times[i])
+}

@@ -28,7 +28,7 @@ fn channels_toml(n: usize) -> String {
 }
 
 /// Writes `n` tokens for users `prefix-0..` to a file.
-fn tokens(server: &Server, dir: &TempDir, prefix: &str, n: usize) -> String {
+pub(crate) fn tokens(server: &Server, dir: &TempDir, prefix: &str, n: usize) -> String {
     let list: Vec<String> = (0..n)
         .map(|i| server.token(&format!("{prefix}-{i}"), &["*"]))
         .collect();
@@ -62,7 +62,7 @@ fn kept_log(name: &str) -> Option<std::path::PathBuf> {
     Some(std::path::Path::new(&dir).join(format!("{name}-{}.log", now_ms())))
 }
 
-fn summary(bot: Bot, within: Duration) -> Value {
+pub(crate) fn summary(bot: Bot, within: Duration) -> Value {
     let (ok, lines, stderr) = bot.wait(within);
     if let Some(path) = kept_log("load") {
         if let Err(e) = std::fs::write(&path, &stderr) {

@@ -1,6 +1,6 @@
 //! `roger-bench`: the numbers `make bench` prints (and BENCHMARKS.md records).
 //!
-//! `roger-bench [foundation|recovery|scale|storm|audio|quality|app|hotkey|history|all]`
+//! `roger-bench [foundation|recovery|scale|storm|audio|quality|app|hotkey|history|cluster|all]`
 //! (default `all`).
 //!
 //! foundation: a real roger-server (in process, on loopback) and real roger-client
@@ -21,6 +21,7 @@
 
 mod app;
 mod audio;
+mod cluster;
 mod history;
 mod hotkey;
 mod load;
@@ -124,7 +125,15 @@ async fn start_server() -> (String, Authenticator) {
     (url, auth)
 }
 
-async fn packet_latency(url: &str, auth: &Authenticator, frames: usize) {
+/// Per-frame latency with the listener on `url` and the talker on `talker_url` (another
+/// node of a cluster, or the same server); prints the report and returns the samples.
+async fn packet_latency(
+    url: &str,
+    talker_url: &str,
+    auth: &Authenticator,
+    frames: usize,
+    name: &str,
+) -> Vec<f64> {
     let token = |u: &str| auth.issue(u, u, &["general".into()], Duration::from_secs(600));
     let general = ChannelId::from("general");
     let sink = TimedSink::default();
@@ -134,7 +143,7 @@ async fn packet_latency(url: &str, auth: &Authenticator, frames: usize) {
             .expect("bob connects");
     bob.join(&general).await.expect("bob joins");
     let (alice, _alice_events) = ConnectionManager::connect(
-        ClientConfig::new(url, token("alice")),
+        ClientConfig::new(talker_url, token("alice")),
         Box::new(roger_client::NullSink),
     )
     .await
@@ -164,12 +173,13 @@ async fn packet_latency(url: &str, auth: &Authenticator, frames: usize) {
         }
     }
     println!("frames sent {}, received {}", sent.len(), arrivals.len());
-    report("packet latency client->server->listener", " ms", latencies);
+    report(name, " ms", latencies.clone());
     alice.close().await;
     bob.close().await;
+    latencies
 }
 
-async fn floor_access(url: &str, auth: &Authenticator, n: usize) {
+async fn floor_access(url: &str, auth: &Authenticator, n: usize, name: &str) -> Vec<f64> {
     let (sig, _events) = Signaling::connect(url, Duration::from_secs(5))
         .await
         .expect("connect");
@@ -209,8 +219,9 @@ async fn floor_access(url: &str, auth: &Authenticator, n: usize) {
         .await
         .expect("release");
     }
-    report("floor access (request -> grant)", " ms", times);
+    report(name, " ms", times.clone());
     let _ = sig.request(Request::Bye).await;
+    times
 }
 
 fn main() {
@@ -223,8 +234,15 @@ fn main() {
         rt.block_on(async {
             let (url, auth) = start_server().await;
             println!("roger-bench foundation: server at {url}");
-            floor_access(&url, &auth, 300).await;
-            packet_latency(&url, &auth, 1000).await;
+            floor_access(&url, &auth, 300, "floor access (request -> grant)").await;
+            packet_latency(
+                &url,
+                &url,
+                &auth,
+                1000,
+                "packet latency client->server->listener",
+            )
+            .await;
         });
     }
     if what == "recovery" || what == "all" {
@@ -250,6 +268,9 @@ fn main() {
     }
     if what == "history" || what == "all" {
         history::run();
+    }
+    if what == "cluster" || what == "all" {
+        cluster::run();
     }
 }
 

@@ -3,34 +3,11 @@
 //! clients all move at once, none of them failing.
 
 use roger_client::Status;
-use roger_e2e::cluster::Cluster;
+use roger_e2e::cluster::{heard_again, Cluster};
 use roger_e2e::{client_config, TestClient};
 use roger_protocol::ChannelId;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// When `c` heard audio again after the outage that began about `after`: the frame
-/// after the longest silence among those heard since, once a second of audio followed
-/// it (None until then).
-fn heard_again(c: &TestClient, after: Instant) -> Option<Instant> {
-    let heard = c.heard.lock().expect("heard");
-    let times: Vec<Instant> = heard
-        .iter()
-        .map(|(t, _)| *t)
-        .filter(|t| *t >= after)
-        .collect();
-    let mut best: Option<(Duration, usize)> = None;
-    let mut prev = after;
-    for (i, t) in times.iter().enumerate() {
-        let gap = *t - prev;
-        if best.is_none_or(|(g, _)| gap > g) {
-            best = Some((gap, i));
-        }
-        prev = *t;
-    }
-    let (_, i) = best?;
-    (times.len() - i >= 50).then(|| times[i])
-}
 
 fn never_failed(c: &TestClient) -> bool {
     !c.statuses

@@ -48,7 +48,10 @@ async fn a_redis_outage_keeps_local_audio_and_converges_when_redis_returns_empty
     let talker = alice.clone();
     let talk = tokio::spawn(async move { talker.talk("general", 16.0).await });
     while bob.frames_since(started) < 25 {
-        assert!(started.elapsed() < Duration::from_secs(10), "bob never heard alice");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "bob never heard alice"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
@@ -59,15 +62,24 @@ async fn a_redis_outage_keeps_local_audio_and_converges_when_redis_returns_empty
     // A channel with only local members keeps its floor.
     let t = Instant::now();
     let outcome = dave.talk("ops", 1.0).await;
-    assert!(matches!(outcome, FloorOutcome::Granted { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, FloorOutcome::Granted { .. }),
+        "{outcome:?}"
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
     let heard = erin.frames_since(t);
-    assert!(heard >= 45, "erin heard {heard} of 50 frames while redis was down");
+    assert!(
+        heard >= 45,
+        "erin heard {heard} of 50 frames while redis was down"
+    );
     tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
     // Same-node audio never stopped.
     let gap = carol.longest_gap(down, Instant::now());
     println!("carol's longest silence while redis was down: {gap:?}");
-    assert!(gap < Duration::from_millis(300), "carol's audio stopped for {gap:?}");
+    assert!(
+        gap < Duration::from_millis(300),
+        "carol's audio stopped for {gap:?}"
+    );
 
     cl.redis.restart();
     let up = Instant::now();
@@ -88,9 +100,15 @@ async fn a_redis_outage_keeps_local_audio_and_converges_when_redis_returns_empty
     // Cross-node audio flows after the return.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let heard = bob.frames_since(up + Duration::from_millis(500));
-    assert!(heard >= 40, "bob heard {heard} frames of alice after redis returned");
+    assert!(
+        heard >= 40,
+        "bob heard {heard} frames of alice after redis returned"
+    );
     let outcome = talk.await.expect("alice's talk");
-    assert!(matches!(outcome, FloorOutcome::Granted { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, FloorOutcome::Granted { .. }),
+        "{outcome:?}"
+    );
 
     // One holder cluster-wide afterwards: bob (node b) talks, alice (node a) is denied.
     let speaker = Arc::new(bob);
@@ -103,5 +121,8 @@ async fn a_redis_outage_keeps_local_audio_and_converges_when_redis_returns_empty
         other => panic!("alice was not denied while bob talked: {other:?}"),
     }
     let outcome = bob_talk.await.expect("bob's talk");
-    assert!(matches!(outcome, FloorOutcome::Granted { .. }), "{outcome:?}");
+    assert!(
+        matches!(outcome, FloorOutcome::Granted { .. }),
+        "{outcome:?}"
+    );
 }

@@ -50,7 +50,7 @@ pub struct Config {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// `redis://HOST:PORT[/DB]` (or `rediss://`). Empty: a single server, all in memory.
+    /// `redis://HOST:PORT[/DB]`. Empty: a single server, all in memory.
     pub redis: String,
     /// This node's id, unique in the cluster (default: the listen address).
     pub node_id: String,
@@ -457,9 +457,11 @@ impl Config {
         }
         if self.cluster.enabled() {
             let c = &self.cluster;
-            if !(c.redis.starts_with("redis://") || c.redis.starts_with("rediss://")) {
+            if !c.redis.starts_with("redis://") {
                 return Err(ConfigError::Invalid(
-                    "cluster.redis must be a redis:// or rediss:// URL".into(),
+                    "cluster.redis must be a redis://HOST:PORT URL (TLS to Redis, rediss://, \
+                     is not supported yet: reach it over a private network or a TLS tunnel)"
+                        .into(),
                 ));
             }
             if !(c.public_url.is_empty()

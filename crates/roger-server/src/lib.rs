@@ -87,6 +87,13 @@ pub fn install_metrics() -> Option<PrometheusHandle> {
             Matcher::Full("roger_forward_delay_seconds".into()),
             &forward_buckets,
         )
+        .and_then(|b| {
+            // Redis round trips (cluster mode): 100 us .. 250 ms.
+            let redis_buckets = [
+                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.25,
+            ];
+            b.set_buckets_for_metric(Matcher::Prefix("roger_redis_".into()), &redis_buckets)
+        })
         .and_then(|b| b.install_recorder())
         .map_err(|e| tracing::warn!("metrics recorder not installed: {e}"))
         .ok()
@@ -173,7 +180,7 @@ pub async fn serve_metrics(
     };
     let app = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .with_state(state);
     // A scraper or two: small caps, the same header timeout.
     let door = Admission::new(admission::Caps {

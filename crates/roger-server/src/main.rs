@@ -273,6 +273,13 @@ fn cluster_settings(
 ) -> anyhow::Result<roger_server::cluster::Settings> {
     let c = &config.cluster;
     let relay_bind = if c.relay_bind.is_empty() {
+        if addr.ip().is_unspecified() {
+            // The other nodes would be told 0.0.0.0: they could not send to it.
+            anyhow::bail!(
+                "listening on {addr}: give --relay-bind (or [cluster] relay_bind) an address \
+                 the other nodes reach, e.g. this node's private IP"
+            );
+        }
         SocketAddr::new(addr.ip(), 0)
     } else {
         c.relay_bind.parse().context("cluster relay_bind")?
@@ -281,7 +288,10 @@ fn cluster_settings(
     // JWT secret, which every node shares anyway (a token must be valid on any node).
     let secret = if !c.secret.is_empty() {
         c.secret.as_bytes().to_vec()
-    } else if let Ok(s) = std::env::var("ROGER_CLUSTER_SECRET") {
+    } else if let Some(s) = std::env::var("ROGER_CLUSTER_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
         s.into_bytes()
     } else {
         use hmac::Mac;

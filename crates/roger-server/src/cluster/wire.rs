@@ -12,8 +12,8 @@
 //!   expires one floor grace after the holder's node last refreshed it.
 //!
 //! The bus is the pub/sub channel `roger:bus` carrying [`BusMessage`]s. It is a fast path
-//! only: every node also reconciles from the keys above every second, so a message lost
-//! (Redis restarting, a node subscribing late) costs at most that long.
+//! only: every node also reconciles from the keys above every heartbeat (500 ms), so a
+//! message lost (Redis restarting, a node subscribing late) costs at most that long.
 
 use crate::auth::Claims;
 use roger_protocol::{ChannelId, Member, SessionId};
