@@ -215,12 +215,18 @@ fn main() -> anyhow::Result<()> {
         tracing::info!(%addr, secret = %secret_from, channels = config.channels.len(), "roger-server listening on {scheme}://{addr}/ws");
         // Always handled: SIGHUP's default action would end the server.
         tokio::spawn(reload_on_hangup(tls.clone()));
-        let history_path = data_dir.join(roger_server::history::store::FILE);
-        let store = roger_server::history::SqliteStore::open(&history_path)
-            .with_context(|| format!("cannot open the history database {}", history_path.display()))?;
+        // One process: SQLite in the data dir. A cluster: Redis, which every node reads.
+        let store: Box<dyn roger_server::history::HistoryStore> = if config.cluster.enabled() {
+            Box::new(roger_server::history::RedisStore::open(&config.cluster.redis)?)
+        } else {
+            let history_path = data_dir.join(roger_server::history::store::FILE);
+            Box::new(roger_server::history::SqliteStore::open(&history_path).with_context(
+                || format!("cannot open the history database {}", history_path.display()),
+            )?)
+        };
         let config = Arc::new(config);
         let history = Arc::new(roger_server::history::History::start(
-            Box::new(store),
+            store,
             config.retentions(),
         ));
         let cluster_settings = config

@@ -15,9 +15,11 @@
 //! interface, SQLite for a single node and memory for tests), Ogg Opus (`ogg.rs`).
 
 pub mod ogg;
+pub mod redis_store;
 pub mod store;
 
 use bytes::Bytes;
+pub use redis_store::RedisStore;
 use roger_protocol::{ChannelId, ErrorBody, ErrorCode, Member, Transmission, TransmissionId};
 use std::collections::HashMap;
 use std::sync::{mpsc, Arc, Mutex};

@@ -25,6 +25,9 @@ pub enum StoreError {
     /// The database directory could not be made.
     #[error("history directory: {0}")]
     Io(#[from] std::io::Error),
+    /// The shared store (cluster mode) is unreachable or refused.
+    #[error("history in redis: {0}")]
+    Redis(String),
     /// A stored row did not decode.
     #[error("a stored transmission is damaged: {0}")]
     Damaged(String),
