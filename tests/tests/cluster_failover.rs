@@ -176,3 +176,102 @@ async fn a_drained_node_sends_every_client_to_another_and_none_fails() {
     }
     bob.mgr.close().await;
 }
+
+/// A talker whose node dies and who never comes back: the other nodes let the floor go
+/// when its lease runs out (the floor grace), and the member after the session grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_nodes_floor_and_members_are_let_go_after_their_graces() {
+    use roger_e2e::RawClient;
+    use roger_protocol::{FloorState, Notification, Request, Response};
+    let Some(mut cl) = Cluster::start(2, "[session]\ngrace_ms = 3000\n[floor]\ngrace_ms = 1000\n")
+    else {
+        return;
+    };
+    let general = ChannelId::from("general");
+    let mut alice = RawClient::connect(&cl.nodes[0]).await;
+    alice
+        .hello(&cl.nodes[0].token("alice", &["general"]))
+        .await
+        .expect("hello");
+    alice
+        .call(Request::Join {
+            channel: general.clone(),
+        })
+        .await
+        .expect("join");
+    let granted = alice
+        .call(Request::FloorRequest {
+            channel: general.clone(),
+        })
+        .await;
+    assert!(
+        matches!(granted, Ok(Response::FloorGranted { .. })),
+        "{granted:?}"
+    );
+    let mut bob = RawClient::connect(&cl.nodes[1]).await;
+    bob.hello(&cl.nodes[1].token("bob", &["general"]))
+        .await
+        .expect("hello");
+    // Alice's grant reached node b before bob asks (the bus, or the next heartbeat).
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    match bob
+        .call(Request::Join {
+            channel: general.clone(),
+        })
+        .await
+    {
+        Ok(Response::Joined { channel }) => {
+            assert!(
+                matches!(&channel.floor, FloorState::Taken { holder, .. } if holder.user.as_str() == "alice"),
+                "{channel:?}"
+            );
+            assert!(channel.members.iter().any(|m| m.user.as_str() == "alice"));
+        }
+        other => panic!("join: {other:?}"),
+    }
+    drop(alice);
+    cl.nodes[0].kill9();
+    let killed = Instant::now();
+    let (mut idle_at, mut left_at) = (None, None);
+    while (idle_at.is_none() || left_at.is_none()) && killed.elapsed() < Duration::from_secs(15) {
+        // A raw client pings by hand, or the server drops it as silent.
+        bob.try_send(Request::Ping).await;
+        if let Some(roger_protocol::ServerMessage::Notification(n)) =
+            bob.try_recv(Duration::from_millis(200)).await
+        {
+            match n {
+                Notification::FloorIdle { .. } => idle_at = Some(killed.elapsed()),
+                Notification::MemberLeft { member, .. } if member.user.as_str() == "alice" => {
+                    left_at = Some(killed.elapsed())
+                }
+                _ => {}
+            }
+        }
+    }
+    println!("node died: floor idle after {idle_at:?}, alice left after {left_at:?}");
+    let idle = idle_at.expect("bob never saw the floor go idle");
+    let left = left_at.expect("bob never saw alice leave");
+    // The lease was last extended at most one heartbeat (500 ms) before the kill.
+    assert!(
+        idle >= Duration::from_millis(400),
+        "the floor went before its grace: {idle:?}"
+    );
+    assert!(
+        idle <= Duration::from_secs(4),
+        "the floor lingered {idle:?}"
+    );
+    assert!(
+        left >= Duration::from_secs(3),
+        "alice left before the session grace: {left:?}"
+    );
+    assert!(left <= Duration::from_secs(9), "alice lingered {left:?}");
+    let granted = bob
+        .call(Request::FloorRequest {
+            channel: general.clone(),
+        })
+        .await;
+    assert!(
+        matches!(granted, Ok(Response::FloorGranted { .. })),
+        "{granted:?}"
+    );
+}

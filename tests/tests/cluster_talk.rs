@@ -117,6 +117,17 @@ fn a_talker_on_one_node_is_heard_on_the_others_and_holds_the_floor_cluster_wide(
         1,
         "bob saw alice take the floor once: {lines:#?}"
     );
+    // Members on other nodes come and go in bob's view as if they were on his.
+    for who in ["alice", "carol", "dave"] {
+        for event in ["member_joined", "member_left"] {
+            assert!(
+                lines
+                    .iter()
+                    .any(|v| v["event"] == event && v["user"] == who),
+                "bob saw no {event} for {who}: {lines:#?}"
+            );
+        }
+    }
     let reference = read(&speech);
     let recorded = read(&bob_wav);
     let (lag, corr) = best_lag(&reference, &recorded, 48_000 * 2);
@@ -239,6 +250,34 @@ async fn a_forged_relay_datagram_is_dropped_and_a_replayed_resume_token_wins_onc
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+
+    // The same user signing in on another node replaces the older session there.
+    let mut first = RawClient::connect(a).await;
+    first
+        .hello(&a.token("zoe", &["general"]))
+        .await
+        .expect("hello on a");
+    let mut second = RawClient::connect(b).await;
+    second
+        .hello(&b.token("zoe", &["general"]))
+        .await
+        .expect("hello on b");
+    let code = first.close_code(5 * S).await;
+    assert_eq!(code, Some(1008), "zoe's older session on a was not closed");
+    assert!(
+        first.notifications.iter().any(|n| matches!(
+            n,
+            roger_protocol::Notification::Error(e) if e.code == roger_protocol::ErrorCode::SessionReplaced
+        )),
+        "{:?}",
+        first.notifications
+    );
+    assert!(second
+        .call(Request::Join {
+            channel: "general".into()
+        })
+        .await
+        .is_ok());
 
     // A resume token presented on two nodes at once: one takes the session over, the
     // other is told the session is gone.

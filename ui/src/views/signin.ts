@@ -30,7 +30,9 @@ export class SignInView implements View {
     const errorId = uid("signin-error");
     this.url = h("input", {
       id: urlId,
-      type: "url",
+      // Text, not "url": a cluster's several node addresses go here, separated by commas.
+      type: "text",
+      inputmode: "url",
       class: "input",
       "data-testid": "server-url",
       placeholder: SERVER_PLACEHOLDER,
@@ -86,6 +88,7 @@ export class SignInView implements View {
         { class: "field" },
         h("label", { for: urlId }, "Server address"),
         this.url,
+        h("p", { class: "muted" }, "For a cluster, list its nodes separated by commas."),
       ),
       h(
         "div",

@@ -67,6 +67,8 @@ pub enum Op {
     Release(ChannelId, SessionId),
     /// A session was taken over here.
     Moved(SessionId),
+    /// A user signed in here (their older sessions elsewhere end).
+    Signed(roger_protocol::UserId, SessionId, u64),
     /// A floor grant to announce.
     FloorTaken(ChannelId, FloorRecord),
     /// The node is draining: off the registry now, no more heartbeats.
@@ -442,6 +444,14 @@ impl Worker {
                 }
             }
             Op::Moved(session) => self.publish(BusEvent::Moved { session }).await,
+            Op::Signed(user, session, created_ms) => {
+                self.publish(BusEvent::Signed {
+                    user,
+                    session,
+                    created_ms,
+                })
+                .await
+            }
             Op::Deregister => {
                 redis::pipe()
                     .cmd("DEL")

@@ -68,6 +68,9 @@ pub struct SessionRecord {
     pub channels: Vec<ChannelId>,
     /// The node that holds it.
     pub node: String,
+    /// When it was created, Unix ms.
+    #[serde(default)]
+    pub created_ms: u64,
 }
 
 /// A channel member on some node.
@@ -141,6 +144,16 @@ pub enum BusEvent {
     Moved {
         /// The session.
         session: SessionId,
+    },
+    /// A user signed in on the sender: an older session of theirs elsewhere ends
+    /// (`SESSION_REPLACED`), as it would on one server.
+    Signed {
+        /// Who.
+        user: roger_protocol::UserId,
+        /// The new session.
+        session: SessionId,
+        /// When it was created, Unix ms.
+        created_ms: u64,
     },
 }
 

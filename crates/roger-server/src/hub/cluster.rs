@@ -136,6 +136,35 @@ impl Hub {
                 }
             }
             BusEvent::Moved { session } => self.drop_moved(&mut st, &session, from),
+            BusEvent::Signed {
+                user,
+                session,
+                created_ms,
+            } => {
+                let Some(old) = st.by_user.get(&user).cloned() else {
+                    return;
+                };
+                let Some(s) = st.sessions.get(&old) else {
+                    return;
+                };
+                // The older of the two goes (ties by id), so two sign-ins at once on
+                // two nodes end exactly one.
+                if old == session || (s.created_ms, old.as_str()) > (created_ms, session.as_str()) {
+                    return;
+                }
+                tracing::info!(user = %user, old = %old, node = from, "same identity signed in on another node: replacing the older session");
+                if let Some(c) = s.conn.clone() {
+                    c.end_with(
+                        ErrorBody::new(
+                            ErrorCode::SessionReplaced,
+                            "you connected from somewhere else",
+                        ),
+                        "session replaced",
+                    );
+                }
+                self.end_session(&mut st, &old, "replaced");
+                publish_gauges(&st);
+            }
         }
     }
 
@@ -308,6 +337,7 @@ impl Hub {
                 resume_token: token.clone(),
                 conn: Some(conn),
                 detached_at: None,
+                created_ms: rec.created_ms,
                 expires_at,
                 channels: BTreeSet::new(),
                 downlinks: HashMap::new(),
@@ -478,6 +508,7 @@ pub(super) fn record(id: &SessionId, s: &Session, node: &str) -> SessionRecord {
         claims: s.claims.clone(),
         channels: s.channels.iter().cloned().collect(),
         node: node.to_owned(),
+        created_ms: s.created_ms,
     }
 }
 

@@ -89,6 +89,9 @@ struct Session {
     resume_token: String,
     conn: Option<Conn>,
     detached_at: Option<Instant>,
+    /// When it was created, Unix ms (a newer session of the same user on another node
+    /// replaces it).
+    created_ms: u64,
     /// When the token expires: the session ends then.
     expires_at: Instant,
     channels: BTreeSet<ChannelId>,
@@ -340,6 +343,7 @@ impl Hub {
                 resume_token: resume_token.clone(),
                 conn: Some(conn),
                 detached_at: None,
+                created_ms: unix_ms(),
                 expires_at,
                 channels: BTreeSet::new(),
                 downlinks: HashMap::new(),
@@ -355,6 +359,12 @@ impl Hub {
                 c.send(crate::cluster::Op::PutSession(
                     resume_token.clone(),
                     cluster::record(&id, s, c.node_id()),
+                ));
+                // A user has one session cluster-wide: an older one elsewhere ends.
+                c.send(crate::cluster::Op::Signed(
+                    member.user.clone(),
+                    id.clone(),
+                    s.created_ms,
                 ));
                 c.live_urls()
             }
