@@ -109,6 +109,9 @@ async fn start_server() -> (String, Authenticator) {
     config.media.bind = vec!["127.0.0.1:0".into()];
     config.limits.requests_per_second = 10_000;
     config.limits.request_burst = 10_000;
+    // 300 floor requests back to back: far more than a person makes.
+    config.limits.fanout_per_second = 10_000;
+    config.limits.fanout_burst = 10_000;
     let auth = Authenticator::new(SECRET);
     let hub = Hub::new(Arc::new(config), auth.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
