@@ -156,6 +156,19 @@ async fn a_drained_node_sends_every_client_to_another_and_none_fails() {
     for c in &on_a {
         assert!(never_failed(c), "{:#?}", c.statuses.lock().unwrap());
     }
+    // Bob, on the node they moved to, never saw them leave: they moved, not left.
+    let left: Vec<String> = bob
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > drained)
+        .filter_map(|(_, e)| match e {
+            roger_client::ClientEvent::MemberLeft { member, .. } => Some(member.user.0.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(left.is_empty(), "bob saw {left:?} leave during the move");
     // Everyone is on b now, and still in the channel with two-way audio.
     assert_eq!(cl.nodes[1].metric("roger_sessions"), 4.0);
     let t = Instant::now();
@@ -233,9 +246,15 @@ async fn a_dead_nodes_floor_and_members_are_let_go_after_their_graces() {
     cl.nodes[0].kill9();
     let killed = Instant::now();
     let (mut idle_at, mut left_at) = (None, None);
+    let mut pinged = Instant::now();
+    bob.try_send(Request::Ping).await;
     while (idle_at.is_none() || left_at.is_none()) && killed.elapsed() < Duration::from_secs(15) {
-        // A raw client pings by hand, or the server drops it as silent.
-        bob.try_send(Request::Ping).await;
+        // A raw client pings by hand (as a client does, once a second), or the server
+        // drops it as silent.
+        if pinged.elapsed() >= Duration::from_secs(1) {
+            bob.try_send(Request::Ping).await;
+            pinged = Instant::now();
+        }
         if let Some(roger_protocol::ServerMessage::Notification(n)) =
             bob.try_recv(Duration::from_millis(200)).await
         {
@@ -274,4 +293,107 @@ async fn a_dead_nodes_floor_and_members_are_let_go_after_their_graces() {
         matches!(granted, Ok(Response::FloorGranted { .. })),
         "{granted:?}"
     );
+}
+
+/// The talker's node is killed and restarted at once under the same id: the new run does
+/// not take the old run's floor and members for its own (it would end them). Alice, who
+/// retries the same node first, resumes on it with her floor, and bob on the other node
+/// hears her again without seeing her leave or the floor go idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_the_same_id_keeps_its_old_runs_floor_and_members() {
+    let Some(mut cl) = Cluster::start(2, "") else {
+        return;
+    };
+    let general = ChannelId::from("general");
+    let urls = cl.urls();
+    let alice = Arc::new(
+        TestClient::connect(client_config(
+            &urls[0],
+            &cl.nodes[0].token("alice", &["general"]),
+        ))
+        .await,
+    );
+    let bob = TestClient::connect(client_config(
+        &urls[1],
+        &cl.nodes[1].token("bob", &["general"]),
+    ))
+    .await;
+    // Carol, on node a too, will not come back (a raw socket that dies with the node):
+    // her entry is still there when the new run first beats, and must stay for her
+    // session grace, not be taken for the new run's own and dropped.
+    let mut carol = roger_e2e::RawClient::connect(&cl.nodes[0]).await;
+    carol
+        .hello(&cl.nodes[0].token("carol", &["general"]))
+        .await
+        .expect("hello");
+    carol
+        .call(roger_protocol::Request::Join {
+            channel: general.clone(),
+        })
+        .await
+        .expect("join");
+    alice.mgr.join(&general).await.expect("join");
+    bob.mgr.join(&general).await.expect("join");
+    let started = Instant::now();
+    let talker = alice.clone();
+    let talk = tokio::spawn(async move { talker.talk("general", 9.0).await });
+    while bob.frames_since(started) < 50 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "bob never heard alice"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cl.nodes[0].kill9();
+    let killed = Instant::now();
+    cl.nodes[0].restart();
+    let deadline = killed + Duration::from_secs(15);
+    let again = loop {
+        if let Some(t) = heard_again(&bob, killed) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "bob did not hear alice again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    println!(
+        "node restarted: bob heard alice again {:?} after the kill",
+        again - killed
+    );
+    // Two more heartbeats of the new run.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let checked = Instant::now();
+    let outcome = talk.await.expect("talk task");
+    assert!(
+        matches!(outcome, roger_client::FloorOutcome::Granted { .. }),
+        "{outcome:?}"
+    );
+    let bob_saw: Vec<String> = bob
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(t, _)| *t > killed && *t < checked)
+        .filter_map(|(_, e)| match e {
+            roger_client::ClientEvent::MemberLeft { member, .. } => {
+                Some(format!("{} left", member.user))
+            }
+            roger_client::ClientEvent::Floor {
+                floor: roger_client::FloorEvent::Idle,
+                ..
+            } => Some("floor idle".into()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        bob_saw.is_empty(),
+        "bob saw {bob_saw:?} while alice came back"
+    );
+    assert!(
+        never_failed(&alice),
+        "{:#?}",
+        alice.statuses.lock().unwrap()
+    );
+    drop(carol);
+    alice.mgr.close().await;
+    bob.mgr.close().await;
 }

@@ -85,6 +85,14 @@ async fn a_redis_outage_keeps_local_audio_and_converges_when_redis_returns_empty
     let up = Instant::now();
     let back = wait_health(&cl, "ok", Duration::from_secs(5)).await;
     println!("redis back (empty): /healthz ok on both nodes within {back:?}");
+    // Each node said so once, with the reason, and nothing panicked.
+    for (i, node) in cl.nodes.iter().enumerate() {
+        let log = node.log_text();
+        let said = log.matches("redis unreachable").count();
+        assert_eq!(said, 1, "node {i} logged the outage {said} times");
+        assert!(!log.contains("panicked"), "node {i} panicked:\n{log}");
+        assert!(log.contains("redis reachable again"), "node {i}");
+    }
     // The nodes wrote back what they hold.
     let redis = |args: &[&str]| {
         let out = Command::new("redis-cli")

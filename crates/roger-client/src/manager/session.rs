@@ -240,6 +240,10 @@ fn spawn_ping(shared: &Arc<Shared>, gen: u64, sig: Signaling, interval_ms: u64) 
                             "no pong within {timeout:?}: the signaling path is dead"
                         );
                         if let Some(shared) = weak.upgrade() {
+                            // A node that stopped answering may be a machine gone: the
+                            // next attempt goes to another node rather than wait out a
+                            // connect timeout on this one.
+                            lock(&shared.servers).advance();
                             shared.input(Event::SignalingUnresponsive { gen });
                         }
                     }

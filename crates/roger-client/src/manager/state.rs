@@ -162,10 +162,24 @@ impl Servers {
     }
 
     /// Adds addresses not known yet (a cluster's live nodes), keeping the one in use.
+    /// Learned ones go in random order, so a lost node's clients spread over the others
+    /// instead of all moving to the same one. Given `wss://`, a learned `ws://` address
+    /// is refused: a node must not talk a client out of encryption.
     pub(crate) fn learn(&mut self, urls: impl IntoIterator<Item = String>) {
-        for u in urls {
-            let u = u.trim().to_owned();
-            if !u.is_empty() && !self.urls.contains(&u) {
+        let secure = self.urls.first().is_some_and(|u| u.starts_with("wss://"));
+        let mut new: Vec<String> = urls
+            .into_iter()
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty() && !self.urls.contains(u))
+            .filter(|u| !(secure && u.starts_with("ws://")))
+            .collect();
+        new.dedup();
+        if !self.urls.is_empty() {
+            use rand::seq::SliceRandom;
+            new.shuffle(&mut rand::rng());
+        }
+        for u in new {
+            if !self.urls.contains(&u) {
                 self.urls.push(u);
             }
         }
@@ -477,6 +491,25 @@ mod servers_tests {
         assert_eq!(s.current(), "ws://b/ws");
         s.advance();
         assert_eq!(s.current(), "ws://a/ws");
+    }
+
+    #[test]
+    fn a_secure_service_does_not_learn_plain_addresses() {
+        let mut s = Servers::new(urls(&["wss://a/ws"]));
+        s.learn(urls(&["ws://b/ws", "wss://c/ws"]));
+        assert_eq!(s.all(), ["wss://a/ws", "wss://c/ws"]);
+    }
+
+    #[test]
+    fn learned_nodes_come_in_varied_orders() {
+        let orders: std::collections::HashSet<Vec<String>> = (0..50)
+            .map(|_| {
+                let mut s = Servers::new(urls(&["ws://a/ws"]));
+                s.learn(urls(&["ws://b/ws", "ws://c/ws", "ws://d/ws"]));
+                s.all().to_vec()
+            })
+            .collect();
+        assert!(orders.len() > 1, "every client would move to the same node");
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub struct RecoveryConfig {
     /// Random extra delay, 0 to this, before each of those (spreads a dead node's
     /// clients over the survivors).
     pub failover_jitter: Duration,
+    /// Fast attempts are used at most once this often: a session that keeps dropping
+    /// right after it comes back gets the ordinary backoff.
+    pub failover_fast_every: Duration,
     /// After a drain notice the server is restarting: reconnect attempts come this
     /// often (plus `signaling_jitter`) instead of backing off, so clients are back as
     /// soon as it listens again. A refused connection is cheap for both sides.
@@ -95,6 +98,7 @@ impl Default for RecoveryConfig {
             signaling_jitter: Duration::from_millis(500),
             failover_fast_attempts: 2,
             failover_jitter: Duration::from_millis(200),
+            failover_fast_every: Duration::from_secs(30),
             drain_retry_interval: Duration::from_millis(250),
             drain_retry_window: Duration::from_secs(20),
             relay_after_ice_failures: 2,

@@ -146,6 +146,10 @@ pub struct Recovery {
     sig_attempt: u32,
     /// Other addresses of the service are known (see `Event::Alternates`).
     alternates: bool,
+    /// When the last run of fast attempts began.
+    last_fast: Option<Instant>,
+    /// Whether this run of signaling attempts starts with fast ones.
+    fast_run: bool,
     has_session: bool,
     drain: Option<Drain>,
     tr: [Tr; 2],
@@ -187,6 +191,8 @@ impl Recovery {
             sig_gen: 0,
             sig_attempt: 0,
             alternates: false,
+            last_fast: None,
+            fast_run: false,
             has_session: false,
             drain: None,
             tr: [Tr::new(), Tr::new()],
@@ -415,7 +421,18 @@ impl Recovery {
                 .take()
                 .unwrap_or(self.config.drain_retry_interval),
             None => {
-                let fast = if self.alternates {
+                if self.sig_attempt == 0 {
+                    // A new run of attempts: fast if another node is known and the last
+                    // fast run is not recent.
+                    let recently = self.last_fast.is_some_and(|t| {
+                        now.saturating_duration_since(t) < self.config.failover_fast_every
+                    });
+                    self.fast_run = self.alternates && !recently;
+                    if self.fast_run {
+                        self.last_fast = Some(now);
+                    }
+                }
+                let fast = if self.fast_run {
                     self.config.failover_fast_attempts
                 } else {
                     0

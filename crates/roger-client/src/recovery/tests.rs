@@ -909,3 +909,17 @@ fn a_single_server_keeps_the_usual_backoff() {
     assert!(connects(&h.advance(ms(999))).is_empty());
     assert_eq!(connects(&h.advance(ms(1))), [true]);
 }
+
+#[test]
+fn a_session_that_keeps_dropping_gets_the_fast_retries_once_then_the_backoff() {
+    let mut h = H::connected();
+    h.ev(Event::Alternates(true));
+    h.sig_down(ErrorCode::SignalingClosed);
+    assert_eq!(connects(&h.advance(ms(0))), [true]);
+    h.session_up(true, vec![Send, Recv]);
+    // Down again 5 s later: no second run of fast attempts so soon.
+    h.advance(secs(5));
+    h.sig_down(ErrorCode::SignalingClosed);
+    assert!(connects(&h.advance(ms(999))).is_empty());
+    assert_eq!(connects(&h.advance(ms(1))), [true]);
+}

@@ -125,6 +125,8 @@ pub struct Cluster {
     relay: Arc<relay::Relay>,
     relay_addr: SocketAddr,
     ops: mpsc::UnboundedSender<Op>,
+    /// This run of the node (random at start): records it wrote carry it.
+    epoch: u32,
     up: AtomicBool,
     leaving: AtomicBool,
     live: Mutex<Vec<NodeInfo>>,
@@ -157,6 +159,7 @@ impl Cluster {
             relay: relay.clone(),
             relay_addr,
             ops,
+            epoch: rand::random::<u32>() | 1,
             up: AtomicBool::new(false),
             leaving: AtomicBool::new(false),
             live: Mutex::new(Vec::new()),
@@ -180,6 +183,11 @@ impl Cluster {
     /// This node's id.
     pub fn node_id(&self) -> &str {
         &self.settings.node_id
+    }
+
+    /// This run of the node (see [`MemberRecord::epoch`]).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
     }
 
     /// The relay socket.
@@ -267,8 +275,16 @@ struct Worker {
     acquire: redis::Script,
     release: redis::Script,
     refresh: redis::Script,
-    /// When each node was first seen missing (for the members it leaves behind).
+    hdel_if: redis::Script,
+    /// When each node (or an earlier run of this one, `id#epoch`) was first seen missing
+    /// (for the members it leaves behind).
     missing_since: HashMap<String, Instant>,
+    /// Local sessions whose directory record was gone at the last heartbeats: taken by
+    /// another node (a `Moved` that was lost). Dropped here at the second miss.
+    unclaimed: HashMap<SessionId, u32>,
+    /// Leases of this run that the hub did not have at the last heartbeat (released at
+    /// the second, so a grant in flight is not mistaken for a lost release).
+    orphan_leases: HashMap<ChannelId, u32>,
     last_error: Option<String>,
 }
 
@@ -280,7 +296,10 @@ impl Worker {
             acquire: redis::Script::new(ACQUIRE),
             release: redis::Script::new(RELEASE),
             refresh: redis::Script::new(REFRESH),
+            hdel_if: redis::Script::new(HDEL_IF),
             missing_since: HashMap::new(),
+            unclaimed: HashMap::new(),
+            orphan_leases: HashMap::new(),
             last_error: None,
         }
     }
@@ -385,6 +404,7 @@ impl Worker {
                 let rec = MemberRecord {
                     member: member.clone(),
                     node: c.settings.node_id.clone(),
+                    epoch: c.epoch,
                 };
                 let set = redis::cmd("HSET")
                     .arg(members_key(&channel))
@@ -436,6 +456,8 @@ impl Worker {
                     .release
                     .key(floor_key(&channel))
                     .arg(session.as_str())
+                    .arg(&c.settings.node_id)
+                    .arg(c.epoch.to_string())
                     .invoke_async::<i64>(&mut self.conn)
                     .await;
                 match del {
@@ -453,14 +475,10 @@ impl Worker {
                 .await
             }
             Op::Deregister => {
-                redis::pipe()
-                    .cmd("DEL")
+                // Off the live list at once; still in the set, so the other nodes time
+                // its members from now (they are resuming elsewhere) like a dead node's.
+                redis::cmd("DEL")
                     .arg(node_key(&c.settings.node_id))
-                    .ignore()
-                    .cmd("SREM")
-                    .arg(NODES)
-                    .arg(&c.settings.node_id)
-                    .ignore()
                     .query_async::<()>(&mut self.conn)
                     .await
             }
@@ -506,6 +524,7 @@ impl Worker {
                     },
                     node: String::new(),
                     deadline_ms: 0,
+                    epoch: 0,
                 }))
             }
         }
@@ -631,26 +650,35 @@ impl Worker {
         metrics::gauge!("roger_cluster_nodes").set(live.len() as f64);
         *crate::sync::lock(&c.live) = live.clone();
 
-        // This node's records: extended (or written back after an outage).
-        let mut p = redis::pipe();
+        // This node's records: extended (or written back after an outage), and its
+        // members written every time (an entry a stale copy elsewhere overwrote, or a
+        // restart lost, comes back within a heartbeat).
         let ttl = Cluster::ms(c.settings.session_grace);
-        for (token, rec) in &snapshot.sessions {
-            if write_back {
-                p.cmd("SET")
-                    .arg(resume_key(token))
-                    .arg(serde_json::to_string(rec).expect("records serialize"))
-                    .arg("PX")
-                    .arg(ttl)
-                    .ignore();
-            } else {
-                p.cmd("PEXPIRE").arg(resume_key(token)).arg(ttl).ignore();
+        if !snapshot.sessions.is_empty() {
+            let mut p = redis::pipe();
+            for (token, rec) in &snapshot.sessions {
+                if write_back {
+                    p.cmd("SET")
+                        .arg(resume_key(token))
+                        .arg(serde_json::to_string(rec).expect("records serialize"))
+                        .arg("PX")
+                        .arg(ttl);
+                } else {
+                    p.cmd("PEXPIRE").arg(resume_key(token)).arg(ttl);
+                }
+            }
+            let kept: Vec<redis::Value> = p.query_async(&mut self.conn).await?;
+            if !write_back {
+                self.find_moved(hub, &snapshot, &kept);
             }
         }
-        if write_back {
+        if !snapshot.members.is_empty() {
+            let mut p = redis::pipe();
             for (ch, session, member) in &snapshot.members {
                 let rec = MemberRecord {
                     member: member.clone(),
                     node: me.clone(),
+                    epoch: c.epoch,
                 };
                 p.cmd("HSET")
                     .arg(members_key(ch))
@@ -658,8 +686,6 @@ impl Worker {
                     .arg(serde_json::to_string(&rec).expect("records serialize"))
                     .ignore();
             }
-        }
-        if !snapshot.sessions.is_empty() || (write_back && !snapshot.members.is_empty()) {
             p.query_async::<()>(&mut self.conn).await?;
         }
         for (ch, floor) in &snapshot.floors {
@@ -669,6 +695,8 @@ impl Worker {
                 .arg(serde_json::to_string(floor).expect("records serialize"))
                 .arg(Cluster::ms(c.settings.floor_grace))
                 .arg(floor.session.as_str())
+                .arg(&me)
+                .arg(c.epoch.to_string())
                 .invoke_async(&mut self.conn)
                 .await?;
             if kept == 0 {
@@ -699,8 +727,8 @@ impl Worker {
             .iter()
             .map(|(ch, s, _)| (ch.clone(), s.clone()))
             .collect();
-        let mut stale = redis::pipe();
-        let mut any_stale = false;
+        let mut stale: Vec<(ChannelId, SessionId, String)> = Vec::new();
+        let mut orphans_seen = HashSet::new();
         for (i, ch) in channels.iter().enumerate() {
             let members: HashMap<String, String> =
                 redis::from_redis_value_ref(&raw[2 * i]).unwrap_or_default();
@@ -712,51 +740,101 @@ impl Worker {
                     continue;
                 };
                 let sid = SessionId(sid);
-                let gone = if rec.node == me {
+                let mine_now = rec.node == me && rec.epoch == c.epoch;
+                let gone = if mine_now {
                     // Ours but no longer here (left while Redis was away).
                     !mine.contains(&(ch.clone(), sid.clone()))
                 } else {
-                    !live_ids.contains(rec.node.as_str())
+                    // Another node's, or an earlier run of this one: kept while its
+                    // node lives, then for one session grace (it may resume elsewhere).
+                    let owner = if rec.node == me {
+                        format!("{}#{}", rec.node, rec.epoch)
+                    } else {
+                        rec.node.clone()
+                    };
+                    let alive = rec.node != me && live_ids.contains(rec.node.as_str());
+                    if !alive {
+                        orphans_seen.insert(owner.clone());
+                        self.missing_since.entry(owner.clone()).or_insert(now);
+                    }
+                    !alive
                         && self
                             .missing_since
-                            .get(&rec.node)
+                            .get(&owner)
                             .is_none_or(|t| now.duration_since(*t) > c.settings.session_grace)
                 };
                 if gone {
-                    stale
-                        .cmd("HDEL")
-                        .arg(members_key(ch))
-                        .arg(sid.as_str())
-                        .ignore();
-                    any_stale = true;
-                } else if rec.node != me {
+                    stale.push((ch.clone(), sid, text));
+                } else if !mine_now {
                     remote.insert(sid, rec);
                 }
             }
             view.members.insert(ch.clone(), remote);
             if let Some(f) = floor.and_then(|t| serde_json::from_str::<FloorRecord>(&t).ok()) {
-                if f.node != me {
+                if f.node != me || f.epoch != c.epoch {
                     view.floors.insert(ch.clone(), f);
+                    self.orphan_leases.remove(ch);
                 } else if !snapshot
                     .floors
                     .iter()
                     .any(|(c2, f2)| c2 == ch && f2.session == f.session)
                 {
-                    // A lease of ours the hub no longer has (its release was lost):
-                    // ended now rather than when it expires.
-                    self.release
-                        .key(floor_key(ch))
-                        .arg(f.session.as_str())
-                        .invoke_async::<i64>(&mut self.conn)
-                        .await?;
+                    // A lease of this run the hub no longer has (its release was lost):
+                    // ended at the second heartbeat that finds it so (the first may see
+                    // a grant on its way to the hub).
+                    let n = self.orphan_leases.entry(ch.clone()).or_insert(0);
+                    *n += 1;
+                    if *n >= 2 {
+                        self.orphan_leases.remove(ch);
+                        self.release
+                            .key(floor_key(ch))
+                            .arg(f.session.as_str())
+                            .arg(&me)
+                            .arg(c.epoch.to_string())
+                            .invoke_async::<i64>(&mut self.conn)
+                            .await?;
+                    }
+                } else {
+                    self.orphan_leases.remove(ch);
                 }
+            } else {
+                self.orphan_leases.remove(ch);
             }
         }
-        if any_stale {
-            stale.query_async::<()>(&mut self.conn).await?;
+        // Earlier runs of this node whose entries are all gone are forgotten.
+        self.missing_since
+            .retain(|k, _| !k.contains('#') || orphans_seen.contains(k));
+        for (ch, sid, text) in stale {
+            // Only if the entry is still what was read: its session may have written a
+            // new one from the node it moved to.
+            self.hdel_if
+                .key(members_key(&ch))
+                .arg(sid.as_str())
+                .arg(&text)
+                .invoke_async::<i64>(&mut self.conn)
+                .await?;
         }
         hub.reconcile(view);
         Ok(())
+    }
+
+    /// Sessions whose record `PEXPIRE` found gone twice in a row: another node took them
+    /// (their `Moved` on the bus was lost). The hub drops its copy.
+    fn find_moved(&mut self, hub: &Arc<Hub>, snapshot: &Snapshot, kept: &[redis::Value]) {
+        let mut seen = HashMap::new();
+        for ((_, rec), v) in snapshot.sessions.iter().zip(kept) {
+            let gone = matches!(v, redis::Value::Int(0));
+            if gone {
+                let n = self.unclaimed.get(&rec.session).copied().unwrap_or(0) + 1;
+                if n >= 2 {
+                    tracing::info!(session = %rec.session, "its resume record is gone: the session went to another node");
+                    hub.gone_elsewhere(&rec.session);
+                } else {
+                    seen.insert(rec.session.clone(), n);
+                }
+            }
+        }
+        self.unclaimed = seen;
     }
 }
 

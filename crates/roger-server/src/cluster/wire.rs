@@ -80,6 +80,10 @@ pub struct MemberRecord {
     pub member: Member,
     /// Where their session is.
     pub node: String,
+    /// Which run of that node wrote it (a node restarted under the same id is another
+    /// run: it must not take the last run's entries for its own).
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// The floor lease of a channel.
@@ -93,6 +97,9 @@ pub struct FloorRecord {
     pub node: String,
     /// When the max talk time ends, Unix ms.
     pub deadline_ms: u64,
+    /// Which run of `node` holds it (see [`MemberRecord::epoch`]).
+    #[serde(default)]
+    pub epoch: u32,
 }
 
 /// One message on the bus.
@@ -172,12 +179,14 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {1, ARGV[1]}
 "#;
 
-/// Ends the lease if it is this session's. KEYS[1] floor key; ARGV[1] session id.
+/// Ends the lease if this session holds it through this run of this node (a session that
+/// moved on has its lease with its new node, which an old copy must not end).
+/// KEYS[1] floor key; ARGV[1] session id, ARGV[2] node, ARGV[3] epoch.
 pub const RELEASE: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v then
   local ok, d = pcall(cjson.decode, v)
-  if ok and d.session == ARGV[1] then
+  if ok and d.session == ARGV[1] and d.node == ARGV[2] and tostring(d.epoch) == ARGV[3] then
     redis.call('DEL', KEYS[1])
     return 1
   end
@@ -185,13 +194,15 @@ end
 return 0
 "#;
 
-/// Extends this session's lease, or sets it again if it is gone (a Redis that restarted
-/// empty). Returns 0 when someone else holds it. KEYS[1] floor key; ARGV as [`ACQUIRE`].
+/// Extends this session's lease held through this run of this node, or sets it again if
+/// it is gone (a Redis that restarted empty). Returns 0 when someone else holds it (or
+/// the session's lease moved to another node). KEYS[1] floor key; ARGV[1] value,
+/// ARGV[2] lease ms, ARGV[3] session id, ARGV[4] node, ARGV[5] epoch.
 pub const REFRESH: &str = r#"
 local v = redis.call('GET', KEYS[1])
 if v then
   local ok, d = pcall(cjson.decode, v)
-  if ok and d.session == ARGV[3] then
+  if ok and d.session == ARGV[3] and d.node == ARGV[4] and tostring(d.epoch) == ARGV[5] then
     redis.call('PEXPIRE', KEYS[1], ARGV[2])
     return 1
   end
@@ -199,4 +210,13 @@ if v then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
+"#;
+
+/// Removes a hash field only if it still holds what was read (a stale member entry, not
+/// one its new node has written since). KEYS[1] hash; ARGV[1] field, ARGV[2] value read.
+pub const HDEL_IF: &str = r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
 "#;

@@ -163,12 +163,7 @@ impl Hub {
                     if let Some(c) = &st.cluster {
                         c.send(crate::cluster::Op::FloorTaken(
                             channel.clone(),
-                            super::cluster::floor_record(
-                                session,
-                                &member,
-                                c.node_id(),
-                                now + expires_in,
-                            ),
+                            super::cluster::floor_record(session, &member, c, now + expires_in),
                         ));
                     }
                     broadcast(

@@ -38,9 +38,10 @@ impl Hub {
     /// What this node holds, for the heartbeat.
     pub fn cluster_snapshot(&self) -> Snapshot {
         let st = self.lock();
-        let Some(node) = st.cluster.as_ref().map(|c| c.node_id().to_owned()) else {
+        let Some(cluster) = st.cluster.clone() else {
             return Snapshot::default();
         };
+        let node = cluster.node_id().to_owned();
         let mut snap = Snapshot::default();
         for (id, s) in &st.sessions {
             snap.sessions
@@ -53,7 +54,7 @@ impl Hub {
             if let Some(h) = c.floor.holder() {
                 snap.floors.push((
                     ch.clone(),
-                    floor_record(&h.session, &h.member, &node, h.expires_at),
+                    floor_record(&h.session, &h.member, &cluster, h.expires_at),
                 ));
             }
         }
@@ -112,6 +113,7 @@ impl Hub {
                     let rec = MemberRecord {
                         member,
                         node: from.to_owned(),
+                        epoch: 0,
                     };
                     remote_joined(&mut st, &channel, &session, rec);
                     refresh_targets(&st, &channel);
@@ -120,7 +122,14 @@ impl Hub {
             BusEvent::Left {
                 channel, session, ..
             } => {
-                if st.channels.contains_key(&channel) {
+                // From the node the member is on: a stale copy elsewhere (its session
+                // moved on) does not take it away.
+                let from_its_node = st
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.remote.get(&session))
+                    .is_some_and(|r| r.node == from);
+                if from_its_node {
                     remote_left(&mut st, &channel, &session);
                     refresh_targets(&st, &channel);
                 }
@@ -131,7 +140,12 @@ impl Hub {
                 }
             }
             BusEvent::FloorIdle { channel, session } => {
-                if st.channels.contains_key(&channel) {
+                let from_its_node = st
+                    .channels
+                    .get(&channel)
+                    .and_then(|c| c.remote_floor.as_ref())
+                    .is_some_and(|f| f.node == from);
+                if from_its_node {
                     remote_floor_idle(&mut st, &channel, &session);
                 }
             }
@@ -178,7 +192,7 @@ impl Hub {
             };
             if c.remote_floor
                 .as_ref()
-                .is_none_or(|f| f.session != p.session)
+                .is_none_or(|f| f.session != p.session || f.node != p.node)
             {
                 metrics::counter!("roger_rtp_dropped_total", "reason" => "relay_not_holder")
                     .increment(1);
@@ -199,6 +213,13 @@ impl Hub {
             payload: p.payload.into(),
         };
         router.forward(Instant::now(), &p.session, &packet);
+    }
+
+    /// A local session's resume record went: another node took it over and its `Moved`
+    /// was lost. This node's copy goes quietly, as for `Moved`.
+    pub fn gone_elsewhere(&self, session: &SessionId) {
+        let mut st = self.lock();
+        self.drop_moved(&mut st, session, "");
     }
 
     /// Another node holds the lease of a floor a local session held (two grants while
@@ -259,6 +280,7 @@ impl Hub {
                     MemberRecord {
                         member,
                         node: to.to_owned(),
+                        epoch: 0,
                     },
                 );
             }
@@ -271,6 +293,7 @@ impl Hub {
                     member: h.member,
                     node: to.to_owned(),
                     deadline_ms: deadline_ms(h.expires_at),
+                    epoch: 0,
                 });
                 c.router.set_remote_speaker(Some(session.clone()));
             }
@@ -298,6 +321,7 @@ impl Hub {
         for (ch, f) in floors {
             let mut moved = f;
             moved.node = node.clone();
+            moved.epoch = cluster.epoch();
             if let Ok(Ok(())) = cluster.acquire(&ch, moved.clone()).await {
                 kept.push((ch, moved));
             }
@@ -313,9 +337,35 @@ impl Hub {
             return Err(e);
         }
         if let Some(old) = st.by_user.get(&rec.member.user).cloned() {
+            let newer_here = st
+                .sessions
+                .get(&old)
+                .is_some_and(|s| (s.created_ms, old.as_str()) > (rec.created_ms, id.as_str()));
+            if newer_here {
+                // The user signed in again since: that session stands, this one is over.
+                return Err(ErrorBody::new(
+                    ErrorCode::SessionReplaced,
+                    "you connected from somewhere else",
+                ));
+            }
             if old != id {
+                if let Some(c) = st.sessions.get(&old).and_then(|s| s.conn.clone()) {
+                    c.end_with(
+                        ErrorBody::new(
+                            ErrorCode::SessionReplaced,
+                            "you connected from somewhere else",
+                        ),
+                        "session replaced",
+                    );
+                }
                 self.end_session(&mut st, &old, "replaced");
             }
+        }
+        if st.sessions.len() >= self.config.limits.max_sessions {
+            return Err(ErrorBody::new(
+                ErrorCode::ServerFull,
+                "the server has no room for another session",
+            ));
         }
         let allowed = st
             .channels
@@ -450,6 +500,7 @@ impl Hub {
             member,
             node: cluster.node_id().to_owned(),
             deadline_ms: unix_ms() + max_talk.as_millis() as u64,
+            epoch: cluster.epoch(),
         };
         match cluster.acquire(channel, rec).await {
             Ok(Ok(())) => {
@@ -521,14 +572,15 @@ pub(super) fn deadline_ms(at: Instant) -> u64 {
 pub(super) fn floor_record(
     session: &SessionId,
     member: &Member,
-    node: &str,
+    cluster: &Cluster,
     expires_at: Instant,
 ) -> FloorRecord {
     FloorRecord {
         session: session.clone(),
         member: member.clone(),
-        node: node.to_owned(),
+        node: cluster.node_id().to_owned(),
         deadline_ms: deadline_ms(expires_at),
+        epoch: cluster.epoch(),
     }
 }
 
@@ -628,9 +680,11 @@ pub(super) fn refresh_targets(st: &HubState, ch: &ChannelId) {
     let Some(c) = st.channels.get(ch) else {
         return;
     };
+    let me = st.cluster.as_ref().map(|c| c.node_id());
     let mut targets: Vec<std::net::SocketAddr> = c
         .remote
         .values()
+        .filter(|r| Some(r.node.as_str()) != me)
         .filter_map(|r| st.live.get(&r.node).copied())
         .collect();
     targets.sort();
