@@ -173,3 +173,60 @@ pub fn heard_again(c: &crate::TestClient, after: Instant) -> Option<Instant> {
     let (_, i) = best?;
     (times.len() - i >= 50).then(|| times[i])
 }
+
+/// Alice on node 0 talking noise in `general` (the task), heard by bob on node 1 through
+/// the relay.
+pub struct AcrossNodes {
+    /// The talker, on node 0 (she learns the others from `welcome`).
+    pub alice: std::sync::Arc<crate::TestClient>,
+    /// The listener, on node 1.
+    pub bob: crate::TestClient,
+    /// Alice's talk, running.
+    pub talk: tokio::task::JoinHandle<roger_client::FloorOutcome>,
+}
+
+impl Cluster {
+    /// Alice (node 0) starts talking `seconds` in `general`; returns once bob (node 1)
+    /// has heard a second of her (panics after 10 s).
+    pub async fn alice_talks_to_bob(&self, seconds: f64) -> AcrossNodes {
+        let general = roger_protocol::ChannelId::from("general");
+        let on = |i: usize, user: &str| {
+            crate::client_config(
+                &self.nodes[i].url(),
+                &self.nodes[i].token(user, &["general"]),
+            )
+        };
+        let alice = std::sync::Arc::new(crate::TestClient::connect(on(0, "alice")).await);
+        let bob = crate::TestClient::connect(on(1, "bob")).await;
+        alice.mgr.join(&general).await.expect("alice joins");
+        bob.mgr.join(&general).await.expect("bob joins");
+        let started = Instant::now();
+        let talker = alice.clone();
+        let talk = tokio::spawn(async move { talker.talk("general", seconds).await });
+        while bob.frames_since(started) < 50 {
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "bob never heard alice across nodes"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        AcrossNodes { alice, bob, talk }
+    }
+}
+
+/// Waits (up to `within`) for [`heard_again`].
+pub async fn wait_heard_again(
+    c: &crate::TestClient,
+    after: Instant,
+    within: Duration,
+) -> Option<Instant> {
+    loop {
+        if let Some(t) = heard_again(c, after) {
+            return Some(t);
+        }
+        if after.elapsed() >= within {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -11,11 +11,10 @@
 //!   survivor, and whether its listeners hear the talkers again.
 
 use super::{floor_access, packet_latency, report};
-use roger_e2e::cluster::{heard_again, Cluster};
-use roger_e2e::{bin, client_config, now_ms, Bot, Server, TempDir, TestClient, TEST_SECRET};
+use roger_e2e::cluster::{wait_heard_again, AcrossNodes, Cluster};
+use roger_e2e::{bin, now_ms, Bot, Server, TempDir, TEST_SECRET};
 use roger_server::auth::Authenticator;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Everything.
@@ -95,35 +94,10 @@ async fn node_death(trials: usize) {
         let Some(mut cl) = Cluster::start(2, "") else {
             return;
         };
-        let urls = cl.urls();
-        let alice = Arc::new(
-            TestClient::connect(client_config(
-                &urls[0],
-                &cl.nodes[0].token("alice", &["general"]),
-            ))
-            .await,
-        );
-        let bob = TestClient::connect(client_config(
-            &urls[1],
-            &cl.nodes[1].token("bob", &["general"]),
-        ))
-        .await;
-        let general = roger_protocol::ChannelId::from("general");
-        alice.mgr.join(&general).await.expect("join");
-        bob.mgr.join(&general).await.expect("join");
-        let talker = alice.clone();
-        let talk = tokio::spawn(async move { talker.talk("general", 8.0).await });
-        let started = Instant::now();
-        while bob.frames_since(started) < 50 && started.elapsed() < Duration::from_secs(10) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let AcrossNodes { alice, bob, talk } = cl.alice_talks_to_bob(8.0).await;
         cl.nodes[0].kill9();
         let killed = Instant::now();
-        let mut again = None;
-        while again.is_none() && killed.elapsed() < Duration::from_secs(15) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            again = heard_again(&bob, killed);
-        }
+        let again = wait_heard_again(&bob, killed, Duration::from_secs(15)).await;
         match again {
             Some(t) => {
                 let ms = (t - killed).as_secs_f64() * 1000.0;

@@ -3,10 +3,9 @@
 //! clients all move at once, none of them failing.
 
 use roger_client::Status;
-use roger_e2e::cluster::{heard_again, Cluster};
+use roger_e2e::cluster::{wait_heard_again, AcrossNodes, Cluster};
 use roger_e2e::{client_config, TestClient};
 use roger_protocol::ChannelId;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn never_failed(c: &TestClient) -> bool {
@@ -22,47 +21,15 @@ async fn a_talker_whose_node_is_killed_moves_keeps_the_floor_and_is_heard_again(
     let Some(mut cl) = Cluster::start(2, "") else {
         return;
     };
-    let general = ChannelId::from("general");
-    let urls = cl.urls();
-    // Alice is given node a only: she learns b from `welcome`.
-    let alice = Arc::new(
-        TestClient::connect(client_config(
-            &urls[0],
-            &cl.nodes[0].token("alice", &["general"]),
-        ))
-        .await,
-    );
-    let bob = TestClient::connect(client_config(
-        &urls[1],
-        &cl.nodes[1].token("bob", &["general"]),
-    ))
-    .await;
-    alice.mgr.join(&general).await.expect("join");
-    bob.mgr.join(&general).await.expect("join");
-
-    let started = Instant::now();
-    let talker = alice.clone();
-    let talk = tokio::spawn(async move { talker.talk("general", 9.0).await });
-    // Bob hears her through the relay...
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while bob.frames_since(started) < 50 {
-        assert!(
-            Instant::now() < deadline,
-            "bob never heard alice across nodes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Alice is given node a only: she learns b from `welcome`. Bob hears her through
+    // the relay...
+    let AcrossNodes { alice, bob, talk } = cl.alice_talks_to_bob(9.0).await;
     // ... until her node dies.
     cl.nodes[0].kill9();
     let killed = Instant::now();
-    let deadline = killed + Duration::from_secs(15);
-    let again = loop {
-        if let Some(t) = heard_again(&bob, killed) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "bob did not hear alice again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let again = wait_heard_again(&bob, killed, Duration::from_secs(15))
+        .await
+        .expect("bob did not hear alice again");
     println!(
         "node killed: bob heard alice again {:?} later",
         again - killed
@@ -304,20 +271,6 @@ async fn a_node_restarted_under_the_same_id_keeps_its_old_runs_floor_and_members
     let Some(mut cl) = Cluster::start(2, "") else {
         return;
     };
-    let general = ChannelId::from("general");
-    let urls = cl.urls();
-    let alice = Arc::new(
-        TestClient::connect(client_config(
-            &urls[0],
-            &cl.nodes[0].token("alice", &["general"]),
-        ))
-        .await,
-    );
-    let bob = TestClient::connect(client_config(
-        &urls[1],
-        &cl.nodes[1].token("bob", &["general"]),
-    ))
-    .await;
     // Carol, on node a too, will not come back (a raw socket that dies with the node):
     // her entry is still there when the new run first beats, and must stay for her
     // session grace, not be taken for the new run's own and dropped.
@@ -328,33 +281,17 @@ async fn a_node_restarted_under_the_same_id_keeps_its_old_runs_floor_and_members
         .expect("hello");
     carol
         .call(roger_protocol::Request::Join {
-            channel: general.clone(),
+            channel: "general".into(),
         })
         .await
         .expect("join");
-    alice.mgr.join(&general).await.expect("join");
-    bob.mgr.join(&general).await.expect("join");
-    let started = Instant::now();
-    let talker = alice.clone();
-    let talk = tokio::spawn(async move { talker.talk("general", 9.0).await });
-    while bob.frames_since(started) < 50 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "bob never heard alice"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let AcrossNodes { alice, bob, talk } = cl.alice_talks_to_bob(9.0).await;
     cl.nodes[0].kill9();
     let killed = Instant::now();
     cl.nodes[0].restart();
-    let deadline = killed + Duration::from_secs(15);
-    let again = loop {
-        if let Some(t) = heard_again(&bob, killed) {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "bob did not hear alice again");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let again = wait_heard_again(&bob, killed, Duration::from_secs(15))
+        .await
+        .expect("bob did not hear alice again");
     println!(
         "node restarted: bob heard alice again {:?} after the kill",
         again - killed

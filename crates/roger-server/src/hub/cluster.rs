@@ -167,16 +167,7 @@ impl Hub {
                     return;
                 }
                 tracing::info!(user = %user, old = %old, node = from, "same identity signed in on another node: replacing the older session");
-                if let Some(c) = s.conn.clone() {
-                    c.end_with(
-                        ErrorBody::new(
-                            ErrorCode::SessionReplaced,
-                            "you connected from somewhere else",
-                        ),
-                        "session replaced",
-                    );
-                }
-                self.end_session(&mut st, &old, "replaced");
+                self.replace_session(&mut st, &old);
                 publish_gauges(&st);
             }
         }
@@ -327,12 +318,7 @@ impl Hub {
             }
         }
         let mut st = self.lock();
-        if st.draining {
-            return Err(ErrorBody::new(
-                ErrorCode::ServerDraining,
-                "the server is shutting down",
-            ));
-        }
+        Self::check_not_draining(&st)?;
         if let Some(e) = self.token_refusal(&st, &rec.claims) {
             return Err(e);
         }
@@ -343,30 +329,13 @@ impl Hub {
                 .is_some_and(|s| (s.created_ms, old.as_str()) > (rec.created_ms, id.as_str()));
             if newer_here {
                 // The user signed in again since: that session stands, this one is over.
-                return Err(ErrorBody::new(
-                    ErrorCode::SessionReplaced,
-                    "you connected from somewhere else",
-                ));
+                return Err(replaced_error());
             }
             if old != id {
-                if let Some(c) = st.sessions.get(&old).and_then(|s| s.conn.clone()) {
-                    c.end_with(
-                        ErrorBody::new(
-                            ErrorCode::SessionReplaced,
-                            "you connected from somewhere else",
-                        ),
-                        "session replaced",
-                    );
-                }
-                self.end_session(&mut st, &old, "replaced");
+                self.replace_session(&mut st, &old);
             }
         }
-        if st.sessions.len() >= self.config.limits.max_sessions {
-            return Err(ErrorBody::new(
-                ErrorCode::ServerFull,
-                "the server has no room for another session",
-            ));
-        }
+        self.check_room(&st)?;
         let allowed = st
             .channels
             .values()

@@ -9,8 +9,9 @@
 //! Channel state lives behind this one type so a larger deployment can move it to a
 //! shared store without touching the socket or media code.
 //!
-//! Files: sessions (hello, resume, detach, end), timers, draining and health (this
-//! file); channels and floors (`channels.rs`).
+//! Files: sessions (hello, resume, detach, end) (this file); timers, draining and health
+//! (`lifecycle.rs`); channels and floors (`channels.rs`); cluster mode (`cluster.rs`);
+//! history requests (`history.rs`); tokens (`tokens.rs`).
 
 use crate::auth::{Authenticator, Claims};
 use crate::config::Config;
@@ -25,8 +26,10 @@ use tokio::sync::{mpsc, Notify};
 mod channels;
 mod cluster;
 mod history;
+mod lifecycle;
 mod tokens;
-use channels::{apply_revoked, leave_channel, publish_gauges};
+use channels::{leave_channel, publish_gauges};
+pub use lifecycle::Health;
 
 /// What a socket's writer task sends.
 // Messages are queued by value: boxing each (for the rare small close) would cost an
@@ -278,34 +281,15 @@ impl Hub {
         let claims = self.auth.verify(token)?;
         let user = UserId(claims.sub.clone());
         let mut st = self.lock();
-        if st.draining {
-            return Err(ErrorBody::new(
-                ErrorCode::ServerDraining,
-                "the server is shutting down",
-            ));
-        }
+        Self::check_not_draining(&st)?;
         if let Some(e) = self.token_refusal(&st, &claims) {
             return Err(e);
         }
         if let Some(old) = st.by_user.get(&user).cloned() {
             tracing::info!(user = %user, old = %old, "same identity connected again: replacing the older session");
-            if let Some(c) = st.sessions.get(&old).and_then(|s| s.conn.clone()) {
-                c.end_with(
-                    ErrorBody::new(
-                        ErrorCode::SessionReplaced,
-                        "you connected from somewhere else",
-                    ),
-                    "session replaced",
-                );
-            }
-            self.end_session(&mut st, &old, "replaced");
+            self.replace_session(&mut st, &old);
         }
-        if st.sessions.len() >= self.config.limits.max_sessions {
-            return Err(ErrorBody::new(
-                ErrorCode::ServerFull,
-                "the server has no room for another session",
-            ));
-        }
+        self.check_room(&st)?;
         let id = SessionId(random_token());
         let member = Member {
             user: user.clone(),
@@ -432,12 +416,7 @@ impl Hub {
         }
         let (id, media, mut resumed) = {
             let mut st = self.lock();
-            if st.draining {
-                return Err(ErrorBody::new(
-                    ErrorCode::ServerDraining,
-                    "the server is shutting down",
-                ));
-            }
+            Self::check_not_draining(&st)?;
             let expired = || {
                 ErrorBody::new(
                     ErrorCode::SessionExpired,
@@ -577,6 +556,37 @@ impl Hub {
         publish_gauges(&st);
     }
 
+    /// A new session of the same user (here, or on another node of a cluster) replaces
+    /// `old`: its socket is told why and closed, and it ends.
+    fn replace_session(&self, st: &mut HubState, old: &SessionId) {
+        if let Some(c) = st.sessions.get(old).and_then(|s| s.conn.clone()) {
+            c.end_with(replaced_error(), "session replaced");
+        }
+        self.end_session(st, old, "replaced");
+    }
+
+    /// `SERVER_DRAINING` once a drain has begun.
+    fn check_not_draining(st: &HubState) -> Result<(), ErrorBody> {
+        if st.draining {
+            return Err(ErrorBody::new(
+                ErrorCode::ServerDraining,
+                "the server is shutting down",
+            ));
+        }
+        Ok(())
+    }
+
+    /// `SERVER_FULL` at the session limit.
+    fn check_room(&self, st: &HubState) -> Result<(), ErrorBody> {
+        if st.sessions.len() >= self.config.limits.max_sessions {
+            return Err(ErrorBody::new(
+                ErrorCode::ServerFull,
+                "the server has no room for another session",
+            ));
+        }
+        Ok(())
+    }
+
     fn end_session(&self, st: &mut HubState, session: &SessionId, why: &str) {
         let Some(s) = st.sessions.get(session) else {
             return;
@@ -599,193 +609,19 @@ impl Hub {
         let media = s.media.clone();
         tokio::spawn(async move { media.close().await });
     }
-
-    /// The earliest deadline of any session or floor.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        let st = self.lock();
-        let grace = self.config.session_grace();
-        let sessions = st
-            .sessions
-            .values()
-            .filter_map(|s| s.detached_at.map(|d| d + grace));
-        let tokens = st.sessions.values().map(|s| s.expires_at);
-        let floors = st.channels.values().filter_map(|c| c.floor.poll_timeout());
-        sessions.chain(tokens).chain(floors).min()
-    }
-
-    /// Applies every deadline that has passed at `now`.
-    pub fn handle_timeout(&self, now: Instant) {
-        let mut st = self.lock();
-        let grace = self.config.session_grace();
-        let expired: Vec<SessionId> = st
-            .sessions
-            .iter()
-            .filter(|(_, s)| s.detached_at.is_some_and(|d| now >= d + grace))
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in expired {
-            self.end_session(&mut st, &id, "grace_expired");
-        }
-        self.end_expired_tokens(&mut st, now);
-        let channels: Vec<ChannelId> = st.channels.keys().cloned().collect();
-        for ch in channels {
-            let revoked = st
-                .channels
-                .get_mut(&ch)
-                .and_then(|c| c.floor.handle_timeout(now));
-            if let Some(r) = revoked {
-                apply_revoked(&mut st, &ch, r);
-            }
-        }
-        publish_gauges(&st);
-    }
-
-    /// Runs the timer loop until the hub is dropped by everyone else.
-    pub async fn run_timers(self: Arc<Self>) {
-        loop {
-            let next = self.next_deadline();
-            let sleep = async {
-                match next {
-                    Some(t) => tokio::time::sleep_until(t.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = sleep => self.handle_timeout(Instant::now()),
-                _ = self.timers.notified() => {}
-            }
-        }
-    }
-
-    /// Starts shutting down: refuses new sessions, tells everyone, revokes floors and
-    /// closes every socket after the notice.
-    pub fn drain(&self, reconnect_after: Duration) {
-        let mut st = self.lock();
-        st.draining = true;
-        // In a cluster the sessions go on elsewhere: straight away, with their floors
-        // (the leases outlive this node by the floor grace; the new node takes them).
-        let elsewhere: Vec<String> = st
-            .cluster
-            .as_ref()
-            .map(|c| c.live_urls().into_iter().skip(1).collect())
-            .unwrap_or_default();
-        if !elsewhere.is_empty() {
-            if let Some(c) = &st.cluster {
-                c.leave();
-            }
-            for s in st.sessions.values() {
-                if let Some(c) = &s.conn {
-                    c.send(ServerMessage::Notification(Notification::ServerDraining {
-                        reconnect_after_ms: 0,
-                        nodes: elsewhere.clone(),
-                    }));
-                    c.close(CLOSE_GOING_AWAY, "node draining: resume on another node");
-                }
-            }
-            tracing::info!(
-                sessions = st.sessions.len(),
-                nodes = ?elsewhere,
-                "draining: clients sent to the other nodes"
-            );
-            return;
-        }
-        let channels: Vec<ChannelId> = st.channels.keys().cloned().collect();
-        for ch in channels {
-            let revoked = st
-                .channels
-                .get_mut(&ch)
-                .and_then(|c| c.floor.revoke_all(RevokeReason::ServerDraining));
-            if let Some(r) = revoked {
-                apply_revoked(&mut st, &ch, r);
-            }
-        }
-        for s in st.sessions.values() {
-            if let Some(c) = &s.conn {
-                c.send(ServerMessage::Notification(Notification::ServerDraining {
-                    reconnect_after_ms: reconnect_after.as_millis() as u64,
-                    nodes: vec![],
-                }));
-                c.close(CLOSE_GOING_AWAY, "server shutting down");
-            }
-        }
-        tracing::info!(
-            sessions = st.sessions.len(),
-            "draining: clients told to reconnect"
-        );
-    }
-
-    /// Closes every session's media (after a drain).
-    pub async fn close_all_media(&self) {
-        let media: Vec<Arc<SessionMedia>> = self
-            .lock()
-            .sessions
-            .values()
-            .map(|s| s.media.clone())
-            .collect();
-        for m in media {
-            m.close().await;
-        }
-    }
-
-    /// Sessions (connected or in grace).
-    pub fn session_count(&self) -> usize {
-        self.lock().sessions.len()
-    }
-
-    /// The periodic health check: counts sessions by condition and publishes them.
-    /// Dead sessions (socket gone past the grace) are ended by the timers; this makes
-    /// what is unhealthy visible in `/metrics` before that.
-    pub fn health_check(&self) -> Health {
-        let st = self.lock();
-        let h = Health {
-            sessions: st.sessions.len(),
-            detached: st.sessions.values().filter(|s| s.conn.is_none()).count(),
-            failed_transports: st
-                .sessions
-                .values()
-                .filter(|s| s.media.any_failed())
-                .count(),
-        };
-        metrics::gauge!("roger_sessions").set(h.sessions as f64);
-        metrics::gauge!("roger_sessions_detached").set(h.detached as f64);
-        metrics::gauge!("roger_sessions_with_failed_transport").set(h.failed_transports as f64);
-        metrics::counter!("roger_health_checks_total").increment(1);
-        let attempts = RESUME_ATTEMPTS.load(std::sync::atomic::Ordering::Relaxed);
-        if attempts > 0 {
-            let resumed = RESUMED.load(std::sync::atomic::Ordering::Relaxed);
-            metrics::gauge!("reconnect_success_rate").set(resumed as f64 / attempts as f64);
-        }
-        h
-    }
-
-    /// Runs the health check every `every`.
-    pub async fn run_health(self: Arc<Self>, every: Duration) {
-        let mut tick = tokio::time::interval(every);
-        loop {
-            tick.tick().await;
-            let h = self.health_check();
-            if h.failed_transports > 0 || h.detached > 0 {
-                tracing::debug!(?h, "health");
-            }
-        }
-    }
-}
-
-/// What the health check saw.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Health {
-    /// Sessions, connected or in grace.
-    pub sessions: usize,
-    /// Sessions whose socket is gone (in grace).
-    pub detached: usize,
-    /// Sessions with a transport in `failed`.
-    pub failed_transports: usize,
 }
 
 /// Resume attempts and successes, for `reconnect_success_rate` (process-wide, like the
 /// metrics registry they feed).
 static RESUME_ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static RESUMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn replaced_error() -> ErrorBody {
+    ErrorBody::new(
+        ErrorCode::SessionReplaced,
+        "you connected from somewhere else",
+    )
+}
 
 fn session_gone() -> ErrorBody {
     ErrorBody::new(ErrorCode::SessionExpired, "this session has ended")
