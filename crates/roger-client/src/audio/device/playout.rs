@@ -251,6 +251,7 @@ impl Speaker {
             jitter.stretched += s.stretched;
             jitter.compressed += s.compressed;
             jitter.tail += s.tail;
+            jitter.jitter_max_ms = jitter.jitter_max_ms.max(s.jitter_max_ms);
         }
         SpeakerStats {
             jitter_target_frames: target,

@@ -163,6 +163,10 @@ pub struct JitterStats {
     pub compressed: u64,
     /// Frames concealed after a spurt's last packet (the decoder fading out).
     pub tail: u64,
+    /// The latest any packet came relative to the earliest of its last 5 s, ms (rounded
+    /// up): the most jitter the path showed. A packet later than the playout's margin
+    /// (15 ms at least) runs it dry unless a time-scale change made room first.
+    pub jitter_max_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,6 +329,8 @@ impl JitterBuffer {
             }
         }
         self.last_transit = Some((now, timestamp));
+        let late_ms = (late / 48.0).ceil() as u64;
+        self.stats.jitter_max_ms = self.stats.jitter_max_ms.max(late_ms);
         if let State::Playing { next } = self.state {
             if e < next {
                 self.stats.late += 1;

@@ -605,3 +605,19 @@ fn a_sender_clock_that_lags_then_catches_up_a_block_does_not_run_the_buffer_dry(
     );
     assert!(d.margins.iter().all(|&m| m == MIN_MARGIN));
 }
+
+#[test]
+fn the_most_jitter_a_path_showed_is_counted() {
+    // Packets on time, except one 12 ms late: the path's jitter is 12 ms.
+    let mut jb = JitterBuffer::new(JitterConfig::default());
+    let t0 = Instant::now();
+    let arrivals: Vec<Option<Duration>> = (0..50u32)
+        .map(|i| {
+            let late = if i == 30 { 12 } else { 0 };
+            Some(FRAME * i + Duration::from_millis(late))
+        })
+        .collect();
+    run(&mut jb, t0, &arrivals, FRAME, 60);
+    assert_eq!(jb.stats().jitter_max_ms, 12);
+    assert_eq!(jb.stats().underruns, 0);
+}
