@@ -82,6 +82,8 @@ cluster: deps
 ## Benchmarks: prints the figures recorded in BENCHMARKS.md.
 bench: deps ui
 	$(CARGO) build --release --workspace --bins
+	# roger-bench quality scores speech with wideband PESQ (ITU-T P.862.2).
+	python3 -c 'import pesq, numpy' 2>/dev/null || python3 -m pip install --quiet pesq numpy
 	./target/release/roger-bench all
 
 ## Regenerate the speech fixtures.

@@ -10,6 +10,7 @@ PACKAGES=(
   espeak-ng sox # regenerate the speech fixture (make fixture)
   iproute2      # network namespaces for the fault tests
   nftables      # faults: cuts, blocked UDP, random loss (the kernel has no netem)
+  iptables      # the quality bench's jitter: NFQUEUE (the kernel has no nft queue)
   coturn        # the TURN relay of the UDP-blocked fault test
   libasound2-dev              # cpal (audio devices) links ALSA
   pulseaudio pulseaudio-utils # virtual microphone and speaker for the device tests

@@ -14,12 +14,14 @@
 pub mod audio;
 pub mod cluster;
 pub mod desktop;
+pub mod jitter;
 pub mod netns;
 pub mod portal;
 pub mod producer;
 pub mod pulse;
 pub mod quality;
 pub mod scenario;
+pub mod stall;
 
 use futures_util::{SinkExt, StreamExt};
 use roger_protocol::*;

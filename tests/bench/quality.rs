@@ -4,18 +4,25 @@
 //! speech through Opus alone at the same bitrate (the best any path can do), with the
 //! playout's counters and how many voiced 100 ms windows the speaker's recording holds at
 //! one lag. Then the same with 5 % of the server's media to the clients dropped at random
-//! (nftables on loopback; needs root and `nft`).
+//! (nftables on loopback; needs root and `nft`), then with 20 ms of jitter on top (each
+//! of those packets held 20 +- 20 ms through a netfilter queue, `jitter.rs`; needs
+//! `iptables`), and last with the jitter alone.
 //!
 //! `ROGER_BENCH_RUNS=N` repeats each pass N times.
 
 use roger_e2e::audio::{read, voices};
+use roger_e2e::jitter::Jitter;
 use roger_e2e::netns::nft;
 use roger_e2e::pulse::Pulse;
 use roger_e2e::quality::{pesq_wb, speech_through_devices};
+use roger_e2e::stall::{Kind, StallWitness};
 use roger_e2e::{have, Server, TempDir};
+use std::time::Instant;
 
 /// The server's media ports in this bench: the lossy pass drops from these.
 const MEDIA_PORTS: &str = "47000-47099";
+/// The jittery pass: each packet held this much, plus or minus this much.
+const JITTER: std::time::Duration = std::time::Duration::from_millis(20);
 
 pub fn run() {
     let runs: usize = std::env::var("ROGER_BENCH_RUNS")
@@ -42,16 +49,43 @@ pub fn run() {
     }
     println!("\n== quality: the same with 5 % random loss from the server to the clients ==");
     pass(&pulse, &server, &dir, runs, "l");
+    // And 20 ms of jitter on top: each packet from the server to the clients held
+    // 20 +- 20 ms (uniform; netem's `delay 20ms 20ms`), so packets overtake each other.
+    let (lo_port, hi_port) = (lo.parse().unwrap_or(0), hi.parse().unwrap_or(0));
+    let jitter = Jitter::start(lo_port, hi_port, JITTER, JITTER);
+    match &jitter {
+        Ok(_) => {
+            println!(
+                "\n== quality: 5 % random loss and 20 ms of jitter (each packet held 20 +- 20 ms) =="
+            );
+            pass(&pulse, &server, &dir, runs, "j");
+        }
+        Err(e) => println!("(no jittery passes: {e})"),
+    }
     if let Err(e) = nft(None, "delete table inet roger_quality") {
         println!("(could not remove the loss rule: {e}; nft delete table inet roger_quality)");
+    }
+    if let Ok(jitter) = jitter {
+        println!("\n== quality: 20 ms of jitter alone (each packet held 20 +- 20 ms), no loss ==");
+        pass(&pulse, &server, &dir, runs, "s");
+        println!(
+            "  ({} packets held in the two jittery passes)",
+            jitter.held()
+        );
     }
 }
 
 fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {
+    let witness = StallWitness::start();
     for round in 0..runs {
         for (i, voice) in voices().iter().enumerate() {
             let name = voice.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
+            let start = Instant::now();
             let run = speech_through_devices(pulse, server, voice, &format!("{tag}{round}{i}"));
+            let (machine, busy) = (
+                witness.worst(start, Kind::Machine),
+                witness.worst(start, Kind::Busy),
+            );
             let source = read(voice);
             let path = pesq_wb(&dir.0, &source, &run.heard);
             let alone = pesq_wb(&dir.0, &source, &run.opus_alone);
@@ -60,7 +94,8 @@ fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {
             println!(
                 "  {name}: PESQ-WB path {} | Opus alone {} ; windows at one lag >= 0.9: {at_lag}/{} ; \
                  underruns {} concealed {} fec {} stretched {} compressed {} dropped {} ; \
-                 device max gap {} ms ; capture dropped {}",
+                 device max gap {} ms ; capture dropped {} ; machine stall {:.1} ms, \
+                 ordinary thread held {:.1} ms",
                 path.map_or("-".into(), |v| format!("{v:.2}")),
                 alone.map_or("-".into(), |v| format!("{v:.2}")),
                 run.windows.len(),
@@ -74,6 +109,8 @@ fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {
                 run.capture
                     .as_ref()
                     .map_or("-".into(), |c| c["dropped_samples"].to_string()),
+                machine.as_secs_f64() * 1e3,
+                busy.as_secs_f64() * 1e3,
             );
         }
     }
