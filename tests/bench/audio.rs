@@ -9,6 +9,7 @@
 //! `ROGER_BENCH_SERIES=1` also prints each click's latency in order.
 
 use roger_e2e::pulse::{read_mono, stop_recording, Pulse};
+use roger_e2e::stall::{Kind, StallWitness};
 use roger_e2e::{proc_cpu_seconds, Bot, Server};
 use std::time::{Duration, Instant};
 
@@ -155,6 +156,7 @@ pub fn run() {
         cpu_seconds(listener.pid()),
         Instant::now(),
     );
+    let witness = StallWitness::start();
     let mut play = pulse
         .command("paplay")
         .args(["-d", "both"])
@@ -163,6 +165,11 @@ pub fn run() {
         .expect("paplay");
     let _ = play.wait();
     let elapsed = t0.elapsed().as_secs_f64();
+    let (machine, busy) = (
+        witness.worst(t0, Kind::Machine),
+        witness.worst(t0, Kind::Busy),
+    );
+    drop(witness);
     let (a1, b1) = (cpu_seconds(talker.pid()), cpu_seconds(listener.pid()));
     std::thread::sleep(Duration::from_millis(500));
     stop_recording(recorder);
@@ -190,6 +197,12 @@ pub fn run() {
         );
     }
     super::report("mouth-to-ear latency (vmic -> spk, PulseAudio)", "ms", lat);
+    println!(
+        "meanwhile the machine stalled at most {:.1} ms and an ordinary thread waited at \
+         most {:.1} ms (stall.rs)",
+        machine.as_secs_f64() * 1e3,
+        busy.as_secs_f64() * 1e3
+    );
     println!(
         "CPU while talking (capture, Opus encode, send): {:.1}% of a core; while listening \
          (jitter buffer, decode, playout): {:.1}% of a core (release build, {elapsed:.0} s)",
