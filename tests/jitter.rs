@@ -73,6 +73,12 @@ impl Jitter {
     pub fn held(&self) -> u64 {
         self.held.load(Ordering::Relaxed)
     }
+
+    /// Whether the holding thread still runs (if it died, `--queue-bypass` lets packets
+    /// through undelayed).
+    pub fn alive(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
 }
 
 impl Drop for Jitter {
@@ -115,22 +121,28 @@ fn hold(
     // Min-heap by release time; the sequence number keeps equal times in arrival order.
     let mut waiting: BinaryHeap<Reverse<(Instant, u64, Slot)>> = BinaryHeap::new();
     let mut n = 0u64;
+    let mut errors = 0u64;
     loop {
         let stopping = stop.load(Ordering::Relaxed);
         loop {
             match queue.recv() {
-                Ok(mut msg) => {
+                Ok(msg) => {
                     let lo = base.saturating_sub(spread).as_secs_f64();
                     let hi = (base + spread).as_secs_f64();
                     let delay = Duration::from_secs_f64(rng.random_range(lo..=hi));
-                    msg.set_verdict(nfq::Verdict::Accept);
+                    // (A message's verdict is Accept unless set otherwise.)
                     n += 1;
                     held.fetch_add(1, Ordering::Relaxed);
                     waiting.push(Reverse((Instant::now() + delay, n, Slot(msg))));
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
-                    println!("(jitter queue: {e})");
+                    // (The packet, if any, went with the error: the kernel lets it go
+                    // at unbind.) Said once, then counted.
+                    errors += 1;
+                    if errors == 1 {
+                        println!("(jitter queue: {e}; further errors counted)");
+                    }
                     break;
                 }
             }
@@ -148,6 +160,9 @@ fn hold(
         }
         if stopping {
             let _ = queue.unbind(QUEUE);
+            if errors > 1 {
+                println!("(jitter queue: {errors} errors)");
+            }
             return;
         }
         std::thread::sleep(Duration::from_micros(250));

@@ -8,7 +8,7 @@ use crate::pulse::{read_mono, stop_recording, Pulse};
 use crate::Server;
 use serde_json::Value;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const S: Duration = Duration::from_secs(1);
 
@@ -27,6 +27,9 @@ pub struct SpeechRun {
     /// Every voiced 100 ms window of the reference found in the recording within 2 ms of
     /// the one lag.
     pub windows: Vec<Window>,
+    /// From the grant of the floor to half a second after the talker let go: when the
+    /// speech went through the path (what a stall must overlap to be blamed for a fault).
+    pub speaking: (Instant, Instant),
 }
 
 impl SpeechRun {
@@ -99,10 +102,12 @@ pub fn speech_through_devices(
     talker.wait_for(15 * S, "floor granted", |v| {
         v["event"] == "floor" && v["state"] == "granted"
     });
+    let granted = Instant::now();
     let (ok, lines, stderr) = talker.wait(15 * S);
     assert!(ok, "talker failed: {stderr}");
     let _ = play.wait();
     std::thread::sleep(Duration::from_millis(500));
+    let speaking = (granted, Instant::now());
     stop_recording(recorder);
     let (ok, heard, stderr) = listener.wait(15 * S);
     assert!(ok, "listener failed: {stderr}");
@@ -133,6 +138,7 @@ pub fn speech_through_devices(
         heard: recorded[lag..end].to_vec(),
         reference,
         windows,
+        speaking,
     }
 }
 

@@ -48,23 +48,28 @@ pub struct StallWitness {
 }
 
 impl StallWitness {
-    /// Starts one real-time thread per CPU and the ordinary one.
+    /// Starts one real-time thread per CPU this process may run on, and the ordinary one.
     pub fn start() -> StallWitness {
-        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let cpus = allowed_cpus();
         let stalls = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = std::sync::mpsc::channel();
-        let threads = (0..=cpus)
+        // `None`: the ordinary thread.
+        let threads = cpus
+            .iter()
+            .map(|&cpu| Some(cpu))
+            .chain([None])
             .map(|cpu| {
                 let (stalls, stop, tx) = (stalls.clone(), stop.clone(), tx.clone());
                 std::thread::spawn(move || {
-                    // The last one is the ordinary thread.
-                    let kind = if cpu < cpus {
-                        let _ = tx.send(pin_realtime(cpu));
-                        Kind::Machine
-                    } else {
-                        Kind::Busy
+                    let kind = match cpu {
+                        Some(cpu) => {
+                            let _ = tx.send(pin_realtime(cpu));
+                            Kind::Machine
+                        }
+                        None => Kind::Busy,
                     };
+                    drop(tx);
                     let mut last = Instant::now();
                     while !stop.load(Ordering::Relaxed) {
                         std::thread::sleep(Duration::from_millis(1));
@@ -85,9 +90,16 @@ impl StallWitness {
                 })
             })
             .collect();
-        let trusted = (0..cpus).all(|_| rx.recv().unwrap_or(false));
+        // (A thread that died before it answered closes its sender: no hang.)
+        drop(tx);
+        let answers: Vec<bool> = rx.iter().collect();
+        let trusted =
+            !cpus.is_empty() && answers.len() == cpus.len() && answers.iter().all(|&ok| ok);
         if !trusted {
-            println!("(stall witness: no real-time priority or CPU pinning; it may miss stalls)");
+            println!(
+                "(stall witness: not every CPU got a pinned real-time thread; machine stalls \
+                 may be missed)"
+            );
         }
         StallWitness {
             stalls,
@@ -97,17 +109,18 @@ impl StallWitness {
         }
     }
 
-    /// Stalls seen since `t`.
-    pub fn since(&self, t: Instant) -> Vec<Stall> {
-        let stalls = self.stalls.lock().expect("stalls");
-        stalls.iter().filter(|s| s.at >= t).copied().collect()
-    }
-
     /// The longest stall of `kind` since `t` (zero if none).
     pub fn worst(&self, t: Instant, kind: Kind) -> Duration {
-        self.since(t)
+        self.worst_between(t, Instant::now(), kind)
+    }
+
+    /// The longest stall of `kind` that overlapped `from..to` (zero if none): one that
+    /// ended in it, or ended after it having started before its end.
+    pub fn worst_between(&self, from: Instant, to: Instant, kind: Kind) -> Duration {
+        let stalls = self.stalls.lock().expect("stalls");
+        stalls
             .iter()
-            .filter(|s| s.kind == kind)
+            .filter(|s| s.kind == kind && s.at >= from && s.at - s.late <= to)
             .map(|s| s.late)
             .max()
             .unwrap_or_default()
@@ -120,6 +133,20 @@ impl Drop for StallWitness {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// The CPUs this process may run on (its affinity mask: not always 0..n).
+fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set, filled by sched_getaffinity.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Vec::new();
+        }
+        (0..libc::CPU_SETSIZE as usize)
+            .filter(|&cpu| libc::CPU_ISSET(cpu, &set))
+            .collect()
     }
 }
 

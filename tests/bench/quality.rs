@@ -17,12 +17,12 @@ use roger_e2e::pulse::Pulse;
 use roger_e2e::quality::{pesq_wb, speech_through_devices};
 use roger_e2e::stall::{Kind, StallWitness};
 use roger_e2e::{have, Server, TempDir};
-use std::time::Instant;
+use std::time::Duration;
 
 /// The server's media ports in this bench: the lossy pass drops from these.
 const MEDIA_PORTS: &str = "47000-47099";
 /// The jittery pass: each packet held this much, plus or minus this much.
-const JITTER: std::time::Duration = std::time::Duration::from_millis(20);
+const JITTER: Duration = Duration::from_millis(20);
 
 pub fn run() {
     let runs: usize = std::env::var("ROGER_BENCH_RUNS")
@@ -54,11 +54,13 @@ pub fn run() {
     let (lo_port, hi_port) = (lo.parse().unwrap_or(0), hi.parse().unwrap_or(0));
     let jitter = Jitter::start(lo_port, hi_port, JITTER, JITTER);
     match &jitter {
-        Ok(_) => {
+        Ok(jitter) => {
             println!(
                 "\n== quality: 5 % random loss and 20 ms of jitter (each packet held 20 +- 20 ms) =="
             );
+            let before = jitter.held();
             pass(&pulse, &server, &dir, runs, "j");
+            held_check(jitter, before);
         }
         Err(e) => println!("(no jittery passes: {e})"),
     }
@@ -67,11 +69,20 @@ pub fn run() {
     }
     if let Ok(jitter) = jitter {
         println!("\n== quality: 20 ms of jitter alone (each packet held 20 +- 20 ms), no loss ==");
+        let before = jitter.held();
         pass(&pulse, &server, &dir, runs, "s");
-        println!(
-            "  ({} packets held in the two jittery passes)",
-            jitter.held()
-        );
+        held_check(&jitter, before);
+    }
+}
+
+/// Says how many packets the jitter held in a pass, and loudly when the figures above
+/// are not a jittery path's (nothing held, or the holding thread died and the queue's
+/// bypass let packets through undelayed).
+fn held_check(jitter: &Jitter, before: u64) {
+    let held = jitter.held() - before;
+    println!("  ({held} packets held 20 +- 20 ms in this pass)");
+    if held == 0 || !jitter.alive() {
+        println!("  !! the jitter was not applied: these figures are NOT a jittery path's");
     }
 }
 
@@ -80,11 +91,11 @@ fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {
     for round in 0..runs {
         for (i, voice) in voices().iter().enumerate() {
             let name = voice.file_stem().and_then(|s| s.to_str()).unwrap_or("?");
-            let start = Instant::now();
             let run = speech_through_devices(pulse, server, voice, &format!("{tag}{round}{i}"));
+            let (from, to) = run.speaking;
             let (machine, busy) = (
-                witness.worst(start, Kind::Machine),
-                witness.worst(start, Kind::Busy),
+                witness.worst_between(from, to, Kind::Machine),
+                witness.worst_between(from, to, Kind::Busy),
             );
             let source = read(voice);
             let path = pesq_wb(&dir.0, &source, &run.heard);
@@ -94,6 +105,7 @@ fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {
             println!(
                 "  {name}: PESQ-WB path {} | Opus alone {} ; windows at one lag >= 0.9: {at_lag}/{} ; \
                  underruns {} concealed {} fec {} stretched {} compressed {} dropped {} ; \
+                 jitter max {} ms ; \
                  device max gap {} ms ; capture dropped {} ; machine stall {:.1} ms, \
                  ordinary thread held {:.1} ms",
                 path.map_or("-".into(), |v| format!("{v:.2}")),
@@ -105,6 +117,7 @@ fn pass(pulse: &Pulse, server: &Server, dir: &TempDir, runs: usize, tag: &str) {
                 p["stretched"],
                 p["compressed"],
                 p["dropped"],
+                p["jitter_max_ms"],
                 p["device_max_gap_ms"],
                 run.capture
                     .as_ref()

@@ -607,17 +607,19 @@ fn a_sender_clock_that_lags_then_catches_up_a_block_does_not_run_the_buffer_dry(
 }
 
 #[test]
-fn the_most_jitter_a_path_showed_is_counted() {
-    // Packets on time, except one 12 ms late: the path's jitter is 12 ms.
-    let mut jb = JitterBuffer::new(JitterConfig::default());
-    let t0 = Instant::now();
-    let arrivals: Vec<Option<Duration>> = (0..50u32)
-        .map(|i| {
-            let late = if i == 30 { 12 } else { 0 };
-            Some(FRAME * i + Duration::from_millis(late))
-        })
-        .collect();
-    run(&mut jb, t0, &arrivals, FRAME, 60);
-    assert_eq!(jb.stats().jitter_max_ms, 12);
-    assert_eq!(jb.stats().underruns, 0);
+fn the_most_jitter_a_path_showed_is_counted_in_whole_ms_rounded_up() {
+    // Packets on time, except one late by `late_us`: the path's jitter, rounded up.
+    for (late_us, ms) in [(12_000, 12), (12_300, 13), (0, 0)] {
+        let mut jb = JitterBuffer::new(JitterConfig::default());
+        let t0 = Instant::now();
+        let arrivals: Vec<Option<Duration>> = (0..50u32)
+            .map(|i| {
+                let late = if i == 30 { late_us } else { 0 };
+                Some(FRAME * i + Duration::from_micros(late))
+            })
+            .collect();
+        run(&mut jb, t0, &arrivals, FRAME, 60);
+        assert_eq!(jb.stats().jitter_max_ms, ms, "{late_us} us late");
+        assert_eq!(jb.stats().underruns, 0);
+    }
 }
