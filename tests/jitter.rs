@@ -9,8 +9,7 @@
 //! written here. Needs root (CAP_NET_ADMIN) and `iptables`.
 
 use rand::Rng;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -118,8 +117,12 @@ fn hold(
     held: &AtomicU64,
 ) {
     let mut rng = rand::rng();
-    // Min-heap by release time; the sequence number keeps equal times in arrival order.
-    let mut waiting: BinaryHeap<Reverse<(Instant, u64, Slot)>> = BinaryHeap::new();
+    let (lo, hi) = (
+        base.saturating_sub(spread).as_secs_f64(),
+        (base + spread).as_secs_f64(),
+    );
+    // By release time; the sequence number keeps equal times in arrival order.
+    let mut waiting: BTreeMap<(Instant, u64), nfq::Message> = BTreeMap::new();
     let mut n = 0u64;
     let mut errors = 0u64;
     loop {
@@ -127,13 +130,11 @@ fn hold(
         loop {
             match queue.recv() {
                 Ok(msg) => {
-                    let lo = base.saturating_sub(spread).as_secs_f64();
-                    let hi = (base + spread).as_secs_f64();
                     let delay = Duration::from_secs_f64(rng.random_range(lo..=hi));
                     // (A message's verdict is Accept unless set otherwise.)
                     n += 1;
                     held.fetch_add(1, Ordering::Relaxed);
-                    waiting.push(Reverse((Instant::now() + delay, n, Slot(msg))));
+                    waiting.insert((Instant::now() + delay, n), msg);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) => {
@@ -148,14 +149,12 @@ fn hold(
             }
         }
         let now = Instant::now();
-        while waiting
-            .peek()
-            .is_some_and(|Reverse((at, _, _))| stopping || *at <= now)
-        {
-            if let Some(Reverse((_, _, Slot(msg)))) = waiting.pop() {
-                if let Err(e) = queue.verdict(msg) {
-                    println!("(jitter verdict: {e})");
-                }
+        while let Some(entry) = waiting.first_entry() {
+            if !stopping && entry.key().0 > now {
+                break;
+            }
+            if let Err(e) = queue.verdict(entry.remove()) {
+                println!("(jitter verdict: {e})");
             }
         }
         if stopping {
@@ -166,25 +165,5 @@ fn hold(
             return;
         }
         std::thread::sleep(Duration::from_micros(250));
-    }
-}
-
-/// A queued packet, ordered by nothing (the heap orders by time and sequence first).
-struct Slot(nfq::Message);
-
-impl PartialEq for Slot {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-impl Eq for Slot {}
-impl PartialOrd for Slot {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Slot {
-    fn cmp(&self, _: &Self) -> std::cmp::Ordering {
-        std::cmp::Ordering::Equal
     }
 }

@@ -66,10 +66,16 @@ pub fn have(program: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether this runs under `CI=true` (as root, with every tool installed): tests that
+/// would skip elsewhere must run.
+pub fn under_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
 /// A test that cannot run here skips with a printed reason, except under `CI=true`,
 /// where it panics (CI installs everything).
 pub fn skip_or_panic(why: &str) {
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if under_ci() {
         panic!("{why}");
     }
     eprintln!("SKIPPED: {why}");

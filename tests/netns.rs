@@ -91,7 +91,7 @@ pub fn available() -> bool {
         None => true,
         Some(why) => {
             assert!(
-                std::env::var("CI").as_deref() != Ok("true"),
+                !crate::under_ci(),
                 "namespace tests must run in CI, but {why}"
             );
             println!("SKIPPED: namespace test needs root, ip and nft: {why}");

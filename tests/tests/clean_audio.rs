@@ -61,7 +61,7 @@ fn speech_on_a_clean_path_plays_with_no_concealment_and_no_jumps() {
     let witness = StallWitness::start();
     // As root (CI) every CPU gets its pinned real-time witness; without them a machine
     // stall could pass for the software's fault, or the other way round.
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
+    if roger_e2e::under_ci() {
         assert!(
             witness.trusted,
             "the stall witness needs real-time priority (root)"

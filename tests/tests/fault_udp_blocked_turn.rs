@@ -36,7 +36,7 @@ fn start_coturn(lab: &Lab, dir: &TempDir) -> Option<Coturn> {
         .is_err()
     {
         assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
+            !roger_e2e::under_ci(),
             "coturn (turnserver) must be installed in CI"
         );
         println!("SKIPPED: coturn (turnserver) is not installed");
